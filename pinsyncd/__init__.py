@@ -1,0 +1,8 @@
+"""pinsyncd: keeps a local IPFS node's pins backed up on remote pinning services."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("pinsyncd")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"

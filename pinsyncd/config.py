@@ -1,0 +1,478 @@
+"""The YAML config: its schema, its defaults, and errors that name the key path and line."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from yarl import URL
+
+from pinsyncd.durations import parse_duration
+from pinsyncd.tokens import Secret, TokenError, token_from_env, token_from_file
+
+DEFAULT_CONFIG_PATH = Path("/etc/pinsyncd/config.yaml")
+EX_CONFIG = 78  # sysexits.h: configuration error; the unit sets RestartPreventExitStatus=78
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: where (key path, line) and what."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def render(self, filename: str) -> str:
+        where = f"{filename}:{self.line}" if self.line else filename
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` lists every reason at once."""
+
+    def __init__(self, filename: str, problems: list[Problem]) -> None:
+        self.filename = filename
+        self.problems = sorted(problems, key=lambda p: (p.line is None, p.line or 0))
+        super().__init__("\n".join(p.render(filename) for p in self.problems))
+
+
+# --- field types ------------------------------------------------------------------------------
+
+
+def _duration(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected a duration like 30s, 10m, 2h or 1d")
+    if isinstance(value, int | float):
+        raise ValueError(f"{value} has no unit; write e.g. {value}s or {value}m")
+    return parse_duration(value)
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be longer than 0s")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(_duration), AfterValidator(_positive)]
+"""Seconds, written in the config as `30s`, `10m`, `2h`, `1d` or `1h30m`."""
+
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_endpoint(raw: str) -> str:
+    """Check a Pinning Service API base URL and return it without trailing or doubled slashes.
+
+    Like Kubo's `pin remote service add`: http(s) only, no query string, no `/pins` suffix.
+    """
+    try:
+        url = URL(raw.strip())
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http:// or https:// URL, e.g. https://api.pinata.cloud/psa")
+    if url.query_string or raw.rstrip().endswith("?"):
+        raise ValueError("must not have a query string (?...); give the service's base URL")
+    if url.fragment:
+        raise ValueError("must not have a #fragment")
+    if url.user is not None or url.password is not None:
+        raise ValueError("must not contain credentials; use token_env or token_file")
+    path = re.sub(r"/{2,}", "/", url.path).rstrip("/")
+    if path.endswith("/pins"):
+        raise ValueError(
+            f"must not end with /pins; give the base URL, e.g. {url.with_path(path[:-5])}"
+        )
+    return str(url.with_path(path or "/")).rstrip("/")
+
+
+def node_api_url(raw: str) -> str:
+    """The Kubo RPC base URL from `http://host:port` or a multiaddr like `/ip4/127.0.0.1/tcp/5001`
+    (the form Kubo writes to `$IPFS_PATH/api`)."""
+    text = raw.strip()
+    if text.startswith("/"):
+        match = re.fullmatch(r"/(ip4|ip6|dns|dns4|dns6)/([^/]+)/tcp/(\d+)(/http)?", text)
+        if not match:
+            raise ValueError("a multiaddr must look like /ip4/127.0.0.1/tcp/5001")
+        host = f"[{match.group(2)}]" if match.group(1) == "ip6" else match.group(2)
+        text = f"http://{host}:{match.group(3)}"
+    try:
+        url = URL(text)
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http(s) URL or a multiaddr, e.g. http://127.0.0.1:5001")
+    if url.query_string or url.fragment:
+        raise ValueError("must not have a query string or fragment")
+    path = url.path.rstrip("/")
+    if path.endswith("/api/v0"):
+        path = path[: -len("/api/v0")]
+    return str(url.with_path(path or "/")).rstrip("/")
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NodeConfig(_Section):
+    """The local IPFS node whose pins are backed up."""
+
+    api: Annotated[str, AfterValidator(node_api_url)] = "http://127.0.0.1:5001"
+    timeout: Duration = 60.0
+
+
+class SyncConfig(_Section):
+    """When and how the local pinset is compared with the services."""
+
+    interval: Duration = 600.0
+
+
+class StateConfig(_Section):
+    """Where pinsyncd keeps what it knows about each remote pin (SQLite)."""
+
+    path: str | None = None
+
+
+class ServiceConfig(_Section):
+    """One remote service that speaks the IPFS Pinning Service API v1.0.0."""
+
+    name: str
+    endpoint: str
+    token_env: str | None = None
+    token_file: str | None = None
+    concurrency: int = Field(default=4, ge=1, le=64)
+    timeout: Duration = 30.0
+    allow_insecure_http: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not _SERVICE_NAME.fullmatch(name):
+            raise ValueError(
+                "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return name
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, endpoint: str) -> str:
+        return normalize_endpoint(endpoint)
+
+    @field_validator("token_env")
+    @classmethod
+    def _check_token_env(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError("must be the name of an environment variable, e.g. PINATA_TOKEN")
+        return name
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> ServiceConfig:
+        url = URL(self.endpoint)
+        if url.scheme == "http" and not is_loopback_host(url.host) and not self.allow_insecure_http:
+            raise ValueError(
+                "endpoint uses plain http:// to a remote host, which would send the token in "
+                "clear text; use https:// or set allow_insecure_http: true"
+            )
+        return self
+
+
+class ConfigFile(_Section):
+    """The whole YAML file."""
+
+    node: NodeConfig = NodeConfig()
+    sync: SyncConfig = SyncConfig()
+    state: StateConfig = StateConfig()
+    services: list[ServiceConfig] = Field(min_length=1)
+
+
+# --- the loaded config ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service ready to be called: its config and its token."""
+
+    name: str
+    endpoint: str
+    token: Secret
+    concurrency: int
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config with tokens read and paths resolved."""
+
+    source: Path
+    node: NodeConfig
+    sync: SyncConfig
+    state_path: Path
+    services: tuple[Service, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env["PINSYNCD_CONFIG"]) if env.get("PINSYNCD_CONFIG") else DEFAULT_CONFIG_PATH
+
+
+def default_state_path(env: Mapping[str, str]) -> Path:
+    """`$STATE_DIRECTORY` (systemd StateDirectory=), else the XDG state directory."""
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0]) / "state.db"
+    base = Path(env["XDG_STATE_HOME"]) if env.get("XDG_STATE_HOME") else None
+    if base is None:
+        base = Path(env.get("HOME") or Path.home()) / ".local" / "state"
+    return base / "pinsyncd" / "state.db"
+
+
+def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve the config at `path`; raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    path = Path(path)
+    filename = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(filename, [Problem("", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(filename, [Problem("", f"cannot read: {reason}")]) from None
+    return parse_config(text, filename=filename, env=env, source=path)
+
+
+def parse_config(
+    text: str,
+    *,
+    filename: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    source: Path | None = None,
+) -> Config:
+    env = os.environ if env is None else env
+    data, lines = _load_yaml(text, filename)
+    duplicates = _raw_service_problems(data, lines)
+    try:
+        parsed = ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(filename, _problems_from(exc, lines) + duplicates) from None
+    if duplicates:
+        raise ConfigError(filename, duplicates)
+
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    services: list[Service] = []
+    for index, svc in enumerate(parsed.services):
+        key = "token_env" if svc.token_env is not None else "token_file"
+        try:
+            if svc.token_env is not None:
+                loaded = token_from_env(svc.token_env, env)
+            else:
+                assert svc.token_file is not None
+                loaded = token_from_file(svc.token_file, env)
+        except TokenError as exc:
+            loc: tuple[str | int, ...] = ("services", index, key)
+            problems.append(Problem(_render_loc(loc), str(exc), _line_for(loc, lines)))
+            continue
+        if loaded.warning:
+            warnings.append(f"services[{index}] ({svc.name}): {loaded.warning}")
+        services.append(
+            Service(svc.name, svc.endpoint, loaded.secret, svc.concurrency, svc.timeout)
+        )
+    if problems:
+        raise ConfigError(filename, problems)
+
+    base_dir = source.parent if source is not None else Path.cwd()
+    if parsed.state.path is not None:
+        state_path = Path(os.path.expandvars(parsed.state.path)).expanduser()
+        if not state_path.is_absolute():
+            state_path = (base_dir / state_path).resolve()
+    else:
+        state_path = default_state_path(env)
+    return Config(
+        source=source or Path(filename),
+        node=parsed.node,
+        sync=parsed.sync,
+        state_path=state_path,
+        services=tuple(services),
+        warnings=tuple(warnings),
+    )
+
+
+def _raw_service_problems(data: Any, lines: _Lines) -> list[Problem]:
+    """Checks across keys and entries, run on the raw data so that they are reported together
+    with field errors (pydantic skips a model's own checks once one of its fields failed)."""
+    services = data.get("services") if isinstance(data, dict) else None
+    if not isinstance(services, list):
+        return []
+    first: dict[str, int] = {}
+    problems = []
+    for index, item in enumerate(services):
+        if not isinstance(item, dict):
+            continue
+        if ("token_env" in item) == ("token_file" in item):
+            loc: tuple[str | int, ...] = ("services", index)
+            message = "give exactly one of token_env or token_file"
+            problems.append(Problem(_render_loc(loc), message, _line_for(loc, lines)))
+        name = item.get("name")
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            loc = ("services", index, "name")
+            message = f"service name {name!r} is already used by services[{first[name]}]"
+            problems.append(Problem(_render_loc(loc), message, _line_for(loc, lines)))
+        else:
+            first[name] = index
+    return problems
+
+
+# --- YAML with line numbers -------------------------------------------------------------------
+
+_Lines = dict[tuple[str | int, ...], int]
+
+
+def _load_yaml(text: str, filename: str) -> tuple[Any, _Lines]:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        reason = exc.problem or exc.context or "invalid YAML"
+        column = f", column {mark.column + 1}" if mark else ""
+        problem = Problem("", f"invalid YAML{column}: {reason}", line)
+        raise ConfigError(filename, [problem]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(filename, [Problem("", f"invalid YAML: {exc}")]) from None
+    if root is None:
+        raise ConfigError(filename, [Problem("", "the file is empty; see config.example.yaml")])
+    lines: _Lines = {}
+    duplicates: list[Problem] = []
+    _index_nodes(root, (), lines, duplicates)
+    if duplicates:
+        raise ConfigError(filename, duplicates)
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(filename, [Problem("", "the top level must be a mapping of keys", 1)])
+    try:
+        data = yaml.SafeLoader(text).get_single_data()
+    except yaml.YAMLError as exc:  # e.g. a bad tag that composes but does not construct
+        raise ConfigError(filename, [Problem("", f"invalid YAML: {exc}")]) from None
+    return data, lines
+
+
+def _index_nodes(
+    node: yaml.Node, loc: tuple[str | int, ...], lines: _Lines, duplicates: list[Problem]
+) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = (*loc, key)
+            if key in seen:
+                duplicates.append(
+                    Problem(_render_loc(child), "key appears twice", key_node.start_mark.line + 1)
+                )
+            seen.add(key)
+            _index_nodes(value_node, child, lines, duplicates)
+            lines[child] = key_node.start_mark.line + 1  # the key's line, not the value's
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_nodes(item, (*loc, index), lines, duplicates)
+
+
+def _line_for(loc: tuple[str | int, ...], lines: _Lines) -> int | None:
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+def _render_loc(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "model_type": "a mapping of keys",
+    "dict_type": "a mapping of keys",
+    "float_type": "a number",
+}
+
+
+def _problems_from(exc: ValidationError, lines: _Lines) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = tuple(part for part in error["loc"] if isinstance(part, str | int))
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            allowed = ", ".join(parent.model_fields) if parent else ""
+            message = f"unknown key (allowed here: {allowed})" if allowed else "unknown key"
+            if loc and loc[-1] == "token":
+                message = "tokens are not written in the config; use token_env or token_file"
+        elif kind == "missing":
+            message = "required key is missing"
+        elif kind in _TYPE_NAMES:
+            message = f"must be {_TYPE_NAMES[kind]}"
+        elif kind == "too_short" and loc == ("services",):
+            message = "list at least one service"
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(Problem(_render_loc(loc), message, _line_for(loc, lines)))
+    return problems
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = ConfigFile
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        annotation = info.annotation
+        inner = getattr(annotation, "__args__", (annotation,))[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return None
+    return model

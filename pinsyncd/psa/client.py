@@ -1,0 +1,297 @@
+"""An HTTP client for one IPFS Pinning Service API v1.0.0 service: the five operations.
+
+One `aiohttp.ClientSession` per service. Bearer auth; the token is never logged, never put in
+an error message, and never sent to another origin: redirects are followed by hand, only to
+the same scheme, host and port.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Self, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from pydantic import BaseModel, ValidationError
+from yarl import URL
+
+from pinsyncd import __version__
+from pinsyncd.psa.errors import (
+    MalformedResponse,
+    NetworkError,
+    PinningServiceError,
+    RateLimited,
+    RedirectRefused,
+    Unauthorized,
+    error_class_for,
+    retry_after_seconds,
+)
+from pinsyncd.psa.models import (
+    MAX_CIDS_PER_QUERY,
+    MAX_PAGE_SIZE,
+    Failure,
+    Pin,
+    PinResults,
+    PinStatus,
+    Status,
+    format_timestamp,
+)
+from pinsyncd.tokens import Secret
+
+_Model = TypeVar("_Model", bound=BaseModel)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+USER_AGENT = f"pinsyncd/{__version__}"
+
+
+class PinningServiceClient:
+    """Calls one service. The constructor does no I/O; `close()` may be called twice."""
+
+    def __init__(
+        self,
+        name: str,
+        endpoint: str,
+        token: Secret,
+        *,
+        timeout: float = 30.0,
+        connections: int = 8,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.name = name
+        self.endpoint = URL(endpoint.rstrip("/"))
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
+        self._connections = connections
+        self._session = session
+        self._owns_session = session is None
+        self.requests: Counter[str] = Counter()
+        """Requests sent, by operation (`list`, `add`, `get`, `replace`, `delete`)."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+        self._session = None
+
+    # --- the five operations ----------------------------------------------------------------
+
+    async def list_pins(
+        self,
+        *,
+        cids: Sequence[str] | None = None,
+        name: str | None = None,
+        match: str | None = None,
+        statuses: Iterable[Status] | None = None,
+        before: datetime | None = None,
+        after: datetime | None = None,
+        limit: int | None = None,
+        meta: Mapping[str, str] | None = None,
+    ) -> PinResults:
+        """One page of `GET /pins`, exactly as asked (see `pinsyncd.psa.pager` for all pages)."""
+        params: list[tuple[str, str]] = []
+        if cids:
+            if len(cids) > MAX_CIDS_PER_QUERY:
+                raise ValueError(f"at most {MAX_CIDS_PER_QUERY} CIDs per query")
+            params.append(("cid", ",".join(cids)))
+        if name is not None:
+            params.append(("name", name))
+        if match is not None:
+            params.append(("match", match))
+        if statuses is not None:
+            params.append(("status", ",".join(Status(s).value for s in statuses)))
+        if before is not None:
+            params.append(("before", format_timestamp(before)))
+        if after is not None:
+            params.append(("after", format_timestamp(after)))
+        if limit is not None:
+            if not 1 <= limit <= MAX_PAGE_SIZE:
+                raise ValueError(f"limit must be 1..{MAX_PAGE_SIZE}")
+            params.append(("limit", str(limit)))
+        if meta:
+            params.append(("meta", json.dumps(dict(meta), separators=(",", ":"))))
+        return await self._call("list", "GET", ("pins",), PinResults, params=params)
+
+    async def add_pin(self, pin: Pin) -> PinStatus:
+        """`POST /pins`: ask the service to pin; it answers with a new request."""
+        return await self._call("add", "POST", ("pins",), PinStatus, body=pin.to_json())
+
+    async def get_pin(self, requestid: str) -> PinStatus:
+        return await self._call("get", "GET", _request_path(requestid), PinStatus)
+
+    async def replace_pin(self, requestid: str, pin: Pin) -> PinStatus:
+        """`POST /pins/{requestid}`: atomically replace a request (new requestid)."""
+        path = _request_path(requestid)
+        return await self._call("replace", "POST", path, PinStatus, body=pin.to_json())
+
+    async def delete_pin(self, requestid: str) -> None:
+        await self._call("delete", "DELETE", _request_path(requestid), None)
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _session_for_call(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._connections)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._owns_session = True
+        return self._session
+
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        path: tuple[str, ...],
+        model: type[_Model] | None,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
+        self.requests[operation] += 1
+        url = self.endpoint.joinpath(*path, encoded=True)
+        if params:
+            url = url.with_query(params)
+        status, headers, payload = await self._send(operation, method, url, body)
+        if not 200 <= status < 300:
+            raise self._error(operation, status, headers, payload)
+        if model is None:
+            return None
+        try:
+            return model.model_validate_json(payload)
+        except ValidationError as exc:
+            raise MalformedResponse(
+                self.name, operation, _describe_invalid(exc, payload), status=status
+            ) from None
+
+    async def _send(
+        self, operation: str, method: str, url: URL, body: dict[str, Any] | None
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        session = self._session_for_call()
+        headers = {
+            "Authorization": f"Bearer {self._token.reveal()}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        for _hop in range(_MAX_REDIRECTS + 1):
+            try:
+                async with session.request(
+                    method, url, json=body, headers=headers, allow_redirects=False
+                ) as response:
+                    payload = await response.read()
+                    if response.status not in _REDIRECTS:
+                        return response.status, response.headers, payload
+                    url = self._follow(operation, method, url, response)
+            except aiohttp.ClientConnectorError as exc:
+                raise NetworkError(
+                    self.name, operation, f"cannot connect: {_os_reason(exc)}", maybe_applied=False
+                ) from None
+            except aiohttp.ConnectionTimeoutError:
+                raise NetworkError(
+                    self.name, operation, "connection timed out", maybe_applied=False
+                ) from None
+            except TimeoutError:
+                raise NetworkError(
+                    self.name, operation, f"no answer within {self._timeout.total:g}s"
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise NetworkError(self.name, operation, _client_error_reason(exc)) from None
+        raise RedirectRefused(self.name, operation, f"more than {_MAX_REDIRECTS} redirects")
+
+    def _follow(
+        self, operation: str, method: str, url: URL, response: aiohttp.ClientResponse
+    ) -> URL:
+        location = response.headers.get("Location")
+        if not location:
+            raise MalformedResponse(
+                self.name, operation, f"HTTP {response.status} without a Location header"
+            )
+        target = url.join(URL(location))
+        if (target.scheme, target.host, target.port) != (url.scheme, url.host, url.port):
+            raise RedirectRefused(
+                self.name,
+                operation,
+                f"redirected to another origin ({target.scheme}://{target.host}:{target.port}); "
+                "the token is not sent there. Fix the endpoint in the config",
+                status=response.status,
+            )
+        if response.status in (301, 302, 303) and method != "GET":
+            raise RedirectRefused(
+                self.name,
+                operation,
+                f"HTTP {response.status} redirect for {method} (would become GET); "
+                "fix the endpoint in the config",
+                status=response.status,
+            )
+        return target
+
+    def _error(
+        self, operation: str, status: int, headers: CIMultiDictProxy[str], payload: bytes
+    ) -> PinningServiceError:
+        reason: str | None = None
+        details: str | None = None
+        try:
+            failure = Failure.model_validate_json(payload)
+            reason = failure.error.reason
+            details = _one_line(failure.error.details or "")
+        except ValidationError:
+            pass
+        text = f"HTTP {status}"
+        if reason:
+            text += f" {reason}"
+        if details:
+            text += f": {details}"
+        elif reason is None and payload:
+            text += " (the body is not a Failure JSON)"
+        cls = error_class_for(status)
+        kwargs: dict[str, Any] = {"status": status, "reason": reason, "details": details}
+        if cls is Unauthorized:
+            text = f"the token from {self._token.source} was refused ({text})"
+        if cls is RateLimited:
+            kwargs["retry_after"] = retry_after_seconds(headers)
+        return cls(self.name, operation, text, **kwargs)
+
+
+def _request_path(requestid: str) -> tuple[str, str]:
+    if not requestid:
+        raise ValueError("empty requestid")
+    return ("pins", quote(requestid, safe=""))  # a '/' in an id stays inside the segment
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """The first line of a server's free text, bounded (the npm mock sends JS stack traces)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _describe_invalid(exc: ValidationError, payload: bytes) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    if errors and errors[0]["type"] == "json_invalid":
+        preview = _one_line(payload[:80].decode("utf-8", errors="replace"), 80)
+        return f"the answer is not JSON ({preview!r})"
+    parts = []
+    for error in errors[:3]:
+        loc = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{loc}: {error['msg']}")
+    more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+    return "the answer does not match the spec: " + "; ".join(parts) + more
+
+
+def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
+    return exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+
+
+def _client_error_reason(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the connection was closed before an answer came"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer was cut off"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return f"connection error: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,90 @@
+"""Access tokens: read from an environment variable or a file, never shown in logs or errors."""
+
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class Secret:
+    """A value whose repr and str never reveal it; `source` says where it came from."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str) -> None:
+        self._value = value
+        self.source = source
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(from {self.source})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class TokenError(ValueError):
+    """The token could not be read; the message names the source, never the value."""
+
+
+@dataclass(frozen=True)
+class LoadedToken:
+    secret: Secret
+    warning: str | None = None
+
+
+def expand_path(raw: str, env: Mapping[str, str]) -> Path:
+    """Expand `${VAR}` and `~` in a path; `${CREDENTIALS_DIRECTORY}` is how systemd credentials
+    are named (LoadCredential=)."""
+    missing = [name for name in _referenced_vars(raw) if name not in env]
+    if missing:
+        raise TokenError(f"{raw!r} refers to ${{{missing[0]}}}, which is not set")
+    expanded = raw
+    for name in _referenced_vars(raw):
+        expanded = expanded.replace(f"${{{name}}}", env[name]).replace(f"${name}", env[name])
+    return Path(expanded).expanduser()
+
+
+def _referenced_vars(raw: str) -> list[str]:
+    return re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", raw)
+
+
+def token_from_env(name: str, env: Mapping[str, str]) -> LoadedToken:
+    value = env.get(name)
+    if value is None:
+        raise TokenError(f"environment variable {name} is not set")
+    value = value.strip()
+    if not value:
+        raise TokenError(f"environment variable {name} is empty")
+    return LoadedToken(Secret(value, f"${name}"))
+
+
+def token_from_file(raw_path: str, env: Mapping[str, str]) -> LoadedToken:
+    path = expand_path(raw_path, env)
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise TokenError(f"token file {path} does not exist") from None
+    except PermissionError:
+        raise TokenError(f"token file {path} is not readable by this user") from None
+    except IsADirectoryError:
+        raise TokenError(f"token file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise TokenError(f"token file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise TokenError(f"token file {path}: {exc.strerror}") from None
+    if not value:
+        raise TokenError(f"token file {path} is empty")
+    warning = None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        warning = f"token file {path} is readable by other users; chmod 600 it"
+    return LoadedToken(Secret(value, str(path)), warning)

@@ -1,0 +1,100 @@
+"""Fixtures that start real peers on 127.0.0.1 and always stop them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.peers import KuboNode, MockPinningService, install_peers
+
+SEEDED_PINS = 3000
+
+
+@pytest.fixture(scope="session")
+def peers_installed() -> None:
+    install_peers()
+
+
+@pytest.fixture(scope="session")
+def kubo(peers_installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KuboNode]:
+    """A real Kubo daemon, online on loopback only, with SEEDED_PINS named recursive pins."""
+    node = KuboNode(tmp_path_factory.mktemp("kubo") / "repo")
+    node.start()
+    try:
+        node.seeded = asyncio.run(seed_pins(node.api_url, SEEDED_PINS, "seed"))
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def kubo_factory(peers_installed: None, tmp_path: Path) -> Iterator[Callable[..., KuboNode]]:
+    """Start extra Kubo daemons for one test (stopped at its end)."""
+    started: list[KuboNode] = []
+
+    def start(name: str = "node", online: bool = True) -> KuboNode:
+        node = KuboNode(tmp_path / name, online=online)
+        node.start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture
+def mock_psa_factory(peers_installed: None) -> Iterator[Callable[..., MockPinningService]]:
+    """Start instances of the npm mock-ipfs-pinning-service (stopped at the test's end)."""
+    started: list[MockPinningService] = []
+
+    def start(token: str = "mock-token", delegates: str | None = None) -> MockPinningService:
+        service = MockPinningService(token=token, delegates=delegates)
+        service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+@pytest.fixture
+def mock_psa(mock_psa_factory: Callable[..., MockPinningService]) -> MockPinningService:
+    return mock_psa_factory()
+
+
+async def seed_pins(api_url: str, count: int, prefix: str) -> dict[str, str]:
+    """Add `count` small raw blocks to a Kubo node and pin each with a name; CID -> name."""
+    form = aiohttp.FormData()
+    for index in range(count):
+        form.add_field("file", f"{prefix} {index} {os.urandom(8).hex()}".encode(), filename="f")
+    async with aiohttp.ClientSession() as session:
+        cids: list[str] = []
+        async with session.post(
+            f"{api_url}/api/v0/block/put", params={"cid-codec": "raw"}, data=form
+        ) as response:
+            response.raise_for_status()
+            async for line in response.content:
+                if line.strip():
+                    cids.append(json.loads(line)["Key"])
+        limit = asyncio.Semaphore(16)
+
+        async def pin(index: int, cid: str) -> None:
+            async with (
+                limit,
+                session.post(
+                    f"{api_url}/api/v0/pin/add", params={"arg": cid, "name": f"{prefix}-{index}"}
+                ) as response,
+            ):
+                response.raise_for_status()
+                await response.read()
+
+        await asyncio.gather(*(pin(i, cid) for i, cid in enumerate(cids)))
+    return {cid: f"{prefix}-{i}" for i, cid in enumerate(cids)}

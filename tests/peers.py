@@ -1,0 +1,177 @@
+"""Real third-party peers for the tests, as subprocesses on 127.0.0.1: Kubo (built from source
+by scripts/install-peers) and the npm mock-ipfs-pinning-service. Started and always stopped by
+the fixtures in conftest.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IPFS_BIN = ROOT / ".peers" / "bin" / "ipfs"
+NPM_DIR = ROOT / "peers" / "npm"
+
+
+def install_peers() -> None:
+    """Run the project's own installer (quick when everything is already there)."""
+    subprocess.run([str(ROOT / "scripts" / "install-peers")], check=True)
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def read_port_line(process: subprocess.Popen[bytes], timeout: float, what: str) -> int:
+    """Wait for the `{"port": N}` line a test server prints once it listens."""
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    while time.monotonic() < deadline:
+        if not selector.select(max(0.0, deadline - time.monotonic())):
+            break
+        chunk = os.read(process.stdout.fileno(), 4096)
+        if not chunk:
+            break
+        buffer += chunk
+        if b"\n" in buffer:
+            line = buffer.split(b"\n", 1)[0]
+            return int(json.loads(line)["port"])
+    _stop(process)
+    raise RuntimeError(f"{what} did not start: {buffer.decode(errors='replace')[-500:]}")
+
+
+@dataclass
+class KuboNode:
+    """A real Kubo daemon with its own repo, API and swarm on 127.0.0.1 (`--profile test`:
+    random ports, no bootstrap, no MDNS)."""
+
+    repo: Path
+    online: bool = True
+    process: subprocess.Popen[bytes] | None = None
+    api_url: str = ""
+    seeded: dict[str, str] = field(default_factory=dict)
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.repo.with_suffix(".log")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "IPFS_PATH": str(self.repo)}
+
+    def init(self) -> None:
+        subprocess.run(
+            [str(IPFS_BIN), "init", "--profile", "test", "--empty-repo"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self, timeout: float = 60.0) -> None:
+        if not (self.repo / "config").exists():
+            self.init()
+        (self.repo / "api").unlink(missing_ok=True)
+        args = [str(IPFS_BIN), "daemon"] + ([] if self.online else ["--offline"])
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                args, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Kubo exited: {self.log.read_text()[-2000:]}")
+            api_file = self.repo / "api"
+            if api_file.exists():
+                match = re.fullmatch(r"/ip4/([\d.]+)/tcp/(\d+)", api_file.read_text().strip())
+                if match:
+                    self.api_url = f"http://{match.group(1)}:{match.group(2)}"
+                    if self._answers():
+                        return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"Kubo did not come up: {self.log.read_text()[-2000:]}")
+
+    def _answers(self) -> bool:
+        try:
+            self.rpc("version")
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
+
+    def rpc(self, command: str, **params: str) -> dict:
+        """A blocking RPC call, for test set-up."""
+        query = "&".join(f"{k}={urllib.request.quote(v)}" for k, v in params.items())
+        request = urllib.request.Request(
+            f"{self.api_url}/api/v0/{command}?{query}", method="POST", data=b""
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read().splitlines()[-1] or b"{}")
+
+    def cli(self, *args: str, stdin: bytes | None = None) -> str:
+        """Run the `ipfs` CLI against this node (it talks to the running daemon)."""
+        result = subprocess.run(
+            [str(IPFS_BIN), *args],
+            env=self.env,
+            input=stdin,
+            check=True,
+            capture_output=True,
+        )
+        return result.stdout.decode().strip()
+
+
+@dataclass
+class MockPinningService:
+    """The npm `mock-ipfs-pinning-service`, started on 127.0.0.1 through its `setup()`."""
+
+    token: str
+    delegates: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    def start(self) -> None:
+        args = ["node", str(NPM_DIR / "mock-psa.js"), "--port", "0", "--token", self.token]
+        if self.delegates:
+            args += ["--delegates", self.delegates]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE)
+        port = read_port_line(self.process, 30, "mock-ipfs-pinning-service")
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            self.process = None
+
+    def set_status(self, cid: str, status: str) -> None:
+        """Move a stored pin to `status` (the mock never does it by itself)."""
+        request = urllib.request.Request(
+            f"{self.url}/__admin/status",
+            method="POST",
+            data=json.dumps({"cid": cid, "status": status}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
