@@ -119,9 +119,9 @@ def retry_after_seconds(headers: CIMultiDictProxy[str], now: float | None = None
     waits: list[float] = []
     retry_after = headers.get("Retry-After", "").strip()
     if retry_after:
-        if retry_after.isdigit():
-            waits.append(float(retry_after))
-        else:
+        try:
+            waits.append(float(retry_after))  # delta-seconds (decimals tolerated)
+        except ValueError:
             with contextlib.suppress(TypeError, ValueError, IndexError):
                 waits.append(parsedate_to_datetime(retry_after).timestamp() - now)
     reset = headers.get("X-RateLimit-Reset", "").strip()

@@ -8,8 +8,10 @@ millisecond. So the pager:
 
 - follows the order the server actually uses (a `before` cursor for newest-first pages, an
   `after` cursor for oldest-first ones);
-- moves the cursor back by a small overlap so that pins sharing the boundary timestamp are not
-  skipped by a strict `<`, and drops what it has already seen by requestid;
+- moves the cursor one tick of the server's timestamp resolution past the boundary (1 s, 1 ms
+  or 1 µs, read off the page itself), so a strict `<` or `>` behaves as `<=`/`>=` and pins that
+  share the boundary timestamp are not skipped, and drops what it has already seen by
+  requestid (an inclusive server repeats the boundary pins too);
 - asks for another page while the last one was full or `count` says more exist, and stops on
   an empty page or one that brings nothing new (so a server that ignores the cursor cannot
   loop it forever).
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pinsyncd.cids import InvalidCIDError, cid_forms, multihash_of
@@ -32,7 +34,9 @@ from pinsyncd.psa.models import (
     Status,
 )
 
-CURSOR_OVERLAP = timedelta(milliseconds=1)
+_SECOND = timedelta(seconds=1)
+_MILLISECOND = timedelta(milliseconds=1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass
@@ -88,10 +92,22 @@ async def iter_pins(
         if report.order is None and first != last:
             report.order = "oldest_first" if first < last else "newest_first"
         created = [pin.created for pin in page.results]
+        tick = timestamp_resolution(created)
         if report.order == "oldest_first":
-            cursor_before, cursor_after = None, max(created) - CURSOR_OVERLAP
+            cursor_before, cursor_after = None, max(created) - tick
         else:
-            cursor_before, cursor_after = min(created) + CURSOR_OVERLAP, None
+            cursor_before, cursor_after = min(created) + tick, None
+
+
+def timestamp_resolution(stamps: Sequence[datetime]) -> timedelta:
+    """The coarsest tick consistent with every timestamp: whole seconds, milliseconds (the npm
+    mock, JavaScript dates) or microseconds (finer ones, e.g. Go's nanoseconds, arrive here
+    truncated to microseconds, and one microsecond past them still covers them)."""
+    if all(stamp.microsecond == 0 for stamp in stamps):
+        return _SECOND
+    if all(stamp.microsecond % 1000 == 0 for stamp in stamps):
+        return _MILLISECOND
+    return _MICROSECOND
 
 
 async def find_pins(
