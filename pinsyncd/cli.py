@@ -1,4 +1,5 @@
-"""The `pinsyncd` command line: parses arguments, runs one command, returns its exit code."""
+"""The `pinsyncd` command line: parses arguments, loads the config, runs one command, and
+returns its exit code (78 for a config error, 1 for any other failure, with one line why)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from pathlib import Path
 
 from pinsyncd import __version__
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
-from pinsyncd.durations import format_duration
+from pinsyncd.durations import format_duration, parse_duration
+from pinsyncd.logs import configure_logging, register_secrets
+from pinsyncd.state import StateError
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,17 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Keep a local IPFS node's pins backed up on remote pinning services.",
     )
     parser.add_argument("--version", action="version", version=f"pinsyncd {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    check = commands.add_parser(
-        "check-config", help="validate the config file and print every problem found"
-    )
-    _add_config_option(check)
-    return parser
-
-
-def _add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "-c",
         "--config",
         type=Path,
@@ -36,10 +37,54 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="config file (default: $PINSYNCD_CONFIG, then /etc/pinsyncd/config.yaml)",
     )
+    common.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    common.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "json", "console"],
+        help="auto: console on a terminal, JSON lines otherwise",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser(
+        "run", parents=[common], help="run the daemon (a sync cycle every sync.interval)"
+    )
+
+    sync = commands.add_parser(
+        "sync", parents=[common], help="run one sync cycle (for timers and cron)"
+    )
+    sync.add_argument("--once", action="store_true", help="one cycle, then exit (the default)")
+    sync.add_argument(
+        "--wait", action="store_true", help="then wait until every pin is pinned or failed"
+    )
+    sync.add_argument(
+        "--timeout",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="with --wait: give up after this long (e.g. 30m)",
+    )
+    sync.add_argument(
+        "--dry-run", action="store_true", help="print what would be done; call no service"
+    )
+
+    status = commands.add_parser("status", parents=[common], help="show what is pinned where")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    commands.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate the config file and print every problem found",
+    )
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    json_logs = {"auto": None, "json": True, "console": False}[args.log_format]
+    configure_logging(level=args.log_level, json=json_logs)
     config_path: Path = args.config or default_config_path()
     try:
         config = load_config(config_path)
@@ -52,14 +97,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EX_CONFIG
+    register_secrets(s.token for s in config.services)
+    try:
+        return _dispatch(args, config)
+    except StateError as exc:
+        print(f"pinsyncd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pinsyncd: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, config: Config) -> int:
+    from pinsyncd import commands
+
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.command == "check-config":
         return _check_config(config)
+    if args.command == "status":
+        return commands.show_status(config, as_json=args.json)
+    if args.command == "sync":
+        if args.dry_run:
+            return commands.dry_run(config)
+        return commands.sync_once(config, wait=args.wait, timeout=args.timeout)
+    if args.command == "run":
+        return commands.run_daemon(config)
     raise AssertionError(f"unhandled command {args.command}")  # argparse guards this
 
 
 def _check_config(config: Config) -> int:
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     print(f"{config.source}: OK")
     print(f"  node     {config.node.api}")
     print(f"  interval {format_duration(config.sync.interval)}")

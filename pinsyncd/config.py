@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -156,6 +156,8 @@ class SyncConfig(_Section):
     """When and how the local pinset is compared with the services."""
 
     interval: Duration = 600.0
+    status_interval: Duration = 60.0
+    origins: Literal["public", "all"] = "public"
 
 
 class StateConfig(_Section):

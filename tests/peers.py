@@ -165,12 +165,13 @@ class MockPinningService:
                 self.process.stdout.close()
             self.process = None
 
-    def set_status(self, cid: str, status: str) -> None:
-        """Move a stored pin to `status` (the mock never does it by itself)."""
+    def set_status(self, cids: str | list[str], status: str) -> None:
+        """Move stored pins to `status` (the mock never does it by itself)."""
+        body = {"cids": [cids] if isinstance(cids, str) else cids, "status": status}
         request = urllib.request.Request(
             f"{self.url}/__admin/status",
             method="POST",
-            data=json.dumps({"cid": cid, "status": status}).encode(),
+            data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:

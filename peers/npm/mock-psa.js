@@ -5,8 +5,9 @@
 //   node mock-psa.js --port 0 --token SECRET [--delegates a,b]
 //
 // The mock never changes a pin's status by itself. For tests this wrapper adds one route
-// outside the API: POST /__admin/status {"cid": "...", "status": "pinned"} sets the status of
-// the stored pin for that CID (the same thing RESEARCH.md does by re-posting with a prefix).
+// outside the API: POST /__admin/status {"cid": "..." or "cids": [...], "status": "pinned"} sets
+// the status of the stored pins for those CIDs (what RESEARCH.md does by re-posting with a
+// name prefix, without sending a second add).
 "use strict"
 
 const { setup } = require("mock-ipfs-pinning-service")
@@ -26,14 +27,21 @@ async function main() {
   const admin = express.Router()
   admin.use(express.json())
   admin.post("/status", (req, res) => {
-    const { cid, status } = req.body || {}
+    const { cid, cids, status } = req.body || {}
+    const wanted = cids || [cid]
     const state = app.locals.state
-    const existing = state.pins.get(cid)
-    if (!existing) return res.status(404).json({ error: "no pin for that cid" })
     const pins = new Map(state.pins)
-    pins.set(cid, { ...existing, status })
+    let changed = 0
+    for (const one of wanted) {
+      const existing = pins.get(one)
+      if (existing) {
+        pins.set(one, { ...existing, status })
+        changed += 1
+      }
+    }
+    if (!changed) return res.status(404).json({ error: "no pin for those cids" })
     app.locals.state = { ...state, pins }
-    res.json({ ok: true })
+    res.json({ changed })
   })
   app.use("/__admin", admin)
 

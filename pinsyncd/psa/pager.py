@@ -57,15 +57,18 @@ async def iter_pins(
     cids: Sequence[str] | None = None,
     name: str | None = None,
     meta: Mapping[str, str] | None = None,
+    after: datetime | None = None,
     page_size: int = MAX_PAGE_SIZE,
     report: ListingReport | None = None,
 ) -> AsyncIterator[PinStatus]:
     """Every pin request matching the filters, each once. The status filter is always sent:
-    the spec's default is `pinned` only, and some servers default to all statuses."""
+    the spec's default is `pinned` only, and some servers default to all statuses. `after`
+    limits the listing to requests created after that moment."""
     statuses = tuple(statuses)
     report = report if report is not None else ListingReport()
     seen: set[str] = set()
-    cursor_before = cursor_after = None
+    cursor_before: datetime | None = None
+    cursor_after = after
     while True:
         page = await client.list_pins(
             cids=cids,
@@ -94,9 +97,9 @@ async def iter_pins(
         created = [pin.created for pin in page.results]
         tick = timestamp_resolution(created)
         if report.order == "oldest_first":
-            cursor_before, cursor_after = None, max(created) - tick
+            cursor_after = max(created) - tick
         else:
-            cursor_before, cursor_after = min(created) + tick, None
+            cursor_before = min(created) + tick
 
 
 def timestamp_resolution(stamps: Sequence[datetime]) -> timedelta:

@@ -1,0 +1,143 @@
+"""What each CLI command does, given a loaded config; each returns an exit code and explains
+a failure in one line on stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import structlog
+
+from pinsyncd.config import Config
+from pinsyncd.daemon import Daemon, log_cycle
+from pinsyncd.durations import format_duration
+from pinsyncd.engine import CycleReport, SyncEngine
+from pinsyncd.kubo import LocalNode, NodeError
+from pinsyncd.planner import plan_service
+from pinsyncd.state import StateStore
+from pinsyncd.status import read_status, render_table
+
+log = structlog.get_logger("pinsyncd")
+
+
+def fail(message: str) -> int:
+    print(f"pinsyncd: {message}", file=sys.stderr)
+    return 1
+
+
+def run_daemon(config: Config) -> int:
+    return asyncio.run(Daemon(config).run())
+
+
+def show_status(config: Config, *, as_json: bool) -> int:
+    status = read_status(config.state_path, [s.name for s in config.services])
+    print(json.dumps(status, indent=2) if as_json else render_table(status))
+    return 0
+
+
+def sync_once(config: Config, *, wait: bool, timeout: float | None) -> int:
+    return asyncio.run(_sync_once(config, wait=wait, give_up_after=timeout))
+
+
+async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None) -> int:
+    store = await StateStore.open(config.state_path)
+    engine = SyncEngine(config, store)
+    deadline = time.monotonic() + give_up_after if give_up_after else float("inf")
+    try:
+        report = await engine.cycle()
+        log_cycle(report)
+        remaining = await _unfinished(store, report)
+        while wait and remaining and time.monotonic() < deadline:
+            pause = min(config.sync.status_interval, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(pause)
+            report = await engine.cycle()
+            log_cycle(report)
+            remaining = await _unfinished(store, report)
+        # Give the dials to the services' delegates a moment before this process (and
+        # perhaps the node's only connection to them) goes away.
+        await engine.dialer.drain(within=10.0)
+    finally:
+        await engine.close()
+        await store.close()
+    problems = _problems(report)
+    if wait and remaining:
+        waited = f" after {format_duration(give_up_after)}" if give_up_after else ""
+        detail = ", ".join(f"{name}: {n}" for name, n in remaining.items())
+        problems.append(f"gave up waiting{waited}; not yet pinned or failed: {detail}")
+    if problems:
+        return fail("; ".join(problems))
+    return 0
+
+
+async def _unfinished(store: StateStore, report: CycleReport) -> dict[str, int]:
+    """Per service that is not paused: pins that are neither pinned nor failed yet."""
+    left: dict[str, int] = {}
+    for name, service_report in report.services.items():
+        if service_report.paused:
+            continue
+        counts = await store.counts(name)
+        count = sum(counts.get(s, 0) for s in ("intent", "queued", "pinning")) + counts["unsent"]
+        if count:
+            left[name] = count
+    return left
+
+
+def _problems(report: CycleReport) -> list[str]:
+    problems = []
+    if report.node_error:
+        problems.append(report.node_error)
+    for name, service_report in report.services.items():
+        if service_report.paused:
+            problems.append(f"{name}: {service_report.paused}")
+        elif service_report.error:
+            problems.append(service_report.error)
+    return problems
+
+
+def dry_run(config: Config) -> int:
+    return asyncio.run(_dry_run(config))
+
+
+async def _dry_run(config: Config) -> int:
+    """Print the plan for every service; no service is called, nothing is written."""
+    async with LocalNode(config.node.api, timeout=config.node.timeout) as node:
+        try:
+            local = {pin.cid: pin.name async for pin in node.iter_pins()}
+        except NodeError as exc:
+            return fail(str(exc))
+    print(f"local node {config.node.api}: {len(local)} pins")
+    store = await StateStore.open(config.state_path) if config.state_path.exists() else None
+    try:
+        for service in config.services:
+            remote = await store.remote_pins(service.name) if store else {}
+            state = await store.service_state(service.name) if store else None
+            plan = plan_service(
+                service.name,
+                local,
+                remote,
+                now=time.time(),
+                adopted=bool(state and state.adopted),
+                intent_grace=2 * service.timeout,
+            )
+            print(f"service {service.name} ({service.endpoint}):")
+            if plan.adopt:
+                print("  first contact: would list the service's pins and adopt those it has,")
+                print(f"  then add the rest of the {len(local)} local pins")
+            else:
+                print(f"  would add {len(plan.add)} pins, replace {len(plan.replace)} failed ones")
+            if plan.resolve:
+                print(f"  would look up {len(plan.resolve)} adds whose outcome is unknown")
+            if plan.track:
+                print(f"  would check {len(plan.track)} pending pins")
+            if plan.waiting:
+                print(f"  {plan.waiting} pins wait for their retry time")
+            for item in plan.add[:20]:
+                print(f"    add {item.cid}" + (f"  ({item.name})" if item.name else ""))
+            if len(plan.add) > 20:
+                print(f"    ... and {len(plan.add) - 20} more")
+    finally:
+        if store:
+            await store.close()
+    return 0

@@ -1,0 +1,126 @@
+"""One sync cycle: list the local pinset, then bring every service up to date, each on its own
+so that one service failing never stops the others."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from pinsyncd.config import Config
+from pinsyncd.delegates import DelegateDialer
+from pinsyncd.executor import NodeView, ServiceExecutor, ServiceReport, Timing
+from pinsyncd.kubo import LocalNode, NodeError
+from pinsyncd.origins import select_origins
+from pinsyncd.psa import PinningServiceClient
+from pinsyncd.state import StateStore
+
+log = structlog.get_logger("pinsyncd.engine")
+
+
+@dataclass
+class CycleReport:
+    started: float
+    duration: float = 0.0
+    node_online: bool = False
+    node_error: str | None = None
+    local_pins: int = 0
+    local_added: int = 0
+    local_removed: int = 0
+    services: dict[str, ServiceReport] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> int:
+        return sum(r.pending for r in self.services.values() if r.paused is None)
+
+
+class SyncEngine:
+    """Owns the clients for one config. The constructor does no I/O; `close()` is idempotent."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        *,
+        timing: Timing | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.node = LocalNode(config.node.api, timeout=config.node.timeout)
+        self.dialer = DelegateDialer(self.node)
+        self.clients = {
+            s.name: PinningServiceClient(
+                s.name, s.endpoint, s.token, timeout=s.timeout, connections=s.concurrency + 2
+            )
+            for s in config.services
+        }
+        self.executors = {
+            s.name: ServiceExecutor(
+                s, self.clients[s.name], store, self.dialer, timing=timing, stopping=stopping
+            )
+            for s in config.services
+        }
+        self._node_was_online: bool | None = None
+
+    async def close(self) -> None:
+        await self.dialer.close()
+        for client in self.clients.values():
+            await client.close()
+        await self.node.close()
+
+    async def cycle(self, *, send: bool = True, list_node: bool = True) -> CycleReport:
+        """List the node's pins (or fall back to the last complete listing when the node is
+        unreachable), then sync every service concurrently. `send=False, list_node=False` is
+        a status round: it resolves and tracks what is pending, and sends nothing."""
+        report = CycleReport(started=time.time())
+        if list_node:
+            local, node = await self._read_node(report)
+        else:
+            local, node = await self.store.local_pins(), NodeView(online=False)
+            report.local_pins = len(local)
+        results = await asyncio.gather(
+            *(executor.sync(local, node, send=send) for executor in self.executors.values()),
+            return_exceptions=True,
+        )
+        for name, result in zip(self.executors, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                log.error("service cycle crashed", service=name, error=repr(result))
+                result = ServiceReport(name, error=f"internal error: {result!r}")
+            report.services[name] = result
+        report.duration = time.time() - report.started
+        if list_node:
+            await self.store.set_meta("last_cycle", str(report.started))
+        return report
+
+    async def _read_node(self, report: CycleReport) -> tuple[Mapping[str, str], NodeView]:
+        try:
+            identity = await self.node.identity()
+            listed = {pin.cid: pin.name async for pin in self.node.iter_pins()}
+        except NodeError as exc:
+            report.node_error = str(exc)
+            if self._node_was_online is not False:
+                log.warning("local node unreachable; working from the last listing", error=str(exc))
+            self._node_was_online = False
+            local = await self.store.local_pins()
+            report.local_pins = len(local)
+            return local, NodeView(online=False)
+        if self._node_was_online is False:
+            log.info("local node is back", node=self.config.node.api)
+        self._node_was_online = True
+        added, removed, _renamed = await self.store.replace_local_pins(listed)
+        await self.store.set_meta("node_peer_id", identity.peer_id)
+        report.node_online = True
+        report.local_pins = len(listed)
+        report.local_added, report.local_removed = added, removed
+        origins = select_origins(
+            identity.addresses,
+            identity.peer_id,
+            include_private=self.config.sync.origins == "all",
+        )
+        return listed, NodeView(online=True, peer_id=identity.peer_id, origins=tuple(origins))

@@ -1,0 +1,496 @@
+"""Carries out the plan for one service: adopt its existing pins, resolve unknown outcomes, add
+and replace with bounded concurrency, and track pending requests by listing.
+
+Every create (`POST /pins`, `POST /pins/{requestid}`) is preceded by a committed `intent` row.
+An answer that says the request may have been applied (lost answer, timeout, 5xx, garbled
+body) leaves the `intent` in place, to be looked up later instead of being sent again. So a
+crash, a timeout or a retry can never pin a CID twice on the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import structlog
+
+from pinsyncd.backoff import backoff_delay
+from pinsyncd.cids import InvalidCIDError, multihash_of
+from pinsyncd.config import Service
+from pinsyncd.delegates import DelegateDialer
+from pinsyncd.planner import Add, Replace, plan_service
+from pinsyncd.psa import (
+    ALL_STATUSES,
+    PENDING_STATUSES,
+    InsufficientFunds,
+    MalformedResponse,
+    NetworkError,
+    NotFound,
+    Pin,
+    PinningServiceClient,
+    PinningServiceError,
+    PinStatus,
+    RateLimited,
+    ServerError,
+    Status,
+    Unauthorized,
+    clip_name,
+    find_pins,
+    iter_pins,
+)
+from pinsyncd.state import Origin, RemotePin, RemoteStatus, ServiceState, StateStore
+
+APP_ID = "8541372b-2ac2-4ba6-88a8-d93f4c524155"
+"""meta.app_id on every pin pinsyncd creates (the spec's suggestion for per-app filtering)."""
+
+_STATUS_RANK = {Status.PINNED: 3, Status.PINNING: 2, Status.QUEUED: 1, Status.FAILED: 0}
+AUTH_RECHECK = 60.0  # a paused service (401/403/409) is asked again at most once a minute
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What the executor needs to know of the local node for this cycle."""
+
+    online: bool
+    peer_id: str | None = None
+    origins: tuple[str, ...] = ()
+
+
+@dataclass
+class Timing:
+    """Backoff settings, in seconds."""
+
+    error_base: float = 30.0
+    error_cap: float = 3600.0
+    failed_base: float = 300.0
+    failed_cap: float = 6 * 3600.0
+
+
+@dataclass
+class ServiceReport:
+    service: str
+    adopted: int = 0
+    resolved: int = 0
+    added: int = 0
+    replaced: int = 0
+    became_pinned: int = 0
+    became_failed: int = 0
+    vanished: int = 0
+    errors: int = 0
+    duplicates: int = 0
+    pending: int = 0
+    paused: str | None = None
+    error: str | None = None
+    requests: dict[str, int] = field(default_factory=dict)
+
+
+class ServiceExecutor:
+    def __init__(
+        self,
+        service: Service,
+        client: PinningServiceClient,
+        store: StateStore,
+        dialer: DelegateDialer | None,
+        *,
+        timing: Timing | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.service = service
+        self.client = client
+        self.store = store
+        self.dialer = dialer
+        self.timing = timing or Timing()
+        self._stopping = stopping
+        self._rng = rng or random.Random()
+        self._limit = asyncio.Semaphore(service.concurrency)
+        self._halted = False  # a 401/409/429 this cycle: send nothing more to this service
+        self.log = structlog.get_logger("pinsyncd.service").bind(service=service.name)
+
+    @property
+    def intent_grace(self) -> float:
+        """How old an `intent` must be before it is looked up: long enough that no request
+        sent for it can still be on its way or being handled."""
+        return 2 * self.service.timeout
+
+    async def sync(
+        self, local: Mapping[str, str], node: NodeView, *, send: bool = True
+    ) -> ServiceReport:
+        """One cycle on this service. `send=False` tracks and resolves only (no adds)."""
+        report = ServiceReport(self.service.name)
+        self._halted = False
+        before = dict(self.client.requests)
+        state = await self.store.service_state(self.service.name)
+        now = time.time()
+        if state.paused_until > now:
+            report.paused = state.pause_reason
+            return report
+        error: str | None = None
+        try:
+            remote = await self.store.remote_pins(self.service.name)
+            plan = plan_service(
+                self.service.name,
+                local,
+                remote,
+                now=now,
+                adopted=state.adopted,
+                intent_grace=self.intent_grace,
+            )
+            if plan.adopt:
+                await self._adopt(local, remote, report)
+                state = replace(state, adopted=True)
+                await self.store.save_service_state(state)
+            if plan.resolve:
+                await self._resolve(plan.resolve, remote, report)
+            if plan.adopt or plan.resolve:
+                plan = plan_service(
+                    self.service.name,
+                    local,
+                    remote,
+                    now=time.time(),
+                    adopted=True,
+                    intent_grace=self.intent_grace,
+                )
+            if send and not self._stopping():
+                await self._send_all(plan.add, plan.replace, remote, node, report)
+            await self._track(remote, report)
+        except (Unauthorized, InsufficientFunds) as exc:
+            report.paused = self._pause_reason(exc)
+            await self._pause(state, report.paused, AUTH_RECHECK)
+        except RateLimited as exc:
+            report.paused = f"rate limited: {exc}"
+            await self._pause(state, report.paused, exc.retry_after or AUTH_RECHECK)
+        except PinningServiceError as exc:
+            error = str(exc)
+            self.log.warning("service cycle failed", error=error)
+        state = await self.store.service_state(self.service.name)
+        changes: dict[str, object] = {
+            "last_cycle": time.time(),
+            "last_error": error or report.paused,
+        }
+        if report.paused is None:
+            changes.update(paused_until=0.0, pause_reason=None)
+        await self.store.save_service_state(replace(state, **changes))
+        report.error = error
+        remote_now = await self.store.remote_pins(self.service.name)
+        report.pending = sum(
+            1
+            for r in remote_now.values()
+            if r.status in (RemoteStatus.INTENT, RemoteStatus.QUEUED, RemoteStatus.PINNING)
+        )
+        report.requests = {
+            op: n - before.get(op, 0)
+            for op, n in self.client.requests.items()
+            if n - before.get(op, 0)
+        }
+        return report
+
+    # --- adoption and resolution ------------------------------------------------------------
+
+    async def _adopt(
+        self, local: Mapping[str, str], remote: dict[str, RemotePin], report: ServiceReport
+    ) -> None:
+        """First contact: list everything on the service and take over the requests for our
+        CIDs (and settle our intents), so nothing already there is pinned again."""
+        by_hash: dict[bytes, str] | None = None
+        best: dict[str, PinStatus] = {}
+        async for status in iter_pins(self.client, statuses=ALL_STATUSES):
+            cid = status.pin.cid
+            if cid not in local and cid not in remote:
+                if by_hash is None:
+                    by_hash = _hash_index([*local, *remote])
+                try:
+                    cid = by_hash.get(multihash_of(cid), "")
+                except InvalidCIDError:
+                    continue
+                if not cid:
+                    continue
+            if cid in best:
+                report.duplicates += 1
+            if cid not in best or _better(status, best[cid]):
+                best[cid] = status
+        updates = []
+        for cid, status in best.items():
+            row = remote.get(cid)
+            if row is not None and row.requestid == status.requestid:
+                updates.append(_apply_status(row, status))
+            elif row is None or row.status in (RemoteStatus.INTENT, RemoteStatus.ERROR):
+                origin = Origin.CREATED if row is not None else Origin.ADOPTED
+                base = row or RemotePin(self.service.name, cid, RemoteStatus.QUEUED)
+                updates.append(_apply_status(base.evolve(origin=origin), status))
+                report.adopted += row is None
+                report.resolved += row is not None
+        for row in updates:
+            remote[row.cid] = row
+        await self.store.save(updates)
+        if report.adopted or report.duplicates:
+            self.log.info(
+                "adopted existing pins",
+                adopted=report.adopted,
+                listed=len(best),
+                extra_requests_for_same_cid=report.duplicates,
+            )
+
+    async def _resolve(
+        self, cids: Sequence[str], remote: dict[str, RemotePin], report: ServiceReport
+    ) -> None:
+        """Settle intents: the request was created (take it) or it was not (add again)."""
+        found = await find_pins(self.client, cids)
+        updates: list[RemotePin] = []
+        lost: list[str] = []
+        for cid in cids:
+            matches = found.get(multihash_of(cid), [])
+            row = remote[cid]
+            if not matches:
+                lost.append(cid)
+                continue
+            if len(matches) > 1:
+                report.duplicates += len(matches) - 1
+                self.log.warning("more than one request for a CID", cid=cid, requests=len(matches))
+            best = max(matches, key=_rank)
+            updates.append(_apply_status(row, best))
+        report.resolved += len(updates)
+        for row in updates:
+            remote[row.cid] = row
+        await self.store.save(updates)
+        if lost:
+            await self.store.forget(self.service.name, lost)
+            for cid in lost:
+                del remote[cid]
+
+    # --- adds and replaces ------------------------------------------------------------------
+
+    async def _send_all(
+        self,
+        adds: Sequence[Add],
+        replaces: Sequence[Replace],
+        remote: dict[str, RemotePin],
+        node: NodeView,
+        report: ServiceReport,
+    ) -> None:
+        batch_size = max(64, self.service.concurrency * 16)
+        work: list[Add | Replace] = [*replaces, *adds]
+        for start in range(0, len(work), batch_size):
+            if self._stopping():
+                break
+            batch = work[start : start + batch_size]
+            previous = {item.cid: remote.get(item.cid) for item in batch}
+            intents = [self._intent(item, previous[item.cid]) for item in batch]
+            await self.store.save(intents)  # committed before anything is sent
+            results = await asyncio.gather(
+                *(self._send_one(i, row, node) for i, row in zip(batch, intents, strict=True)),
+                return_exceptions=True,
+            )
+            updates: list[RemotePin] = []
+            unsent: list[str] = []
+            halt: BaseException | None = None
+            crash: BaseException | None = None
+            for item, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Unauthorized | InsufficientFunds | RateLimited):
+                        crash = crash or result  # outcome unknown: the intent stays
+                        continue
+                    halt = halt or result  # refused, so not applied
+                    result = None
+                if result is None:  # nothing was created: back to what was there before
+                    before = previous[item.cid]
+                    if before is None:
+                        unsent.append(item.cid)
+                    else:
+                        updates.append(before)
+                    continue
+                updates.append(result)
+                if result.status is RemoteStatus.ERROR:
+                    report.errors += 1
+                elif result.status is not RemoteStatus.INTENT:
+                    if isinstance(item, Replace):
+                        report.replaced += 1
+                    else:
+                        report.added += 1
+            for row in updates:
+                remote[row.cid] = row
+            for cid in unsent:
+                remote.pop(cid, None)
+            await self.store.save(updates)
+            await self.store.forget(self.service.name, unsent)
+            if crash is not None:
+                raise crash
+            if halt is not None:
+                raise halt
+
+    def _intent(self, item: Add | Replace, previous: RemotePin | None) -> RemotePin:
+        name = clip_name(item.name or item.cid)
+        base = previous or RemotePin(self.service.name, item.cid, RemoteStatus.INTENT)
+        return base.evolve(
+            status=RemoteStatus.INTENT,
+            name=name,
+            attempts=base.attempts + 1,
+            requestid=item.requestid if isinstance(item, Replace) else base.requestid,
+            origin=Origin.CREATED if previous is None else base.origin,
+        )
+
+    async def _send_one(
+        self, item: Add | Replace, intent: RemotePin, node: NodeView
+    ) -> RemotePin | None:
+        """Send one create; the new row, or None when nothing was sent."""
+        pin = Pin(
+            cid=item.cid,
+            name=intent.name,
+            origins=list(node.origins) if node.online else [],
+            meta=self._meta(item.name, node),
+        )
+        async with self._limit:
+            if self._stopping() or self._halted:
+                return None  # not sent
+            try:
+                if isinstance(item, Replace):
+                    status = await self.client.replace_pin(item.requestid, pin)
+                else:
+                    status = await self.client.add_pin(pin)
+            except NotFound:
+                if isinstance(item, Replace):  # the failed request is gone: add afresh
+                    return intent.evolve(
+                        status=RemoteStatus.ERROR, requestid=None, next_attempt=0.0
+                    )
+                return self._error(intent, "HTTP 404 on add")
+            except (NetworkError, ServerError, MalformedResponse) as exc:
+                if isinstance(exc, NetworkError) and not exc.maybe_applied:
+                    return self._error(intent, str(exc))
+                # May have been applied: keep the intent; it is looked up after the grace time.
+                return intent.evolve(last_error=str(exc))
+            except (Unauthorized, InsufficientFunds, RateLimited):
+                self._halted = True
+                raise
+            except PinningServiceError as exc:  # 400 and other 4xx: not applied
+                return self._error(intent, str(exc))
+        if status.delegates and node.online and self.dialer is not None:
+            self.dialer.submit(status.delegates)
+        return _apply_status(intent, status).evolve(last_error=None)
+
+    def _meta(self, local_name: str, node: NodeView) -> dict[str, str]:
+        meta = {"app_id": APP_ID}
+        if node.peer_id:
+            meta["node"] = node.peer_id
+        if local_name:
+            meta["local_name"] = clip_name(local_name, 1000)
+        return meta
+
+    def _error(self, intent: RemotePin, message: str) -> RemotePin:
+        delay = backoff_delay(
+            intent.attempts,
+            base=self.timing.error_base,
+            cap=self.timing.error_cap,
+            rng=self._rng,
+        )
+        return intent.evolve(
+            status=RemoteStatus.ERROR, last_error=message, next_attempt=time.time() + delay
+        )
+
+    # --- status tracking --------------------------------------------------------------------
+
+    async def _track(self, remote: dict[str, RemotePin], report: ServiceReport) -> None:
+        """Follow pending requests by listing (about one request per 1000 pending pins), not
+        one GET per pin; only requests that left the pending set are looked up further."""
+        pending = {
+            r.requestid: r
+            for r in remote.values()
+            if r.status in (RemoteStatus.QUEUED, RemoteStatus.PINNING) and r.requestid
+        }
+        if not pending:
+            return
+        updates: dict[str, RemotePin] = {}
+        async for status in iter_pins(self.client, statuses=PENDING_STATUSES):
+            row = pending.pop(status.requestid, None)
+            if row is not None and row.status.value != status.status.value:
+                updates[row.cid] = _apply_status(row, status)
+        if pending:
+            oldest = min((r.created for r in pending.values() if r.created), default=None)
+            after = _parse_time(oldest) - timedelta(seconds=1) if oldest else None
+            async for status in iter_pins(
+                self.client, statuses=(Status.PINNED, Status.FAILED), after=after
+            ):
+                row = pending.pop(status.requestid, None)
+                if row is not None:
+                    updates[row.cid] = _apply_status(row, status)
+        vanished: list[str] = []
+        for requestid, row in list(pending.items())[:100]:  # the rest waits for a later round
+            try:
+                updates[row.cid] = _apply_status(row, await self.client.get_pin(requestid))
+            except NotFound:
+                vanished.append(row.cid)
+        for row in updates.values():
+            if row.status is RemoteStatus.PINNED:
+                report.became_pinned += 1
+            elif row.status is RemoteStatus.FAILED:
+                report.became_failed += 1
+                row = row.evolve(next_attempt=time.time() + self._failed_delay(row))
+                updates[row.cid] = row
+                self.log.warning(
+                    "pin failed on the service", cid=row.cid, details=row.details or "(none)"
+                )
+            remote[row.cid] = row
+        await self.store.save(updates.values())
+        if vanished:
+            report.vanished += len(vanished)
+            self.log.warning(
+                "pins vanished from the service; they will be added again", count=len(vanished)
+            )
+            await self.store.forget(self.service.name, vanished)
+            for cid in vanished:
+                remote.pop(cid, None)
+
+    def _failed_delay(self, row: RemotePin) -> float:
+        return backoff_delay(
+            max(1, row.attempts),
+            base=self.timing.failed_base,
+            cap=self.timing.failed_cap,
+            rng=self._rng,
+        )
+
+    # --- pauses -----------------------------------------------------------------------------
+
+    def _pause_reason(self, exc: PinningServiceError) -> str:
+        if isinstance(exc, Unauthorized):
+            return f"paused: the token from {self.service.token.source} was refused"
+        return "paused: the service says the account has insufficient funds"
+
+    async def _pause(self, state: ServiceState, reason: str, seconds: float) -> None:
+        self.log.error(reason, retry_in=round(seconds))
+        await self.store.save_service_state(
+            replace(state, paused_until=time.time() + seconds, pause_reason=reason)
+        )
+
+
+def _rank(status: PinStatus) -> tuple[int, float]:
+    return _STATUS_RANK[status.status], status.created.timestamp()
+
+
+def _better(a: PinStatus, b: PinStatus) -> bool:
+    return _rank(a) > _rank(b)
+
+
+def _apply_status(row: RemotePin, status: PinStatus) -> RemotePin:
+    return row.evolve(
+        status=RemoteStatus(status.status.value),
+        requestid=status.requestid,
+        created=status.created.isoformat(),
+        details=status.info.get("status_details"),
+    )
+
+
+def _hash_index(cids: Sequence[str]) -> dict[bytes, str]:
+    index: dict[bytes, str] = {}
+    for cid in cids:
+        try:
+            index.setdefault(multihash_of(cid), cid)
+        except InvalidCIDError:
+            continue
+    return index
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)

@@ -1,0 +1,71 @@
+"""structlog, configured once: a console renderer on a terminal, JSON lines otherwise (journald
+and log shippers). Every registered secret is replaced by `***` in every event before it is
+rendered, whatever code logged it."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from pinsyncd.tokens import Secret
+
+_secrets: set[str] = set()
+
+
+def register_secrets(secrets: Iterable[Secret]) -> None:
+    _secrets.update(s.reveal() for s in secrets if len(s.reveal()) >= 4)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        for secret in _secrets:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_value(v) for v in value)
+    if isinstance(value, BaseException):
+        return _redact_value(repr(value))
+    return value
+
+
+def redact(
+    _logger: object, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if not _secrets:
+        return event
+    return {key: _redact_value(value) for key, value in event.items()}
+
+
+def configure_logging(
+    *, level: str = "info", json: bool | None = None, stream: TextIO | None = None
+) -> None:
+    stream = stream or sys.stderr
+    if json is None:
+        json = not stream.isatty()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,341 @@
+"""What pinsyncd knows, kept in SQLite on disk: the node's last complete pinset, and for every
+(service, CID) the remote request: its id, status, attempts and next attempt time.
+
+The rule that makes "never pin twice" hold across crashes: a row in status `intent` is written
+and committed *before* the `POST /pins` that creates a pin. A restart that finds an `intent`
+looks the CID up on the service instead of adding it again.
+
+WAL mode, so `pinsyncd status` can read while the daemon writes; the schema version is
+SQLite's `user_version`, and `MIGRATIONS` bring any older file up to date.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self
+
+import aiosqlite
+
+
+class RemoteStatus(StrEnum):
+    INTENT = "intent"  # an add was decided and may have been sent; the outcome is not known
+    QUEUED = "queued"
+    PINNING = "pinning"
+    PINNED = "pinned"
+    FAILED = "failed"
+    ERROR = "error"  # the last add did not reach the service; retry at next_attempt
+
+
+LIVE_STATUSES = frozenset(
+    {RemoteStatus.INTENT, RemoteStatus.QUEUED, RemoteStatus.PINNING, RemoteStatus.PINNED}
+)
+"""A row in one of these has (or may have) a live request on the service: never add again."""
+
+PENDING_STATUSES = frozenset({RemoteStatus.QUEUED, RemoteStatus.PINNING})
+
+
+class Origin(StrEnum):
+    CREATED = "created"  # pinsyncd sent the add
+    ADOPTED = "adopted"  # the pin was already on the service and pinsyncd took it over
+
+
+@dataclass(frozen=True, slots=True)
+class RemotePin:
+    """One (service, CID) as pinsyncd tracks it."""
+
+    service: str
+    cid: str
+    status: RemoteStatus
+    requestid: str | None = None
+    created: str | None = None  # the service's `created`, RFC 3339
+    name: str | None = None
+    origin: Origin = Origin.CREATED
+    attempts: int = 0
+    next_attempt: float = 0.0  # Unix time
+    last_error: str | None = None
+    details: str | None = None  # the service's info.status_details
+    updated: float = 0.0
+
+    def evolve(self, **changes: Any) -> RemotePin:
+        return replace(self, updated=time.time(), **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """Per-service bookkeeping that must survive restarts."""
+
+    name: str
+    adopted: bool = False  # the first full listing (adoption of existing pins) is done
+    paused_until: float = 0.0
+    pause_reason: str | None = None
+    last_cycle: float | None = None
+    last_error: str | None = None
+
+
+_V1 = """
+CREATE TABLE local_pins (
+    cid  TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+
+CREATE TABLE remote_pins (
+    service      TEXT NOT NULL,
+    cid          TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    requestid    TEXT,
+    created      TEXT,
+    name         TEXT,
+    origin       TEXT NOT NULL DEFAULT 'created',
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL DEFAULT 0,
+    last_error   TEXT,
+    details      TEXT,
+    updated      REAL NOT NULL,
+    PRIMARY KEY (service, cid)
+) WITHOUT ROWID;
+CREATE INDEX remote_pins_by_status ON remote_pins (service, status);
+
+CREATE TABLE services (
+    name         TEXT PRIMARY KEY,
+    adopted      INTEGER NOT NULL DEFAULT 0,
+    paused_until REAL NOT NULL DEFAULT 0,
+    pause_reason TEXT,
+    last_cycle   REAL,
+    last_error   TEXT
+);
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1,)
+"""MIGRATIONS[i] brings a file at version i to version i + 1."""
+SCHEMA_VERSION = len(MIGRATIONS)
+
+COUNTS_SQL = "SELECT status, COUNT(*) FROM remote_pins WHERE service=? GROUP BY status"
+UNSENT_SQL = """
+SELECT COUNT(*) FROM local_pins AS l WHERE NOT EXISTS (
+    SELECT 1 FROM remote_pins AS r
+    WHERE r.service = ? AND r.cid = l.cid AND r.status != 'error')
+"""
+"""Local pins with no request on the service yet (never sent, or the add did not get there)."""
+
+_REMOTE_COLUMNS = (
+    "service, cid, status, requestid, created, name, origin, attempts, next_attempt, "
+    "last_error, details, updated"
+)
+
+
+class StateError(Exception):
+    """The state file cannot be used (unreadable, from a newer pinsyncd, ...)."""
+
+
+class StateStore:
+    """The SQLite state file. Open with `await StateStore.open(path)`; `close()` is idempotent."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        # One connection serves every coroutine: transactions take turns.
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Self:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, aiosqlite.Error) as exc:
+            raise StateError(f"cannot open the state file {path}: {exc}") from None
+        store = cls(db, path)
+        try:
+            await store._prepare()
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None  # type: ignore[assignment]
+            await db.close()
+
+    async def _prepare(self) -> None:
+        db = self._db
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes
+            await db.execute("PRAGMA busy_timeout=10000")
+            version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
+        except aiosqlite.Error as exc:
+            raise StateError(f"the state file {self.path} is not usable: {exc}") from None
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"the state file {self.path} has schema version {version}, newer than this "
+                f"pinsyncd understands ({SCHEMA_VERSION}); upgrade pinsyncd"
+            )
+        for target in range(version, SCHEMA_VERSION):
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                # One statement at a time: executescript() would commit halfway.
+                for statement in _statements(MIGRATIONS[target]):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version={target + 1}")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    # --- the local pinset -------------------------------------------------------------------
+
+    async def local_pins(self) -> dict[str, str]:
+        rows = await self._db.execute_fetchall("SELECT cid, name FROM local_pins")
+        return {cid: name for cid, name in rows}
+
+    async def replace_local_pins(self, pins: Mapping[str, str]) -> tuple[int, int, int]:
+        """Store a complete listing; returns (added, removed, renamed). Only the difference is
+        written, so an unchanged pinset of any size costs one read."""
+        known = await self.local_pins()
+        added = [(cid, name) for cid, name in pins.items() if cid not in known]
+        renamed = [(name, cid) for cid, name in pins.items() if cid in known and known[cid] != name]
+        removed = [(cid,) for cid in known if cid not in pins]
+        if added or renamed or removed:
+            async with self._transaction():
+                await self._db.executemany("INSERT INTO local_pins VALUES (?, ?)", added)
+                await self._db.executemany("UPDATE local_pins SET name=? WHERE cid=?", renamed)
+                await self._db.executemany("DELETE FROM local_pins WHERE cid=?", removed)
+        return len(added), len(removed), len(renamed)
+
+    # --- remote pins ------------------------------------------------------------------------
+
+    async def remote_pins(self, service: str) -> dict[str, RemotePin]:
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service=?", (service,)
+        )
+        return {row[1]: _remote_from_row(row) for row in rows}
+
+    async def save(self, records: Iterable[RemotePin]) -> None:
+        """Insert or update rows, all in one committed transaction."""
+        rows = [_row_from_remote(r) for r in records]
+        if not rows:
+            return
+        async with self._transaction():
+            await self._db.executemany(
+                f"INSERT OR REPLACE INTO remote_pins ({_REMOTE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    async def forget(self, service: str, cids: Iterable[str]) -> None:
+        cids = list(cids)
+        if not cids:
+            return
+        async with self._transaction():
+            await self._db.executemany(
+                "DELETE FROM remote_pins WHERE service=? AND cid=?",
+                [(service, cid) for cid in cids],
+            )
+
+    async def counts(self, service: str) -> dict[str, int]:
+        """Rows by status, plus `unsent`: local pins without a request on the service."""
+        counts = {
+            status: n for status, n in await self._db.execute_fetchall(COUNTS_SQL, (service,))
+        }
+        rows = await self._db.execute_fetchall(UNSENT_SQL, (service,))
+        counts["unsent"] = next(iter(rows))[0]
+        return counts
+
+    # --- per service ------------------------------------------------------------------------
+
+    async def service_state(self, name: str) -> ServiceState:
+        rows = await self._db.execute_fetchall(
+            "SELECT adopted, paused_until, pause_reason, last_cycle, last_error "
+            "FROM services WHERE name=?",
+            (name,),
+        )
+        if not rows:
+            return ServiceState(name)
+        adopted, paused_until, pause_reason, last_cycle, last_error = next(iter(rows))
+        return ServiceState(name, bool(adopted), paused_until, pause_reason, last_cycle, last_error)
+
+    async def save_service_state(self, state: ServiceState) -> None:
+        async with self._transaction():
+            await self._db.execute(
+                "INSERT OR REPLACE INTO services VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    state.name,
+                    int(state.adopted),
+                    state.paused_until,
+                    state.pause_reason,
+                    state.last_cycle,
+                    state.last_error,
+                ),
+            )
+
+    # --- small facts ------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = await self._db.execute_fetchall("SELECT value FROM meta WHERE key=?", (key,))
+        return next((value for (value,) in rows), None)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self._transaction():
+            await self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _row_from_remote(r: RemotePin) -> tuple[object, ...]:
+    return (
+        r.service,
+        r.cid,
+        r.status.value,
+        r.requestid,
+        r.created,
+        r.name,
+        r.origin.value,
+        r.attempts,
+        r.next_attempt,
+        r.last_error,
+        r.details,
+        r.updated or time.time(),
+    )
+
+
+def _remote_from_row(row: Any) -> RemotePin:
+    return RemotePin(
+        service=row[0],
+        cid=row[1],
+        status=RemoteStatus(row[2]),
+        requestid=row[3],
+        created=row[4],
+        name=row[5],
+        origin=Origin(row[6]),
+        attempts=row[7],
+        next_attempt=row[8],
+        last_error=row[9],
+        details=row[10],
+        updated=row[11],
+    )

@@ -1,0 +1,305 @@
+"""One service's executor against our spec-faithful service, over real sockets, with a real
+SQLite state file. The local pinset is given directly (the Kubo side has its own tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pinsyncd.config import Service
+from pinsyncd.executor import APP_ID, NodeView, ServiceExecutor, Timing
+from pinsyncd.psa import PinningServiceClient
+from pinsyncd.state import Origin, RemoteStatus, StateStore
+from pinsyncd.tokens import Secret
+from tests.cidgen import random_cid, random_cids
+from tests.fake_psa import FakePinningService, Fault
+
+TOKEN = "executor-token"
+ONLINE = NodeView(
+    online=True, peer_id="12D3KooWTestPeer", origins=("/ip4/8.8.8.8/tcp/4001/p2p/12D3KooWTestPeer",)
+)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    state = await StateStore.open(tmp_path / "state.db")
+    yield state
+    await state.close()
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[FakePinningService]:
+    async with FakePinningService(token=TOKEN) as svc:
+        yield svc
+
+
+def executor_for(
+    svc: FakePinningService,
+    store: StateStore,
+    *,
+    name: str = "spec",
+    timeout: float = 2.0,
+    token: str = TOKEN,
+    concurrency: int = 4,
+) -> ServiceExecutor:
+    config = Service(name, svc.url, Secret(token, "$TOKEN"), concurrency, timeout)
+    client = PinningServiceClient(name, svc.url, config.token, timeout=timeout)
+    return ServiceExecutor(
+        config, client, store, None, timing=Timing(error_base=0.01, failed_base=0.01)
+    )
+
+
+def local_pins(count: int) -> dict[str, str]:
+    return {cid: f"file-{i}.txt" for i, cid in enumerate(random_cids(count))}
+
+
+async def test_adds_every_local_pin_once_with_name_meta_and_origins(
+    service: FakePinningService, store: StateStore
+) -> None:
+    local = local_pins(150)
+    local[random_cid()] = ""  # an unnamed pin is named by its CID
+    executor = executor_for(service, store)
+    async with executor.client:
+        report = await executor.sync(local, ONLINE)
+    assert report.added == 151 and report.errors == 0
+    for cid, name in local.items():
+        (pin,) = service.pins_for_cid(cid)
+        assert pin["pin"]["name"] == (name or cid)
+        assert pin["pin"]["meta"]["app_id"] == APP_ID
+        assert pin["pin"]["meta"]["node"] == "12D3KooWTestPeer"
+        assert pin["pin"]["origins"] == list(ONLINE.origins)
+    rows = await store.remote_pins("spec")
+    assert {r.status for r in rows.values()} == {RemoteStatus.QUEUED}
+    assert all(r.requestid for r in rows.values())
+
+
+async def test_no_origins_while_the_node_is_offline(
+    service: FakePinningService, store: StateStore
+) -> None:
+    local = local_pins(3)
+    executor = executor_for(service, store)
+    async with executor.client:
+        await executor.sync(local, NodeView(online=False))
+    for cid in local:
+        (pin,) = service.pins_for_cid(cid)
+        assert "origins" not in pin["pin"]
+        assert "node" not in pin["pin"]["meta"]
+
+
+async def test_second_cycle_sends_nothing_new(
+    service: FakePinningService, store: StateStore
+) -> None:
+    local = local_pins(50)
+    executor = executor_for(service, store)
+    async with executor.client:
+        await executor.sync(local, ONLINE)
+        posts = service.count(method="POST")
+        report = await executor.sync(local, ONLINE)
+    assert service.count(method="POST") == posts == 50
+    assert report.added == 0
+
+
+async def test_adopts_existing_pins_on_first_contact(
+    service: FakePinningService, store: StateStore
+) -> None:
+    """Pins made by another tool, stored as CIDv1 while the node lists CIDv0, are adopted."""
+    from multiformats import CID
+
+    local = {random_cid(version=0): f"old-{i}" for i in range(5)}
+    for cid in local:
+        service.add_pin(CID.decode(cid).set(version=1).encode("base32"), status="pinned")
+    foreign = random_cid()
+    service.add_pin(foreign, status="pinned")  # not ours: never touched
+    local.update(local_pins(5))
+    executor = executor_for(service, store)
+    async with executor.client:
+        report = await executor.sync(local, ONLINE)
+    assert report.adopted == 5 and report.added == 5
+    assert service.count(method="POST") == 5
+    rows = await store.remote_pins("spec")
+    assert sum(r.origin is Origin.ADOPTED for r in rows.values()) == 5
+    assert foreign not in rows
+
+
+async def test_lost_answer_is_looked_up_not_resent(
+    service: FakePinningService, store: StateStore
+) -> None:
+    """The service created the pin, but the answer was lost (reset after apply)."""
+    local = local_pins(10)
+    service.inject(Fault("reset", after_apply=True), method="POST", path="/pins", times=3)
+    executor = executor_for(service, store, timeout=0.2)
+    async with executor.client:
+        await executor.sync(local, ONLINE)
+        rows = await store.remote_pins("spec")
+        assert sum(r.status is RemoteStatus.INTENT for r in rows.values()) == 3
+        report = await executor.sync(local, ONLINE)
+        assert report.resolved == 0, "intents wait out the grace period (2 x timeout)"
+        await asyncio.sleep(0.45)
+        report = await executor.sync(local, ONLINE)
+    assert report.resolved == 3 and report.added == 0
+    for cid in local:
+        assert len(service.pins_for_cid(cid)) == 1
+    rows = await store.remote_pins("spec")
+    assert RemoteStatus.INTENT not in {r.status for r in rows.values()}
+
+
+async def test_hung_add_then_lookup_finds_nothing_and_adds_again(
+    service: FakePinningService, store: StateStore
+) -> None:
+    local = local_pins(1)
+    service.inject(Fault("hang"), method="POST", times=1)  # never applied, never answered
+    executor = executor_for(service, store, timeout=0.2)
+    async with executor.client:
+        await executor.sync(local, ONLINE)
+        await asyncio.sleep(0.45)
+        report = await executor.sync(local, ONLINE)
+    assert report.added == 1
+    (cid,) = local
+    assert len(service.pins_for_cid(cid)) == 1
+
+
+async def test_server_error_on_add_is_treated_as_maybe_applied(
+    service: FakePinningService, store: StateStore
+) -> None:
+    local = local_pins(4)
+    service.inject(Fault("status", status=502, after_apply=True), method="POST", times=2)
+    executor = executor_for(service, store, timeout=0.2)
+    async with executor.client:
+        await executor.sync(local, ONLINE)
+        await asyncio.sleep(0.45)
+        await executor.sync(local, ONLINE)
+    assert all(len(service.pins_for_cid(cid)) == 1 for cid in local)
+
+
+async def test_refused_add_is_retried_after_backoff(
+    service: FakePinningService, store: StateStore
+) -> None:
+    local = local_pins(2)
+    service.inject(Fault("status", status=400, details="bad pin"), method="POST", times=1)
+    executor = executor_for(service, store)
+    async with executor.client:
+        first = await executor.sync(local, ONLINE)
+        assert first.errors == 1
+        rows = await store.remote_pins("spec")
+        (error,) = [r for r in rows.values() if r.status is RemoteStatus.ERROR]
+        assert "HTTP 400" in (error.last_error or "") and error.next_attempt > 0
+        await asyncio.sleep(0.05)
+        second = await executor.sync(local, ONLINE)
+    assert second.added == 1
+    assert all(len(service.pins_for_cid(cid)) == 1 for cid in local)
+
+
+async def test_tracking_lists_instead_of_polling_each_pin(
+    service: FakePinningService, store: StateStore
+) -> None:
+    local = local_pins(2500)
+    executor = executor_for(service, store, concurrency=16)
+    async with executor.client:
+        await executor.sync(local, ONLINE)
+        for pin in service.pins[:2000]:
+            service.set_status(pin["requestid"], "pinned")
+        service.set_status(service.pins[2000]["requestid"], "failed", "DAG too big")
+        service.requests.clear()
+        report = await executor.sync(local, ONLINE, send=False)
+    gets = [r for r in service.requests if r.method == "GET"]
+    assert report.became_pinned == 2000 and report.became_failed == 1
+    assert len(gets) <= 5, f"{len(gets)} requests for 2500 pending pins"
+    assert not any(r.path.startswith("/pins/") for r in gets), "no per-pin GET"
+    rows = await store.remote_pins("spec")
+    failed = [r for r in rows.values() if r.status is RemoteStatus.FAILED]
+    assert len(failed) == 1 and failed[0].details == "DAG too big"
+
+
+async def test_failed_pin_is_replaced_not_duplicated(
+    service: FakePinningService, store: StateStore
+) -> None:
+    local = local_pins(3)
+    executor = executor_for(service, store)
+    async with executor.client:
+        await executor.sync(local, ONLINE)
+        victim = next(iter(local))
+        (old,) = service.pins_for_cid(victim)
+        service.set_status(old["requestid"], "failed", "could not fetch")
+        await executor.sync(local, ONLINE, send=False)
+        await asyncio.sleep(0.05)  # past the (test-short) failed backoff
+        report = await executor.sync(local, ONLINE)
+    assert report.replaced == 1
+    (new,) = service.pins_for_cid(victim)
+    assert new["requestid"] != old["requestid"], "a new request replaced the failed one"
+    assert service.count(method="POST", path_prefix=f"/pins/{old['requestid']}") == 1
+
+
+async def test_vanished_pin_is_added_again(service: FakePinningService, store: StateStore) -> None:
+    local = local_pins(3)
+    executor = executor_for(service, store)
+    async with executor.client:
+        await executor.sync(local, ONLINE)
+        victim = next(iter(local))
+        (pin,) = service.pins_for_cid(victim)
+        service.vanish(pin["requestid"])
+        report = await executor.sync(local, ONLINE, send=False)
+        assert report.vanished == 1
+        report = await executor.sync(local, ONLINE)
+    assert report.added == 1
+    assert len(service.pins_for_cid(victim)) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "words"), [(401, "token from $TOKEN was refused"), (409, "insufficient funds")]
+)
+async def test_auth_and_funds_errors_pause_the_service(
+    service: FakePinningService, store: StateStore, status: int, words: str
+) -> None:
+    local = local_pins(20)
+    service.inject(Fault("status", status=status), method="POST", times=None)
+    executor = executor_for(service, store)
+    async with executor.client:
+        report = await executor.sync(local, ONLINE)
+        assert report.paused and words in report.paused
+        posts = service.count(method="POST")
+        assert posts <= 16, "sending stops after the first batch"
+        again = await executor.sync(local, ONLINE)
+    assert again.paused == report.paused
+    assert service.count(method="POST") == posts, "a paused service is not called"
+    state = await store.service_state("spec")
+    assert state.paused_until > time.time() + 30
+    rows = await store.remote_pins("spec")
+    assert RemoteStatus.INTENT not in {r.status for r in rows.values()}
+
+
+async def test_rate_limit_pauses_until_retry_after(
+    service: FakePinningService, store: StateStore
+) -> None:
+    local = local_pins(10)
+    service.inject(Fault("rate_limit", retry_after=0.5), method="POST", skip=3)
+    executor = executor_for(service, store, concurrency=1)
+    async with executor.client:
+        report = await executor.sync(local, ONLINE)
+        assert report.paused and "rate limited" in report.paused
+        assert (await executor.sync(local, ONLINE)).paused, "still within Retry-After"
+        await asyncio.sleep(0.6)
+        report = await executor.sync(local, ONLINE)
+    assert report.paused is None
+    assert service.rate_limit_violations == []
+    assert all(len(service.pins_for_cid(cid)) == 1 for cid in local)
+
+
+async def test_a_failing_service_does_not_stop_another(store: StateStore) -> None:
+    local = local_pins(20)
+    async with FakePinningService(token=TOKEN) as good, FakePinningService(token=TOKEN) as bad:
+        bad.inject(Fault("status", status=500), times=None)
+        ok_exec = executor_for(good, store, name="good")
+        bad_exec = executor_for(bad, store, name="bad")
+        async with ok_exec.client, bad_exec.client:
+            import asyncio
+
+            ok_report, bad_report = await asyncio.gather(
+                ok_exec.sync(local, ONLINE), bad_exec.sync(local, ONLINE)
+            )
+    assert ok_report.added == 20 and ok_report.error is None
+    assert bad_report.error and "HTTP 500" in bad_report.error
+    assert (await store.service_state("bad")).last_error == bad_report.error
