@@ -21,8 +21,9 @@ def select_origins(
         candidate = _with_peer_id(address.strip(), peer_id)
         if candidate is None or candidate in chosen:
             continue
-        if not include_private and not _is_public(candidate):
-            continue
+        public = _is_public(candidate)
+        if public is None or (not public and not include_private):
+            continue  # not a usable multiaddr, or a local one that the spec says not to send
         chosen.append(candidate)
         if len(chosen) == MAX_ORIGINS:
             break
@@ -33,20 +34,39 @@ def _with_peer_id(address: str, peer_id: str) -> str | None:
     if not address.startswith("/"):
         return None
     parts = address.rstrip("/").split("/")
-    if len(parts) >= 2 and parts[-2] == "p2p":
-        return address.rstrip("/") if parts[-1] == peer_id else None
+    if len(parts) >= 2 and parts[-2] in ("p2p", "ipfs"):  # /ipfs/ is the legacy spelling
+        if parts[-1] != peer_id:
+            return None
+        parts[-2] = "p2p"
+        return "/".join(parts)
     return f"{address.rstrip('/')}/p2p/{peer_id}"
 
 
-def _is_public(address: str) -> bool:
+def _is_public(address: str) -> bool | None:
+    """True for a public address, False for a local one, None when it is not a multiaddr we
+    can judge (it is then never offered)."""
     parts = address.split("/")
-    protocol, value = (parts[1], parts[2]) if len(parts) > 2 else ("", "")
+    if len(parts) < 3 or not parts[2]:
+        return None
+    protocol, value = parts[1], parts[2]
     if protocol in ("ip4", "ip6"):
-        try:
-            ip = ipaddress.ip_address(value.split("%")[0])
-        except ValueError:
-            return False
-        return ip.is_global
+        return _is_public_ip(value.split("%")[0], 4 if protocol == "ip4" else 6)
     if protocol in ("dns", "dns4", "dns6", "dnsaddr"):
-        return value != "localhost" and not value.endswith((".localhost", ".local"))
-    return False
+        name = value.lower().rstrip(".")
+        if not name:
+            return None
+        literal = _is_public_ip(name, None)
+        if literal is not None:
+            return literal
+        return not (name == "localhost" or name.endswith((".localhost", ".local")))
+    return None
+
+
+def _is_public_ip(text: str, version: int | None) -> bool | None:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if version is not None and ip.version != version:
+        return None
+    return ip.is_global

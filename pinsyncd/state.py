@@ -182,15 +182,21 @@ class StateStore:
                 f"pinsyncd understands ({SCHEMA_VERSION}); upgrade pinsyncd"
             )
         for target in range(version, SCHEMA_VERSION):
-            await db.execute("BEGIN IMMEDIATE")
             try:
+                await db.execute("BEGIN IMMEDIATE")
                 # One statement at a time: executescript() would commit halfway.
                 for statement in _statements(MIGRATIONS[target]):
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version={target + 1}")
                 await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
+            except BaseException as exc:
+                with contextlib.suppress(aiosqlite.Error):
+                    await asyncio.shield(db.execute("ROLLBACK"))
+                if isinstance(exc, aiosqlite.Error):
+                    raise StateError(
+                        f"cannot bring the state file {self.path} to schema version "
+                        f"{target + 1}: {exc} (is it another program's database?)"
+                    ) from None
                 raise
 
     # --- the local pinset -------------------------------------------------------------------
@@ -294,11 +300,14 @@ class StateStore:
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
         async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
+                # Inside the try: a BEGIN cancelled while queued still runs in aiosqlite's
+                # thread, and the ROLLBACK queued behind it must undo it.
+                await self._db.execute("BEGIN IMMEDIATE")
                 yield
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                with contextlib.suppress(aiosqlite.Error):
+                    await asyncio.shield(self._db.execute("ROLLBACK"))
                 raise
             await self._db.execute("COMMIT")
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pinsyncd.state import COUNTS_SQL, UNSENT_SQL
+from pinsyncd.state import COUNTS_SQL, UNSENT_SQL, StateError
 
 STATUSES = ("pinned", "pinning", "queued", "failed")
 
@@ -36,12 +36,19 @@ def _connect(path: Path) -> sqlite3.Connection | None:
     if not path.exists():
         return None
     db = sqlite3.connect(path, timeout=10)
-    db.execute("PRAGMA query_only=1")
     try:
+        db.execute("PRAGMA query_only=1")
         db.execute("SELECT 1 FROM remote_pins LIMIT 1")
-    except sqlite3.OperationalError:  # created but not migrated yet
+    except sqlite3.OperationalError as exc:
         db.close()
-        return None
+        if "no such table" in str(exc):  # created but not migrated yet
+            return None
+        raise StateError(f"cannot read the state file {path}: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise StateError(
+            f"the state file {path} is damaged or not a pinsyncd file: {exc}"
+        ) from None
     return db
 
 

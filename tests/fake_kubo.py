@@ -1,0 +1,174 @@
+"""A small Kubo RPC server for fault cases that real Kubo cannot be made to show on demand:
+a node that goes offline and comes back on the same port, a pinset of any size (a million
+pins cost nothing to serve), a stream that breaks, stalls or carries an error.
+
+    async with FakeKubo(pins=1000) as node:    # node.url = http://127.0.0.1:PORT
+        await node.go_offline(); await node.come_back()
+
+Also runnable alone: `python -m tests.fake_kubo --port 0 --pins N` prints {"port": N}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+PEER_ID = "12D3KooWFakeKuboNodeForPinsyncdTests1111111111111111"
+_RAW_SHA256_PREFIX = bytes([0x01, 0x55, 0x12, 0x20])  # CIDv1, raw, sha2-256, 32 bytes
+
+
+def generated_cid(index: int, seed: str = "") -> str:
+    """A valid CIDv1 (raw, sha2-256, base32) for pin number `index`, cheap to make."""
+    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
+    return "b" + base64.b32encode(_RAW_SHA256_PREFIX + digest).decode().lower().rstrip("=")
+
+
+@dataclass
+class StreamFault:
+    """How the next pin/ls stream misbehaves: after `after` lines, `kind` is one of `cut`
+    (the connection drops), `error` (a Kubo error line), `stall` (nothing more, ever)."""
+
+    kind: str
+    after: int = 0
+
+
+@dataclass
+class FakeKubo:
+    pins: int = 0
+    seed: str = "fake"
+    names: bool = True
+    extra: dict[str, str] = field(default_factory=dict)  # more pins: cid -> name
+    addresses: list[str] = field(
+        default_factory=lambda: ["/ip4/127.0.0.1/tcp/4001", "/ip4/203.0.113.7/tcp/4001"]
+    )
+    port: int = 0
+    calls: Counter[str] = field(default_factory=Counter)
+    dials: list[str] = field(default_factory=list)
+    stream_faults: list[StreamFault] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def online(self) -> bool:
+        return self._runner is not None
+
+    def pinset(self) -> dict[str, str]:
+        out = {generated_cid(i, self.seed): f"pin-{i}" for i in range(self.pins)}
+        out.update(self.extra)
+        return out
+
+    async def __aenter__(self) -> FakeKubo:
+        await self.come_back()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.go_offline()
+
+    async def come_back(self) -> None:
+        """Listen (again, on the same port once one was chosen)."""
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.router.add_post("/api/v0/version", self._version)
+        app.router.add_post("/api/v0/id", self._id)
+        app.router.add_post("/api/v0/pin/ls", self._pin_ls)
+        app.router.add_post("/api/v0/swarm/connect", self._swarm_connect)
+        runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        self._runner = runner
+
+    async def go_offline(self) -> None:
+        """Stop listening: connections are refused until `come_back()`."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def _version(self, request: web.Request) -> web.Response:
+        self.calls["version"] += 1
+        return web.json_response({"Version": "0.42.0-fake", "System": "fake"})
+
+    async def _id(self, request: web.Request) -> web.Response:
+        self.calls["id"] += 1
+        return web.json_response(
+            {
+                "ID": PEER_ID,
+                "Addresses": [f"{a}/p2p/{PEER_ID}" for a in self.addresses],
+                "AgentVersion": "kubo/0.42.0-fake",
+            }
+        )
+
+    async def _swarm_connect(self, request: web.Request) -> web.Response:
+        self.calls["swarm/connect"] += 1
+        address = request.query.get("arg", "")
+        self.dials.append(address)
+        return web.json_response({"Strings": [f"connect {address} success"]})
+
+    async def _pin_ls(self, request: web.Request) -> web.StreamResponse:
+        self.calls["pin/ls"] += 1
+        fault = self.stream_faults.pop(0) if self.stream_faults else None
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        with_names = self.names and request.query.get("names") == "true"
+        chunk: list[bytes] = []
+        for sent, (cid, name) in enumerate(self._iter_pinset()):
+            if fault is not None and sent == fault.after:
+                await response.write(b"".join(chunk))
+                chunk.clear()
+                if fault.kind == "cut":
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                if fault.kind == "error":
+                    await response.write(b'{"Message":"fake: datastore closed","Type":"error"}\n')
+                    return response
+                await asyncio.sleep(3600)  # stall
+            entry = {"Cid": cid, "Type": "recursive"}
+            if with_names and name:
+                entry["Name"] = name
+            chunk.append(json.dumps(entry).encode() + b"\n")
+            if len(chunk) >= 1000:
+                await response.write(b"".join(chunk))
+                chunk.clear()
+        await response.write(b"".join(chunk))
+        await response.write_eof()
+        return response
+
+    def _iter_pinset(self) -> Iterator[tuple[str, str]]:
+        for i in range(self.pins):
+            yield generated_cid(i, self.seed), f"pin-{i}"
+        yield from self.extra.items()
+
+
+async def _main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--pins", type=int, default=0)
+    parser.add_argument("--seed", default="fake")
+    args = parser.parse_args()
+    node = FakeKubo(pins=args.pins, seed=args.seed, port=args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with node:
+        print(json.dumps({"port": node.port}), flush=True)
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())

@@ -1,0 +1,353 @@
+"""Property tests for the pure planner: (local pinset, what we know of a service) -> the plan.
+
+The CIDs are short made-up strings: the planner never parses them."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pinsyncd.planner import Add, Replace, ServicePlan, plan_service
+from pinsyncd.state import LIVE_STATUSES, PENDING_STATUSES, Origin, RemotePin, RemoteStatus
+
+SERVICE = "svc"
+FAST = settings(max_examples=300, deadline=None)
+
+# --- strategies -----------------------------------------------------------------------------
+
+cids = st.sampled_from([f"c{i}" for i in range(16)])
+names = st.sampled_from(["", "photo.jpg", "a name", "ünïcode"])
+requestids = st.sampled_from([None, None, "r-1", "r-2", "0b5d3f"])
+# Offsets from `now` (next_attempt) and from `now - intent_grace` (updated): the exact
+# boundary, either side of it by a little, and far away.
+offsets = st.one_of(
+    st.sampled_from([0.0, -1.0, 1.0, -0.001, 0.001, -1e6, 1e6]),
+    st.floats(min_value=-1e7, max_value=1e7, allow_nan=False),
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    local: dict[str, str]
+    remote: dict[str, RemotePin]
+    now: float
+    adopted: bool
+    paused: bool
+    intent_grace: float
+
+    def plan(self) -> ServicePlan:
+        return plan_service(
+            SERVICE,
+            self.local,
+            self.remote,
+            now=self.now,
+            adopted=self.adopted,
+            paused=self.paused,
+            intent_grace=self.intent_grace,
+        )
+
+
+@st.composite
+def remote_pin(draw: st.DrawFn, cid: str, now: float, grace: float) -> RemotePin:
+    return RemotePin(
+        service=SERVICE,
+        cid=cid,
+        status=draw(st.sampled_from(list(RemoteStatus))),
+        requestid=draw(requestids),
+        created=draw(st.sampled_from([None, "2024-01-01T00:00:00+00:00"])),
+        name=draw(st.sampled_from([None, "", "remote name"])),
+        origin=draw(st.sampled_from(list(Origin))),
+        attempts=draw(st.sampled_from([0, 1, 7])),
+        next_attempt=now + draw(offsets),
+        updated=now - grace + draw(offsets),
+    )
+
+
+@st.composite
+def scenarios(
+    draw: st.DrawFn,
+    *,
+    adopted: st.SearchStrategy[bool] | None = None,
+    paused: st.SearchStrategy[bool] | None = None,
+) -> Scenario:
+    now = draw(
+        st.one_of(
+            st.integers(0, 2_000_000_000).map(float),
+            st.floats(min_value=0, max_value=4e9, allow_nan=False),
+        )
+    )
+    grace = draw(
+        st.one_of(
+            st.sampled_from([0.0, 1.0, 60.0, 120.0]),
+            st.floats(min_value=0, max_value=1e5, allow_nan=False),
+        )
+    )
+    local = draw(st.dictionaries(cids, names, max_size=10))
+    remote_cids = draw(st.lists(cids, max_size=12, unique=True))  # local or not
+    remote = {cid: draw(remote_pin(cid, now, grace)) for cid in remote_cids}
+    return Scenario(
+        local=local,
+        remote=remote,
+        now=now,
+        adopted=draw(adopted if adopted is not None else st.sampled_from([True, True, False])),
+        paused=draw(paused if paused is not None else st.sampled_from([False, False, False, True])),
+        intent_grace=grace,
+    )
+
+
+def sent_cids(plan: ServicePlan) -> list[str]:
+    return [a.cid for a in plan.add] + [r.cid for r in plan.replace]
+
+
+# --- properties -----------------------------------------------------------------------------
+# Drawing a scenario costs far more than planning it, so each drawn scenario is checked against
+# several properties (each a `check_*` function, named after the rule it guards).
+
+
+def check_never_sends_a_cid_with_a_live_request(s: Scenario, plan: ServicePlan) -> None:
+    """Never plans a second add for a CID that has a live request."""
+    for cid in sent_cids(plan):
+        row = s.remote.get(cid)
+        assert row is None or row.status not in LIVE_STATUSES, (cid, row)
+
+
+def check_each_cid_at_most_once_and_only_local_ones_sent(s: Scenario, plan: ServicePlan) -> None:
+    everything = [*sent_cids(plan), *plan.resolve]
+    assert len(everything) == len(set(everything))
+    assert set(sent_cids(plan)) <= set(s.local)
+    assert len({row.cid for row in plan.track}) == len(plan.track)
+    assert plan.service == SERVICE
+    assert plan.sends == len(plan.add) + len(plan.replace)
+
+
+def check_paused_and_adoption_gates(s: Scenario, plan: ServicePlan) -> None:
+    if s.paused:
+        assert plan == ServicePlan(SERVICE)  # no adopt/resolve/add/replace/track, waiting 0
+    elif not s.adopted:
+        assert plan.adopt is True
+        assert plan.add == [] and plan.replace == [] and plan.sends == 0
+    else:
+        assert plan.adopt is False
+
+
+def check_deterministic_and_inputs_untouched(s: Scenario, plan: ServicePlan) -> None:
+    local_before = copy.deepcopy(s.local)
+    remote_before = copy.deepcopy(s.remote)
+    assert s.plan() == plan
+    # a copy of the inputs gives the same plan (nothing depends on object identity)
+    twin = Scenario(
+        dict(local_before), dict(remote_before), s.now, s.adopted, s.paused, s.intent_grace
+    )
+    assert twin.plan() == plan
+    assert s.local == local_before and list(s.local) == list(local_before)
+    assert s.remote == remote_before and list(s.remote) == list(remote_before)
+
+
+def check_liveness(s: Scenario, plan: ServicePlan) -> None:
+    """Adopted and not paused: every local pin without a live request is sent once due."""
+    assert s.adopted and not s.paused
+    adds = {a.cid: a.name for a in plan.add}
+    replaces = {r.cid: r for r in plan.replace}
+    assert len(adds) == len(plan.add) and len(replaces) == len(plan.replace)
+    for cid, name in s.local.items():
+        row = s.remote.get(cid)
+        if row is None:
+            assert adds.get(cid) == name, cid
+            continue
+        due = row.next_attempt <= s.now
+        if row.status is RemoteStatus.ERROR or (
+            row.status is RemoteStatus.FAILED and row.requestid is None
+        ):
+            # never reached the service (or no request left to replace): add again when due
+            assert (cid in adds) == due, row
+            if due:
+                assert adds[cid] == name
+            assert cid not in replaces
+        elif row.status is RemoteStatus.FAILED:
+            assert (cid in replaces) == due, row
+            if due:
+                assert replaces[cid] == Replace(cid, row.requestid, name)
+            assert cid not in adds
+        else:
+            assert row.status in LIVE_STATUSES
+            assert cid not in adds and cid not in replaces
+
+
+def check_waiting(s: Scenario, plan: ServicePlan) -> None:
+    """`waiting` = intents within the grace + (once adopted) local retries not yet due."""
+    assert not s.paused
+    young_intents = sum(
+        1
+        for row in s.remote.values()
+        if row.status is RemoteStatus.INTENT and s.now - row.updated < s.intent_grace
+    )
+    retries_not_due = sum(
+        1
+        for cid in s.local
+        if (row := s.remote.get(cid)) is not None
+        and row.status in (RemoteStatus.ERROR, RemoteStatus.FAILED)
+        and row.next_attempt > s.now
+    )
+    assert plan.waiting == young_intents + (retries_not_due if s.adopted else 0)
+
+
+def check_intents_resolved_after_the_grace_never_sent(s: Scenario, plan: ServicePlan) -> None:
+    assert not s.paused
+    intents = {cid: row for cid, row in s.remote.items() if row.status is RemoteStatus.INTENT}
+    expected = [cid for cid, row in intents.items() if s.now - row.updated >= s.intent_grace]
+    assert plan.resolve == expected  # local or not, in the remote mapping's order
+    assert not set(intents) & set(sent_cids(plan))
+
+
+def check_track_is_the_pending_rows_with_a_requestid(s: Scenario, plan: ServicePlan) -> None:
+    assert not s.paused
+    expected = [
+        row
+        for row in s.remote.values()
+        if row.status in (RemoteStatus.QUEUED, RemoteStatus.PINNING) and row.requestid
+    ]
+    assert plan.track == expected
+    assert all(row.status in PENDING_STATUSES for row in plan.track)
+
+
+@FAST
+@given(scenarios())
+def test_safety_rules_hold_for_any_input(s: Scenario) -> None:
+    plan = s.plan()
+    check_never_sends_a_cid_with_a_live_request(s, plan)
+    check_each_cid_at_most_once_and_only_local_ones_sent(s, plan)
+    check_paused_and_adoption_gates(s, plan)
+    check_deterministic_and_inputs_untouched(s, plan)
+
+
+@FAST
+@given(scenarios(paused=st.just(False), adopted=st.sampled_from([True, True, True, False])))
+def test_liveness_intents_tracking_and_waiting_when_not_paused(s: Scenario) -> None:
+    plan = s.plan()
+    if s.adopted:
+        check_liveness(s, plan)
+    check_waiting(s, plan)
+    check_intents_resolved_after_the_grace_never_sent(s, plan)
+    check_track_is_the_pending_rows_with_a_requestid(s, plan)
+    check_never_sends_a_cid_with_a_live_request(s, plan)
+
+
+# --- examples documenting the rules ---------------------------------------------------------
+
+NOW = 1_700_000_000.0
+
+
+def row(cid: str, status: RemoteStatus, **fields: object) -> RemotePin:
+    return RemotePin(SERVICE, cid, status, **fields)  # type: ignore[arg-type]
+
+
+def plan_for(
+    local: dict[str, str],
+    rows: list[RemotePin],
+    *,
+    adopted: bool = True,
+    paused: bool = False,
+    grace: float = 60.0,
+) -> ServicePlan:
+    return plan_service(
+        SERVICE,
+        local,
+        {r.cid: r for r in rows},
+        now=NOW,
+        adopted=adopted,
+        paused=paused,
+        intent_grace=grace,
+    )
+
+
+def test_new_local_pins_are_added_with_their_names() -> None:
+    plan = plan_for({"a": "photo.jpg", "b": ""}, [])
+    assert plan.add == [Add("a", "photo.jpg"), Add("b", "")]
+    assert plan.replace == [] and plan.resolve == [] and plan.track == []
+    assert plan.waiting == 0
+
+
+def test_a_failed_request_for_a_cid_no_longer_local_is_not_replaced() -> None:
+    """The data is gone from the node: re-pinning it would fail again, so leave it."""
+    plan = plan_for({}, [row("gone", RemoteStatus.FAILED, requestid="r1", next_attempt=0.0)])
+    assert plan.replace == [] and plan.add == []
+    assert plan.waiting == 0
+
+
+def test_an_error_row_for_a_cid_no_longer_local_is_not_added() -> None:
+    plan = plan_for({}, [row("gone", RemoteStatus.ERROR, next_attempt=0.0)])
+    assert plan.add == [] and plan.waiting == 0
+
+
+def test_a_due_failed_request_is_replaced_in_place() -> None:
+    plan = plan_for({"a": "n"}, [row("a", RemoteStatus.FAILED, requestid="r1", next_attempt=NOW)])
+    assert plan.replace == [Replace("a", "r1", "n")]
+    assert plan.add == []
+
+
+def test_a_failed_row_without_a_requestid_is_added_afresh() -> None:
+    """A replace whose failed request had vanished (404) leaves no requestid: add again."""
+    plan = plan_for({"a": "n"}, [row("a", RemoteStatus.FAILED, next_attempt=NOW - 1)])
+    assert plan.add == [Add("a", "n")]
+    assert plan.replace == []
+
+
+def test_retries_wait_for_their_backoff() -> None:
+    plan = plan_for(
+        {"a": "", "b": ""},
+        [
+            row("a", RemoteStatus.ERROR, next_attempt=NOW + 0.5),
+            row("b", RemoteStatus.FAILED, requestid="r", next_attempt=NOW + 30),
+        ],
+    )
+    assert plan.sends == 0
+    assert plan.waiting == 2
+
+
+def test_an_intent_is_looked_up_after_the_grace_never_sent_again() -> None:
+    young = row("young", RemoteStatus.INTENT, updated=NOW - 59.0)
+    edge = row("edge", RemoteStatus.INTENT, updated=NOW - 60.0)
+    old_gone = row("old", RemoteStatus.INTENT, updated=NOW - 3600.0)  # no longer local
+    plan = plan_for({"young": "", "edge": ""}, [young, edge, old_gone])
+    assert plan.resolve == ["edge", "old"]
+    assert plan.add == [] and plan.replace == []
+    assert plan.waiting == 1
+
+
+def test_live_requests_are_left_alone_and_pending_ones_tracked() -> None:
+    rows = [
+        row("q", RemoteStatus.QUEUED, requestid="rq"),
+        row("p", RemoteStatus.PINNING, requestid="rp"),
+        row("done", RemoteStatus.PINNED, requestid="rd"),
+        row("q-no-id", RemoteStatus.QUEUED),
+        row("remote-only", RemoteStatus.PINNING, requestid="rx"),
+    ]
+    plan = plan_for({"q": "", "p": "", "done": "", "q-no-id": ""}, rows)
+    assert plan.sends == 0
+    assert [r.requestid for r in plan.track] == ["rq", "rp", "rx"]
+
+
+def test_before_adoption_intents_are_resolved_and_requests_tracked_but_nothing_sent() -> None:
+    rows = [
+        row("i", RemoteStatus.INTENT, updated=NOW - 1000),
+        row("q", RemoteStatus.QUEUED, requestid="rq"),
+        row("e", RemoteStatus.ERROR, next_attempt=NOW + 100),
+    ]
+    plan = plan_for({"new": "", "e": ""}, rows, adopted=False)
+    assert plan.adopt is True
+    assert plan.resolve == ["i"]
+    assert [r.cid for r in plan.track] == ["q"]
+    assert plan.sends == 0
+    assert plan.waiting == 0  # only intents are counted before adoption
+
+
+def test_paused_plans_nothing_even_before_adoption() -> None:
+    rows = [
+        row("i", RemoteStatus.INTENT, updated=0.0),
+        row("q", RemoteStatus.QUEUED, requestid="r"),
+    ]
+    plan = plan_for({"a": ""}, rows, adopted=False, paused=True)
+    assert plan == ServicePlan(SERVICE)
