@@ -1,9 +1,13 @@
-"""Exponential backoff with full jitter and a cap (the AWS architecture blog's "full jitter"):
-the wait after the n-th failure is uniform in [0, min(cap, base * 2**(n-1))]."""
+"""Retry timing: exponential backoff with full jitter and a cap (the wait after the n-th
+failure is uniform in [0, min(cap, base * 2**(n-1))]), and when a pin that keeps failing on a
+service counts as failed for good."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+
+from pinsyncd.config import RetryConfig
 
 
 def backoff_delay(
@@ -12,3 +16,24 @@ def backoff_delay(
     """Seconds to wait after `attempts` consecutive failures (attempts >= 1)."""
     ceiling = min(cap, base * (2 ** max(0, attempts - 1)))
     return (rng or random).uniform(0, ceiling)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base: float = 30.0
+    cap: float = 3600.0
+    max_attempts: int = 5
+    failed_retry: float = 86400.0
+
+    @classmethod
+    def from_config(cls, config: RetryConfig) -> RetryPolicy:
+        return cls(config.base, config.cap, config.max_attempts, config.failed_retry)
+
+    def delay(self, attempts: int, rng: random.Random | None = None) -> float:
+        return backoff_delay(attempts, base=self.base, cap=self.cap, rng=rng)
+
+    def after_failed(self, attempts: int, rng: random.Random | None = None) -> float:
+        """The wait before replacing a pin the service marked failed after `attempts` tries."""
+        if attempts >= self.max_attempts:
+            return self.failed_retry
+        return self.delay(attempts, rng)

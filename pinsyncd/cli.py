@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", parents=[common], help="show what is pinned where")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--failed", action="store_true", help="list the failed pins with the services' reasons"
+    )
 
     commands.add_parser(
         "check-config",
@@ -116,7 +119,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command == "check-config":
         return _check_config(config)
     if args.command == "status":
-        return commands.show_status(config, as_json=args.json)
+        return commands.show_status(config, as_json=args.json, failed=args.failed)
     if args.command == "sync":
         if args.dry_run:
             return commands.dry_run(config)

@@ -17,7 +17,7 @@ from pinsyncd.engine import CycleReport, SyncEngine
 from pinsyncd.kubo import LocalNode, NodeError
 from pinsyncd.planner import plan_service
 from pinsyncd.state import StateStore
-from pinsyncd.status import read_status, render_table
+from pinsyncd.status import read_failed, read_status, render_failed, render_table
 
 log = structlog.get_logger("pinsyncd")
 
@@ -31,8 +31,13 @@ def run_daemon(config: Config) -> int:
     return asyncio.run(Daemon(config).run())
 
 
-def show_status(config: Config, *, as_json: bool) -> int:
-    status = read_status(config.state_path, [s.name for s in config.services])
+def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
+    names = [s.name for s in config.services]
+    if failed:
+        rows = read_failed(config.state_path, names)
+        print(json.dumps(rows, indent=2) if as_json else render_failed(rows))
+        return 0
+    status = read_status(config.state_path, names, max_attempts=config.retry.max_attempts)
     print(json.dumps(status, indent=2) if as_json else render_table(status))
     return 0
 
@@ -93,6 +98,8 @@ def _problems(report: CycleReport) -> list[str]:
             problems.append(f"{name}: {service_report.paused}")
         elif service_report.error:
             problems.append(service_report.error)
+        elif service_report.backoff:
+            problems.append(f"{name}: {service_report.backoff}")
     return problems
 
 

@@ -160,6 +160,30 @@ class SyncConfig(_Section):
     origins: Literal["public", "all"] = "public"
 
 
+class RetryConfig(_Section):
+    """How failures are retried: exponential backoff with full jitter, capped."""
+
+    base: Duration = 30.0
+    cap: Duration = 3600.0
+    max_attempts: int = Field(default=5, ge=1, le=1000)
+    failed_retry: Duration = 86400.0
+
+
+def _rate(value: object) -> float:
+    """`3/s`, `180/min`, `1000/h` -> requests per second."""
+    if not isinstance(value, str):
+        raise ValueError("expected a rate like 3/s or 180/min")
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*", value)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{value!r} is not a rate; write e.g. 3/s or 180/min")
+    per = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600}
+    return float(match.group(1)) / per.get(match.group(2), 3600)
+
+
+Rate = Annotated[float, BeforeValidator(_rate)]
+"""Requests per second, written in the config as `3/s` or `180/min`."""
+
+
 class StateConfig(_Section):
     """Where pinsyncd keeps what it knows about each remote pin (SQLite)."""
 
@@ -175,6 +199,7 @@ class ServiceConfig(_Section):
     token_file: str | None = None
     concurrency: int = Field(default=4, ge=1, le=64)
     timeout: Duration = 30.0
+    rate_limit: Rate | None = None
     allow_insecure_http: bool = False
 
     @field_validator("name")
@@ -215,6 +240,7 @@ class ConfigFile(_Section):
     node: NodeConfig = NodeConfig()
     sync: SyncConfig = SyncConfig()
     state: StateConfig = StateConfig()
+    retry: RetryConfig = RetryConfig()
     services: list[ServiceConfig] = Field(min_length=1)
 
 
@@ -230,6 +256,7 @@ class Service:
     token: Secret
     concurrency: int
     timeout: float
+    rate_limit: float | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +268,7 @@ class Config:
     sync: SyncConfig
     state_path: Path
     services: tuple[Service, ...]
+    retry: RetryConfig = field(default_factory=RetryConfig)
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -309,7 +337,14 @@ def parse_config(
         if loaded.warning:
             warnings.append(f"services[{index}] ({svc.name}): {loaded.warning}")
         services.append(
-            Service(svc.name, svc.endpoint, loaded.secret, svc.concurrency, svc.timeout)
+            Service(
+                svc.name,
+                svc.endpoint,
+                loaded.secret,
+                svc.concurrency,
+                svc.timeout,
+                svc.rate_limit,
+            )
         )
     if problems:
         raise ConfigError(filename, problems)
@@ -327,6 +362,7 @@ def parse_config(
         sync=parsed.sync,
         state_path=state_path,
         services=tuple(services),
+        retry=parsed.retry,
         warnings=tuple(warnings),
     )
 

@@ -15,10 +15,10 @@ import time
 
 import structlog
 
+from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config
 from pinsyncd.durations import format_duration
 from pinsyncd.engine import CycleReport, SyncEngine
-from pinsyncd.executor import Timing
 from pinsyncd.state import StateStore
 
 log = structlog.get_logger("pinsyncd")
@@ -27,9 +27,9 @@ log = structlog.get_logger("pinsyncd")
 class Daemon:
     """Owns one run of pinsyncd. The constructor does no I/O; `run()` returns an exit code."""
 
-    def __init__(self, config: Config, *, timing: Timing | None = None) -> None:
+    def __init__(self, config: Config, *, retry: RetryPolicy | None = None) -> None:
         self.config = config
-        self.timing = timing
+        self.retry = retry
         self._stop = asyncio.Event()
         self._signals = 0
         self.cycles = 0
@@ -60,7 +60,7 @@ class Daemon:
     async def _run(self) -> int:
         config = self.config
         store = await StateStore.open(config.state_path)
-        engine = SyncEngine(config, store, timing=self.timing, stopping=self._stop.is_set)
+        engine = SyncEngine(config, store, retry=self.retry, stopping=self._stop.is_set)
         log.info(
             "pinsyncd started",
             node=config.node.api,
@@ -115,6 +115,7 @@ def log_cycle(report: CycleReport, *, status_round: bool = False) -> None:
                 "pending": r.pending,
                 "requests": sum(r.requests.values()),
                 "paused": r.paused,
+                "backoff": r.backoff,
                 "error": r.error,
             }.items()
             if value

@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config
 from pinsyncd.delegates import DelegateDialer
-from pinsyncd.executor import NodeView, ServiceExecutor, ServiceReport, Timing
+from pinsyncd.executor import NodeView, ServiceExecutor, ServiceReport
 from pinsyncd.kubo import LocalNode, NodeError
 from pinsyncd.origins import select_origins
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.state import StateStore
+from pinsyncd.throttle import Throttle
 
 log = structlog.get_logger("pinsyncd.engine")
 
@@ -45,22 +47,28 @@ class SyncEngine:
         config: Config,
         store: StateStore,
         *,
-        timing: Timing | None = None,
+        retry: RetryPolicy | None = None,
         stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
         self.store = store
         self.node = LocalNode(config.node.api, timeout=config.node.timeout)
         self.dialer = DelegateDialer(self.node)
+        retry = retry or RetryPolicy.from_config(config.retry)
         self.clients = {
             s.name: PinningServiceClient(
-                s.name, s.endpoint, s.token, timeout=s.timeout, connections=s.concurrency + 2
+                s.name,
+                s.endpoint,
+                s.token,
+                timeout=s.timeout,
+                connections=s.concurrency + 2,
+                throttle=Throttle(s.rate_limit),
             )
             for s in config.services
         }
         self.executors = {
             s.name: ServiceExecutor(
-                s, self.clients[s.name], store, self.dialer, timing=timing, stopping=stopping
+                s, self.clients[s.name], store, self.dialer, retry=retry, stopping=stopping
             )
             for s in config.services
         }

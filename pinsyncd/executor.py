@@ -18,10 +18,11 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from pinsyncd.backoff import backoff_delay
+from pinsyncd.backoff import RetryPolicy
 from pinsyncd.cids import InvalidCIDError, multihash_of
 from pinsyncd.config import Service
 from pinsyncd.delegates import DelegateDialer
+from pinsyncd.durations import format_duration
 from pinsyncd.planner import Add, Replace, plan_service
 from pinsyncd.psa import (
     ALL_STATUSES,
@@ -49,6 +50,7 @@ APP_ID = "8541372b-2ac2-4ba6-88a8-d93f4c524155"
 
 _STATUS_RANK = {Status.PINNED: 3, Status.PINNING: 2, Status.QUEUED: 1, Status.FAILED: 0}
 AUTH_RECHECK = 60.0  # a paused service (401/403/409) is asked again at most once a minute
+PAUSED = "paused: "  # the prefix of a pause that needs the user (token, funds)
 
 
 @dataclass(frozen=True)
@@ -58,16 +60,6 @@ class NodeView:
     online: bool
     peer_id: str | None = None
     origins: tuple[str, ...] = ()
-
-
-@dataclass
-class Timing:
-    """Backoff settings, in seconds."""
-
-    error_base: float = 30.0
-    error_cap: float = 3600.0
-    failed_base: float = 300.0
-    failed_cap: float = 6 * 3600.0
 
 
 @dataclass
@@ -83,7 +75,8 @@ class ServiceReport:
     errors: int = 0
     duplicates: int = 0
     pending: int = 0
-    paused: str | None = None
+    paused: str | None = None  # needs the user: a refused token, no funds
+    backoff: str | None = None  # temporary: rate limited, or retrying after errors
     error: str | None = None
     requests: dict[str, int] = field(default_factory=dict)
 
@@ -96,7 +89,7 @@ class ServiceExecutor:
         store: StateStore,
         dialer: DelegateDialer | None,
         *,
-        timing: Timing | None = None,
+        retry: RetryPolicy | None = None,
         stopping: Callable[[], bool] = lambda: False,
         rng: random.Random | None = None,
     ) -> None:
@@ -104,11 +97,12 @@ class ServiceExecutor:
         self.client = client
         self.store = store
         self.dialer = dialer
-        self.timing = timing or Timing()
+        self.retry = retry or RetryPolicy()
         self._stopping = stopping
         self._rng = rng or random.Random()
         self._limit = asyncio.Semaphore(service.concurrency)
         self._halted = False  # a 401/409/429 this cycle: send nothing more to this service
+        self._rate_restored = False
         self.log = structlog.get_logger("pinsyncd.service").bind(service=service.name)
 
     @property
@@ -125,69 +119,84 @@ class ServiceExecutor:
         self._halted = False
         before = dict(self.client.requests)
         state = await self.store.service_state(self.service.name)
-        now = time.time()
-        if state.paused_until > now:
-            report.paused = state.pause_reason
+        if not self._rate_restored:  # a restart keeps the slowed-down rate after a 429
+            self._rate_restored = True
+            if state.rate is not None:
+                self.client.throttle.rate = state.rate
+        if state.paused_until > time.time():
+            _note_pause(report, state.pause_reason or "paused")
             return report
-        error: str | None = None
+        changes: dict[str, object] = {}
         try:
-            remote = await self.store.remote_pins(self.service.name)
-            plan = plan_service(
-                self.service.name,
-                local,
-                remote,
-                now=now,
-                adopted=state.adopted,
-                intent_grace=self.intent_grace,
-            )
-            if plan.adopt:
-                await self._adopt(local, remote, report)
-                state = replace(state, adopted=True)
-                await self.store.save_service_state(state)
-            if plan.resolve:
-                await self._resolve(plan.resolve, remote, report)
-            if plan.adopt or plan.resolve:
-                plan = plan_service(
-                    self.service.name,
-                    local,
-                    remote,
-                    now=time.time(),
-                    adopted=True,
-                    intent_grace=self.intent_grace,
-                )
-            if send and not self._stopping():
-                await self._send_all(plan.add, plan.replace, remote, node, report)
-            await self._track(remote, report)
+            await self._cycle(state, local, node, send, report)
         except (Unauthorized, InsufficientFunds) as exc:
-            report.paused = self._pause_reason(exc)
-            await self._pause(state, report.paused, AUTH_RECHECK)
+            reason = self._pause_reason(exc)
+            changes = self._pause(state, reason, AUTH_RECHECK, str(exc))
         except RateLimited as exc:
-            report.paused = f"rate limited: {exc}"
-            await self._pause(state, report.paused, exc.retry_after or AUTH_RECHECK)
+            wait = exc.retry_after if exc.retry_after is not None else AUTH_RECHECK
+            reason = f"rate limited: nothing is sent for {format_duration(wait)}"
+            changes = self._pause(state, reason, wait, str(exc))
         except PinningServiceError as exc:
-            error = str(exc)
-            self.log.warning("service cycle failed", error=error)
+            failures = state.failures + 1
+            wait = self.retry.delay(failures, self._rng)
+            reason = f"backing off: {failures} failed cycle(s), next try in {format_duration(wait)}"
+            changes = self._pause(state, reason, wait, str(exc))
+            changes["failures"] = failures
+            report.error = str(exc)
+        else:
+            if state.pause_reason:
+                self.log.info("service is answering again", after=state.pause_reason)
+            changes = {"paused_until": 0.0, "pause_reason": None, "failures": 0, "last_error": None}
+        if changes.get("pause_reason"):
+            _note_pause(report, str(changes["pause_reason"]))
         state = await self.store.service_state(self.service.name)
-        changes: dict[str, object] = {
-            "last_cycle": time.time(),
-            "last_error": error or report.paused,
-        }
-        if report.paused is None:
-            changes.update(paused_until=0.0, pause_reason=None)
-        await self.store.save_service_state(replace(state, **changes))
-        report.error = error
-        remote_now = await self.store.remote_pins(self.service.name)
-        report.pending = sum(
-            1
-            for r in remote_now.values()
-            if r.status in (RemoteStatus.INTENT, RemoteStatus.QUEUED, RemoteStatus.PINNING)
-        )
+        throttle = self.client.throttle
+        changes["rate"] = throttle.rate if throttle.rate != throttle.ceiling else None
+        await self.store.save_service_state(replace(state, last_cycle=time.time(), **changes))
+        counts = await self.store.counts(self.service.name)
+        report.pending = sum(counts.get(s, 0) for s in ("intent", "queued", "pinning"))
         report.requests = {
             op: n - before.get(op, 0)
             for op, n in self.client.requests.items()
             if n - before.get(op, 0)
         }
         return report
+
+    async def _cycle(
+        self,
+        state: ServiceState,
+        local: Mapping[str, str],
+        node: NodeView,
+        send: bool,
+        report: ServiceReport,
+    ) -> None:
+        now = time.time()
+        remote = await self.store.remote_pins(self.service.name)
+        plan = plan_service(
+            self.service.name,
+            local,
+            remote,
+            now=now,
+            adopted=state.adopted,
+            intent_grace=self.intent_grace,
+        )
+        if plan.adopt:
+            await self._adopt(local, remote, report)
+            await self.store.save_service_state(replace(state, adopted=True))
+        if plan.resolve:
+            await self._resolve(plan.resolve, remote, report)
+        if plan.adopt or plan.resolve:
+            plan = plan_service(
+                self.service.name,
+                local,
+                remote,
+                now=time.time(),
+                adopted=True,
+                intent_grace=self.intent_grace,
+            )
+        if send and not self._stopping():
+            await self._send_all(plan.add, plan.replace, remote, node, report)
+        await self._track(remote, report)
 
     # --- adoption and resolution ------------------------------------------------------------
 
@@ -346,8 +355,25 @@ class ServiceExecutor:
         async with self._limit:
             if self._stopping() or self._halted:
                 return None  # not sent
+            replacing = isinstance(item, Replace)
+            if isinstance(item, Replace):
+                # `failed` can be transient or wrong on a service: look once more first.
+                try:
+                    current = await self.client.get_pin(item.requestid)
+                except NotFound:
+                    replacing = False  # the failed request is gone: add afresh
+                except (Unauthorized, InsufficientFunds, RateLimited):
+                    self._halted = True
+                    raise
+                except PinningServiceError:
+                    return None  # nothing was created; the replace waits for a later cycle
+                else:
+                    if current.status is not Status.FAILED:
+                        return _apply_status(intent, current).evolve(
+                            attempts=intent.attempts - 1, last_error=None
+                        )
             try:
-                if isinstance(item, Replace):
+                if isinstance(item, Replace) and replacing:
                     status = await self.client.replace_pin(item.requestid, pin)
                 else:
                     status = await self.client.add_pin(pin)
@@ -380,12 +406,7 @@ class ServiceExecutor:
         return meta
 
     def _error(self, intent: RemotePin, message: str) -> RemotePin:
-        delay = backoff_delay(
-            intent.attempts,
-            base=self.timing.error_base,
-            cap=self.timing.error_cap,
-            rng=self._rng,
-        )
+        delay = self.retry.delay(max(1, intent.attempts), self._rng)
         return intent.evolve(
             status=RemoteStatus.ERROR, last_error=message, next_attempt=time.time() + delay
         )
@@ -427,10 +448,17 @@ class ServiceExecutor:
                 report.became_pinned += 1
             elif row.status is RemoteStatus.FAILED:
                 report.became_failed += 1
-                row = row.evolve(next_attempt=time.time() + self._failed_delay(row))
+                attempts = max(1, row.attempts)
+                wait = self.retry.after_failed(attempts, self._rng)
+                row = row.evolve(next_attempt=time.time() + wait)
                 updates[row.cid] = row
-                self.log.warning(
-                    "pin failed on the service", cid=row.cid, details=row.details or "(none)"
+                for_good = attempts >= self.retry.max_attempts
+                (self.log.warning if for_good else self.log.info)(
+                    "pin failed for good on the service" if for_good else "pin failed",
+                    cid=row.cid,
+                    attempts=attempts,
+                    details=row.details or "(none given)",
+                    retry_in=format_duration(wait),
                 )
             remote[row.cid] = row
         await self.store.save(updates.values())
@@ -443,26 +471,35 @@ class ServiceExecutor:
             for cid in vanished:
                 remote.pop(cid, None)
 
-    def _failed_delay(self, row: RemotePin) -> float:
-        return backoff_delay(
-            max(1, row.attempts),
-            base=self.timing.failed_base,
-            cap=self.timing.failed_cap,
-            rng=self._rng,
-        )
-
     # --- pauses -----------------------------------------------------------------------------
 
     def _pause_reason(self, exc: PinningServiceError) -> str:
         if isinstance(exc, Unauthorized):
-            return f"paused: the token from {self.service.token.source} was refused"
-        return "paused: the service says the account has insufficient funds"
+            return f"{PAUSED}the token from {self.service.token.source} was refused"
+        return f"{PAUSED}the service says the account has insufficient funds"
 
-    async def _pause(self, state: ServiceState, reason: str, seconds: float) -> None:
-        self.log.error(reason, retry_in=round(seconds))
-        await self.store.save_service_state(
-            replace(state, paused_until=time.time() + seconds, pause_reason=reason)
-        )
+    def _pause(
+        self, state: ServiceState, reason: str, seconds: float, error: str
+    ) -> dict[str, object]:
+        """The state changes for a pause. It is logged when it starts, not on every recheck."""
+        kind = reason.split(":")[0]
+        if (state.pause_reason or "").split(":")[0] != kind:
+            log = self.log.error if reason.startswith(PAUSED) else self.log.warning
+            log(reason, error=error, next_try=format_duration(seconds))
+        else:
+            self.log.debug(reason, error=error)
+        return {
+            "paused_until": time.time() + seconds,
+            "pause_reason": reason,
+            "last_error": error,
+        }
+
+
+def _note_pause(report: ServiceReport, reason: str) -> None:
+    if reason.startswith(PAUSED):
+        report.paused = reason
+    else:
+        report.backoff = reason
 
 
 def _rank(status: PinStatus) -> tuple[int, float]:

@@ -72,10 +72,12 @@ class ServiceState:
 
     name: str
     adopted: bool = False  # the first full listing (adoption of existing pins) is done
-    paused_until: float = 0.0
+    paused_until: float = 0.0  # nothing is sent before this (Unix time)
     pause_reason: str | None = None
     last_cycle: float | None = None
     last_error: str | None = None
+    failures: int = 0  # cycles in a row that failed (for the service's own backoff)
+    rate: float | None = None  # the adaptive request rate after a 429 (None: not limited)
 
 
 _V1 = """
@@ -116,7 +118,12 @@ CREATE TABLE meta (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+_V2 = """
+ALTER TABLE services ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE services ADD COLUMN rate REAL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """MIGRATIONS[i] brings a file at version i to version i + 1."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -262,19 +269,22 @@ class StateStore:
 
     async def service_state(self, name: str) -> ServiceState:
         rows = await self._db.execute_fetchall(
-            "SELECT adopted, paused_until, pause_reason, last_cycle, last_error "
+            "SELECT adopted, paused_until, pause_reason, last_cycle, last_error, failures, rate "
             "FROM services WHERE name=?",
             (name,),
         )
         if not rows:
             return ServiceState(name)
-        adopted, paused_until, pause_reason, last_cycle, last_error = next(iter(rows))
-        return ServiceState(name, bool(adopted), paused_until, pause_reason, last_cycle, last_error)
+        adopted, paused_until, reason, last_cycle, last_error, failures, rate = next(iter(rows))
+        return ServiceState(
+            name, bool(adopted), paused_until, reason, last_cycle, last_error, failures, rate
+        )
 
     async def save_service_state(self, state: ServiceState) -> None:
         async with self._transaction():
             await self._db.execute(
-                "INSERT OR REPLACE INTO services VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO services (name, adopted, paused_until, pause_reason, "
+                "last_cycle, last_error, failures, rate) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     state.name,
                     int(state.adopted),
@@ -282,6 +292,8 @@ class StateStore:
                     state.pause_reason,
                     state.last_cycle,
                     state.last_error,
+                    state.failures,
+                    state.rate,
                 ),
             )
 

@@ -15,13 +15,15 @@ from pinsyncd.state import COUNTS_SQL, UNSENT_SQL, StateError
 STATUSES = ("pinned", "pinning", "queued", "failed")
 
 
-def read_status(state_path: Path, services: Sequence[str]) -> dict[str, Any]:
+def read_status(
+    state_path: Path, services: Sequence[str], *, max_attempts: int = 5
+) -> dict[str, Any]:
     """The `status --json` document. A state file that does not exist yet reads as empty."""
     result: dict[str, Any] = {"services": {}, "local": {"pins": 0, "last_cycle": None}}
     db = _connect(state_path)
     try:
         for name in services:
-            result["services"][name] = _service(db, name) if db else _empty()
+            result["services"][name] = _service(db, name, max_attempts) if db else _empty()
         if db:
             (pins,) = db.execute("SELECT COUNT(*) FROM local_pins").fetchone()
             row = db.execute("SELECT value FROM meta WHERE key='last_cycle'").fetchone()
@@ -57,14 +59,19 @@ def _empty() -> dict[str, Any]:
         **dict.fromkeys(STATUSES, 0),
         "unsent": 0,
         "sending": 0,
+        "failed_for_good": 0,
         "last_cycle": None,
         "last_error": None,
         "paused": None,
     }
 
 
-def _service(db: sqlite3.Connection, name: str) -> dict[str, Any]:
+def _service(db: sqlite3.Connection, name: str, max_attempts: int) -> dict[str, Any]:
     out = _empty()
+    (out["failed_for_good"],) = db.execute(
+        "SELECT COUNT(*) FROM remote_pins WHERE service=? AND status='failed' AND attempts>=?",
+        (name, max_attempts),
+    ).fetchone()
     for status, count in db.execute(COUNTS_SQL, (name,)):
         if status in STATUSES:
             out[status] = count
@@ -84,6 +91,46 @@ def _service(db: sqlite3.Connection, name: str) -> dict[str, Any]:
     return out
 
 
+def read_failed(state_path: Path, services: Sequence[str]) -> list[dict[str, Any]]:
+    """Every pin a service marked failed, with the service's reason, for `status --failed`."""
+    db = _connect(state_path)
+    if db is None:
+        return []
+    try:
+        rows = db.execute(
+            "SELECT service, cid, name, attempts, details, requestid, next_attempt "
+            "FROM remote_pins WHERE status='failed' ORDER BY service, cid"
+        ).fetchall()
+    finally:
+        db.close()
+    wanted = set(services)
+    return [
+        {
+            "service": service,
+            "cid": cid,
+            "name": name,
+            "attempts": attempts,
+            "reason": details,
+            "requestid": requestid,
+            "next_try": _iso(next_attempt) if next_attempt else None,
+        }
+        for service, cid, name, attempts, details, requestid, next_attempt in rows
+        if service in wanted
+    ]
+
+
+def render_failed(failed: Sequence[dict[str, Any]]) -> str:
+    if not failed:
+        return "no failed pins"
+    lines = []
+    for row in failed:
+        lines.append(
+            f"{row['service']}  {row['cid']}  attempts {row['attempts']}, next try "
+            f"{row['next_try'] or 'at the next cycle'}: {row['reason'] or '(no reason given)'}"
+        )
+    return "\n".join(lines)
+
+
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
@@ -98,6 +145,11 @@ def render_table(status: dict[str, Any]) -> str:
         s = status["services"][name]
         counts = "  ".join(f"{s[c]:>7}" for c in columns)
         lines.append(f"{name:<{width}}  {counts}  {s['last_cycle'] or 'never'}")
+        if s["failed_for_good"]:
+            lines.append(
+                f"{'':<{width}}  {s['failed_for_good']} failed for good "
+                "(pinsyncd status --failed shows why)"
+            )
         if s["sending"]:
             lines.append(f"{'':<{width}}  {s['sending']} being sent (outcome not yet known)")
         if s["paused"]:

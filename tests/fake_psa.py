@@ -292,6 +292,8 @@ class FakePinningService:
       requestid_is_cid: requestid = CID; re-adding a CID returns the existing request.
       ignore_limit_over: silently serve at most that many results per page.
       rate_limit_grace: seconds of slack before a rate-limit reset that are not violations.
+      in_flight_grace: requests arriving this soon after a 429 was sent still get a 429, but
+        are not violations: they were already on the wire when the client was told.
       hang_seconds: default duration of a ``hang`` fault.
     """
 
@@ -315,6 +317,7 @@ class FakePinningService:
         requestid_is_cid: bool = False,
         ignore_limit_over: int | None = None,
         rate_limit_grace: float = 0.005,
+        in_flight_grace: float = 0.05,
         hang_seconds: float = 3600.0,
     ) -> None:
         if order not in ("newest_first", "oldest_first"):
@@ -338,6 +341,7 @@ class FakePinningService:
         self.requestid_is_cid = requestid_is_cid
         self.ignore_limit_over = ignore_limit_over
         self.rate_limit_grace = rate_limit_grace
+        self.in_flight_grace = in_flight_grace
         self.hang_seconds = hang_seconds
 
         self.requests: list[RecordedRequest] = []
@@ -346,6 +350,7 @@ class FakePinningService:
         self._chaos: _Chaos | None = None
         self._rl_fault: Fault | None = None
         self._rl_until = 0.0  # wall-clock end of the advertised rate limit
+        self._rl_started = 0.0  # wall-clock time the 429 that started it was sent
 
         # Pins: a list in created order (with tombstones) + parallel keys + a dict by id.
         self._order: list[_Record] = []
@@ -741,6 +746,7 @@ class FakePinningService:
         ):
             until = math.ceil(until)  # only whole seconds were advertised
         self._rl_fault, self._rl_until = fault, until
+        self._rl_started = time.time()
         exc = _Failure(429, f"rate limited; retry in {fault.retry_after} s", "RATE_LIMITED")
         return _failure_response(exc, self._rate_limit_headers(fault, now))
 
@@ -753,9 +759,10 @@ class FakePinningService:
             self._rl_fault = None
             return None
         early = self._rl_until - now
-        self.rate_limit_violations.append(
-            RateLimitViolation(time.monotonic(), rec.method, rec.path, early)
-        )
+        if now - self._rl_started > self.in_flight_grace:
+            self.rate_limit_violations.append(
+                RateLimitViolation(time.monotonic(), rec.method, rec.path, early)
+            )
         rec.fault = fault
         exc = _Failure(429, f"rate limit still active for {early:.3f} s", "RATE_LIMITED")
         return _failure_response(exc, self._rate_limit_headers(fault, now))

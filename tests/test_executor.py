@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Service
-from pinsyncd.executor import APP_ID, NodeView, ServiceExecutor, Timing
+from pinsyncd.executor import APP_ID, NodeView, ServiceExecutor
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.state import Origin, RemoteStatus, StateStore
 from pinsyncd.tokens import Secret
@@ -48,9 +49,7 @@ def executor_for(
 ) -> ServiceExecutor:
     config = Service(name, svc.url, Secret(token, "$TOKEN"), concurrency, timeout)
     client = PinningServiceClient(name, svc.url, config.token, timeout=timeout)
-    return ServiceExecutor(
-        config, client, store, None, timing=Timing(error_base=0.01, failed_base=0.01)
-    )
+    return ServiceExecutor(config, client, store, None, retry=RetryPolicy(base=0.01, cap=0.05))
 
 
 def local_pins(count: int) -> dict[str, str]:
@@ -279,11 +278,12 @@ async def test_rate_limit_pauses_until_retry_after(
     executor = executor_for(service, store, concurrency=1)
     async with executor.client:
         report = await executor.sync(local, ONLINE)
-        assert report.paused and "rate limited" in report.paused
-        assert (await executor.sync(local, ONLINE)).paused, "still within Retry-After"
+        assert report.backoff and report.backoff.startswith("rate limited: nothing is sent")
+        assert report.paused is None, "a rate limit is temporary, not a pause for the user"
+        assert (await executor.sync(local, ONLINE)).backoff, "still within Retry-After"
         await asyncio.sleep(0.6)
         report = await executor.sync(local, ONLINE)
-    assert report.paused is None
+    assert report.backoff is None and report.paused is None
     assert service.rate_limit_violations == []
     assert all(len(service.pins_for_cid(cid)) == 1 for cid in local)
 

@@ -442,6 +442,7 @@ async def test_status_fault_codes(svc, http, code):
 
 
 async def test_rate_limit_seconds_and_violations(svc, http):
+    svc.in_flight_grace = 0.0  # count every early request, even one already on the wire
     svc.inject(Fault("rate_limit", retry_after=0.3, reset_header=True), path="/pins")
     async with http.get(f"{svc.url}/pins") as r:
         assert r.status == 429

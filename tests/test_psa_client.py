@@ -201,9 +201,42 @@ async def test_rate_limited_with_retry_after(service: FakePinningService, header
     async with client_for(service) as client:
         with pytest.raises(RateLimited) as caught:
             await client.list_pins()
-    assert caught.value.status == 429
+        with pytest.raises(RateLimited, match="not sent: the service asked to wait"):
+            await client.add_pin(Pin(cid=random_cid()))
     assert caught.value.retry_after is not None
-    assert 28 <= caught.value.retry_after <= 31  # an HTTP-date has whole seconds
+    assert 27 <= caught.value.retry_after <= 31  # an HTTP-date has whole seconds
+    assert service.count() == 1, "nothing more is sent before Retry-After"
+    assert service.rate_limit_violations == []
+
+
+async def test_short_retry_after_is_waited_out_then_the_read_succeeds(
+    service: FakePinningService,
+) -> None:
+    service.inject(Fault("rate_limit", retry_after=0.4), method="GET")
+    async with client_for(service) as client:
+        started = time.monotonic()
+        page = await client.list_pins()
+        waited = time.monotonic() - started
+        assert client.throttle.rate_limited == 1
+    assert page.count == 0
+    assert waited >= 0.4
+    assert service.count(method="GET") == 2
+    assert service.rate_limit_violations == []
+
+
+async def test_transient_read_errors_are_retried(service: FakePinningService) -> None:
+    service.inject(Fault("status", status=503), method="GET", times=2)
+    async with client_for(service) as client:
+        assert (await client.list_pins()).count == 0
+    assert service.count(method="GET") == 3
+
+
+async def test_creates_are_never_retried_by_the_client(service: FakePinningService) -> None:
+    service.inject(Fault("status", status=503), method="POST", times=1)
+    async with client_for(service) as client:
+        with pytest.raises(ServerError):
+            await client.add_pin(Pin(cid=random_cid()))
+    assert service.count(method="POST") == 1
 
 
 async def test_rate_limited_with_reset_header_only(service: FakePinningService) -> None:
@@ -211,6 +244,7 @@ async def test_rate_limited_with_reset_header_only(service: FakePinningService) 
     async with client_for(service) as client:
         with pytest.raises(RateLimited) as caught:
             await client.add_pin(Pin(cid=random_cid()))
+    assert caught.value.status == 429
     assert caught.value.retry_after is not None
     assert 18 <= caught.value.retry_after <= 21
 
@@ -239,7 +273,7 @@ def test_retry_after_parsing() -> None:
 
 @pytest.mark.parametrize("status", [500, 502, 503])
 async def test_server_errors(service: FakePinningService, status: int) -> None:
-    service.inject(Fault("status", status=status))
+    service.inject(Fault("status", status=status), times=None)
     async with client_for(service) as client:
         with pytest.raises(ServerError) as caught:
             await client.list_pins()
@@ -247,7 +281,7 @@ async def test_server_errors(service: FakePinningService, status: int) -> None:
 
 
 async def test_html_500(service: FakePinningService) -> None:
-    service.inject(Fault("html_500"))
+    service.inject(Fault("html_500"), times=None)
     async with client_for(service) as client:
         with pytest.raises(ServerError, match="not a Failure JSON"):
             await client.list_pins()
@@ -258,7 +292,7 @@ async def test_html_500(service: FakePinningService) -> None:
     [("not_json", "the answer is not JSON"), ("wrong_shape", "does not match the spec: count")],
 )
 async def test_malformed_answers(service: FakePinningService, shape: str, message: str) -> None:
-    service.inject(Fault("malformed", shape=shape))  # type: ignore[arg-type]
+    service.inject(Fault("malformed", shape=shape), times=None)  # type: ignore[arg-type]
     async with client_for(service) as client:
         with pytest.raises(MalformedResponse, match=message):
             await client.list_pins()
@@ -286,7 +320,7 @@ async def test_reset_after_apply_may_have_applied(service: FakePinningService, r
 
 
 async def test_hang_times_out(service: FakePinningService) -> None:
-    service.inject(Fault("hang"))
+    service.inject(Fault("hang"), times=None)
     async with client_for(service, timeout=0.3) as client:
         started = time.monotonic()
         with pytest.raises(NetworkError, match=r"no answer within 0\.3s") as caught:

@@ -609,6 +609,7 @@ EMPTY = {
     "failed": 0,
     "unsent": 0,
     "sending": 0,
+    "failed_for_good": 0,
     "last_cycle": None,
     "last_error": None,
     "paused": None,

@@ -7,7 +7,9 @@ the same scheme, host and port.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -26,6 +28,7 @@ from pinsyncd.psa.errors import (
     PinningServiceError,
     RateLimited,
     RedirectRefused,
+    ServerError,
     Unauthorized,
     error_class_for,
     retry_after_seconds,
@@ -40,6 +43,7 @@ from pinsyncd.psa.models import (
     Status,
     format_timestamp,
 )
+from pinsyncd.throttle import Blocked, Throttle
 from pinsyncd.tokens import Secret
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -60,8 +64,14 @@ class PinningServiceClient:
         timeout: float = 30.0,
         connections: int = 8,
         session: aiohttp.ClientSession | None = None,
+        throttle: Throttle | None = None,
+        read_retries: int = 2,
+        max_inline_wait: float = 5.0,
     ) -> None:
         self.name = name
+        self.throttle = throttle or Throttle()
+        self._read_retries = read_retries
+        self._max_inline_wait = max_inline_wait
         self.endpoint = URL(endpoint.rstrip("/"))
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
@@ -154,13 +164,45 @@ class PinningServiceClient:
         params: list[tuple[str, str]] | None = None,
         body: dict[str, Any] | None = None,
     ) -> Any:
-        self.requests[operation] += 1
         url = self.endpoint.joinpath(*path, encoded=True)
         if params:
             url = url.with_query(params)
+        # Reads are idempotent: a transient failure is retried a couple of times at once.
+        tries = 1 + (self._read_retries if method == "GET" else 0)
+        for attempt in range(tries):
+            try:
+                return await self._call_once(operation, method, url, model, body)
+            except (RateLimited, ServerError, NetworkError, MalformedResponse):
+                if attempt + 1 >= tries:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.25 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    async def _call_once(
+        self,
+        operation: str,
+        method: str,
+        url: URL,
+        model: type[_Model] | None,
+        body: dict[str, Any] | None,
+    ) -> Any:
+        try:
+            await self.throttle.acquire(self._max_inline_wait)
+        except Blocked as blocked:
+            raise RateLimited(
+                self.name,
+                operation,
+                f"not sent: the service asked to wait {blocked.seconds:.0f}s more",
+                retry_after=blocked.seconds,
+            ) from None
+        self.requests[operation] += 1
         status, headers, payload = await self._send(operation, method, url, body)
         if not 200 <= status < 300:
-            raise self._error(operation, status, headers, payload)
+            error = self._error(operation, status, headers, payload)
+            if isinstance(error, RateLimited):
+                self.throttle.on_rate_limited(error.retry_after)
+            raise error
+        self.throttle.on_success()
         if model is None:
             return None
         try:

@@ -1,0 +1,69 @@
+"""The per-service throttle: Retry-After is a wall no request passes, and the rate adapts."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import pytest
+
+from pinsyncd.throttle import MIN_RATE, Blocked, Throttle
+
+
+async def test_a_short_retry_after_is_waited_out() -> None:
+    throttle = Throttle()
+    throttle.on_rate_limited(0.3)
+    started = time.monotonic()
+    await throttle.acquire(max_wait=5)
+    assert time.monotonic() - started >= 0.29
+
+
+async def test_a_long_retry_after_raises_instead_of_sending() -> None:
+    throttle = Throttle()
+    throttle.on_rate_limited(60)
+    with pytest.raises(Blocked) as blocked:
+        await throttle.acquire(max_wait=5)
+    assert 59 < blocked.value.seconds <= 60
+    assert 59 < throttle.blocked_for() <= 60
+
+
+async def test_requests_are_spaced_to_the_configured_rate() -> None:
+    throttle = Throttle(20.0)
+    stamps = []
+    for _ in range(6):
+        await throttle.acquire()
+        stamps.append(time.monotonic())
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert min(gaps) >= 0.045, gaps
+
+
+def test_a_429_halves_the_rate_and_successes_bring_it_back() -> None:
+    throttle = Throttle(10.0)
+    throttle.on_rate_limited(1)
+    assert throttle.rate == 5.0
+    throttle.on_rate_limited(1)
+    assert throttle.rate == 2.5
+    for _ in range(10):
+        throttle.on_success()
+    assert 2.5 < throttle.rate < 3.1, "slowly: 2% per success"
+    for _ in range(200):
+        throttle.on_success()
+    assert throttle.rate == 10.0, "never above the configured rate"
+
+
+def test_without_a_configured_rate_it_limits_only_after_a_429_and_then_recovers() -> None:
+    now = [0.0]
+    throttle = Throttle(clock=lambda: now[0])
+    assert throttle.rate is None
+    throttle.on_rate_limited(None)
+    assert throttle.rate == 0.5, "no history: half of 1/s"
+    for _ in range(100):
+        throttle.on_success()
+    assert throttle.rate is None, "unlimited again once twice the limited rate is reached"
+
+
+def test_the_rate_never_drops_below_the_floor() -> None:
+    throttle = Throttle(1.0)
+    for _ in range(20):
+        throttle.on_rate_limited(0)
+    assert throttle.rate == MIN_RATE
