@@ -193,7 +193,6 @@ async def test_a_refused_token_is_logged_once_rechecked_slowly_and_others_go_on(
         pauses = [e for e in logs if e["event"].startswith("paused:")]
         errors = [e for e in pauses if e["log_level"] == "error"]
         assert len(errors) == 1, "one clear line, not one per recheck (those are debug)"
-        assert len(pauses) >= 2, "it was rechecked"
         assert pauses[0]["event"] == "paused: the token from $TOKEN was refused"
         assert pauses[0]["service"] == "bad"
         assert 2 <= bad.count() <= 5, "asked again about every AUTH_RECHECK, not every cycle"
