@@ -9,7 +9,6 @@ the state is still consistent, because every create was preceded by a committed 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 
@@ -19,6 +18,7 @@ from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config
 from pinsyncd.durations import format_duration
 from pinsyncd.engine import CycleReport, SyncEngine
+from pinsyncd.executor import ServiceReport
 from pinsyncd.state import StateStore
 
 log = structlog.get_logger("pinsyncd")
@@ -32,6 +32,7 @@ class Daemon:
         self.retry = retry
         self._stop = asyncio.Event()
         self._signals = 0
+        self._engine: SyncEngine | None = None
         self.cycles = 0
 
     def stop(self) -> None:
@@ -53,6 +54,8 @@ class Daemon:
         if self._signals == 1:
             log.info("stopping: finishing requests under way", signal=signal.Signals(signum).name)
             self._stop.set()
+            if self._engine is not None:
+                self._engine.interrupt()
         elif main is not None:
             log.warning("second signal: stopping now")
             main.cancel()
@@ -61,6 +64,7 @@ class Daemon:
         config = self.config
         store = await StateStore.open(config.state_path)
         engine = SyncEngine(config, store, retry=self.retry, stopping=self._stop.is_set)
+        self._engine = engine
         log.info(
             "pinsyncd started",
             node=config.node.api,
@@ -77,69 +81,105 @@ class Daemon:
         return 0
 
     async def _loop(self, engine: SyncEngine) -> None:
-        interval = self.config.sync.interval
-        status_interval = self.config.sync.status_interval
-        next_cycle = time.monotonic()
-        next_status = float("inf")
+        """The node is listed every `interval`; each service runs on its own schedule (so a
+        slow, failing or rate-limited service never holds up another): it syncs when the
+        pinset changed, every `status_interval` while it has pending pins, when its backoff
+        ends, and at least every `interval`."""
+        wake = {name: asyncio.Event() for name in engine.executors}
+        report = await engine.refresh_node()
+        self.cycles += 1
+        log_node(report)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._node_loop(engine, wake))
+            for name in engine.executors:
+                group.create_task(self._service_loop(engine, name, wake[name]))
+
+    async def _node_loop(self, engine: SyncEngine, wake: dict[str, asyncio.Event]) -> None:
+        while not await self._sleep(self.config.sync.interval):
+            report = await engine.refresh_node()
+            self.cycles += 1
+            log_node(report)
+            if report.local_added or report.local_removed or report.node_came_back:
+                for event in wake.values():
+                    event.set()
+
+    async def _service_loop(self, engine: SyncEngine, name: str, wake: asyncio.Event) -> None:
+        sync = self.config.sync
         while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_cycle:
-                report = await engine.cycle()
-                self.cycles += 1
-                log_cycle(report)
-                next_cycle = now + interval
-                next_status = now + status_interval if report.pending else float("inf")
-            elif now >= next_status:
-                report = await engine.cycle(send=False, list_node=False)
-                log_cycle(report, status_round=True)
-                next_status = now + status_interval if report.pending else float("inf")
-            wake = min(next_cycle, next_status)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, wake - time.monotonic())):
-                    await self._stop.wait()
+            wake.clear()
+            report = await engine.sync_service(name)
+            log_service(report)
+            delay = sync.status_interval if report.pending else sync.interval
+            state = await engine.store.service_state(name)
+            if state.paused_until > time.time():
+                delay = min(delay, max(0.05, state.paused_until - time.time()))
+            if await self._sleep(delay, wake):
+                return
+
+    async def _sleep(self, seconds: float, wake: asyncio.Event | None = None) -> bool:
+        """Sleep up to `seconds`, less if woken; True when the daemon is stopping."""
+        waiters = [asyncio.ensure_future(self._stop.wait())]
+        if wake is not None:
+            waiters.append(asyncio.ensure_future(wake.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        return self._stop.is_set()
+
+
+def log_node(report: CycleReport) -> None:
+    """One line per node listing: INFO when the pinset changed or the node is offline."""
+    busy = report.local_added or report.local_removed or not report.node_online
+    (log.info if busy else log.debug)(
+        "node listed" if report.node_online else "node unreachable",
+        local_pins=report.local_pins,
+        local_added=report.local_added,
+        local_removed=report.local_removed,
+        seconds=round(report.duration, 2),
+    )
+
+
+def log_service(report: ServiceReport) -> None:
+    """One line per service cycle: INFO when something happened, DEBUG when idle."""
+    fields = _service_fields(report)
+    quiet = set(fields) <= {"pending", "requests"}
+    (log.debug if quiet else log.info)("service cycle", service=report.service, **fields)
+
+
+def _service_fields(r: ServiceReport) -> dict[str, object]:
+    return {
+        key: value
+        for key, value in {
+            "added": r.added,
+            "adopted": r.adopted,
+            "resolved": r.resolved,
+            "replaced": r.replaced,
+            "pinned": r.became_pinned,
+            "failed": r.became_failed,
+            "vanished": r.vanished,
+            "errors": r.errors,
+            "pending": r.pending,
+            "requests": sum(r.requests.values()),
+            "paused": r.paused,
+            "backoff": r.backoff,
+            "error": r.error,
+        }.items()
+        if value
+    }
 
 
 def log_cycle(report: CycleReport, *, status_round: bool = False) -> None:
-    """One summary line per cycle: INFO when something happened, DEBUG when idle."""
-    services = {
-        name: {
-            key: value
-            for key, value in {
-                "added": r.added,
-                "adopted": r.adopted,
-                "replaced": r.replaced,
-                "pinned": r.became_pinned,
-                "failed": r.became_failed,
-                "vanished": r.vanished,
-                "errors": r.errors,
-                "pending": r.pending,
-                "requests": sum(r.requests.values()),
-                "paused": r.paused,
-                "backoff": r.backoff,
-                "error": r.error,
-            }.items()
-            if value
-        }
-        for name, r in report.services.items()
-    }
+    """One summary line for a whole cycle (sync --once): INFO when something happened."""
+    services = {name: _service_fields(r) for name, r in report.services.items()}
     busy = (
-        any(
-            r.added
-            or r.adopted
-            or r.replaced
-            or r.became_pinned
-            or r.became_failed
-            or r.vanished
-            or r.errors
-            or r.paused
-            or r.error
-            for r in report.services.values()
-        )
-        or report.local_added
+        report.local_added
         or report.local_removed
+        or any(set(fields) - {"pending", "requests"} for fields in services.values())
     )
-    emit = log.info if busy else log.debug
-    emit(
+    (log.info if busy else log.debug)(
         "status round" if status_round else "cycle done",
         local_pins=report.local_pins,
         local_added=report.local_added,

@@ -32,6 +32,7 @@ class CycleReport:
     local_pins: int = 0
     local_added: int = 0
     local_removed: int = 0
+    node_came_back: bool = False
     services: dict[str, ServiceReport] = field(default_factory=dict)
 
     @property
@@ -73,6 +74,13 @@ class SyncEngine:
             for s in config.services
         }
         self._node_was_online: bool | None = None
+        self.local: Mapping[str, str] = {}
+        self.node_view = NodeView(online=False)
+
+    def interrupt(self) -> None:
+        """Stop waiting for turns: requests not yet sent are abandoned (the daemon stops)."""
+        for client in self.clients.values():
+            client.throttle.interrupt()
 
     async def close(self) -> None:
         await self.dialer.close()
@@ -84,27 +92,36 @@ class SyncEngine:
         """List the node's pins (or fall back to the last complete listing when the node is
         unreachable), then sync every service concurrently. `send=False, list_node=False` is
         a status round: it resolves and tracks what is pending, and sends nothing."""
-        report = CycleReport(started=time.time())
         if list_node:
-            local, node = await self._read_node(report)
+            report = await self.refresh_node()
         else:
-            local, node = await self.store.local_pins(), NodeView(online=False)
-            report.local_pins = len(local)
+            report = CycleReport(started=time.time())
+            self.local, self.node_view = await self.store.local_pins(), NodeView(online=False)
+            report.local_pins = len(self.local)
         results = await asyncio.gather(
-            *(executor.sync(local, node, send=send) for executor in self.executors.values()),
-            return_exceptions=True,
+            *(self.sync_service(name, send=send) for name in self.executors)
         )
-        for name, result in zip(self.executors, results, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, Exception):
-                    raise result
-                log.error("service cycle crashed", service=name, error=repr(result))
-                result = ServiceReport(name, error=f"internal error: {result!r}")
-            report.services[name] = result
+        report.services = dict(zip(self.executors, results, strict=True))
         report.duration = time.time() - report.started
-        if list_node:
-            await self.store.set_meta("last_cycle", str(report.started))
         return report
+
+    async def refresh_node(self) -> CycleReport:
+        """List the node's pins into the state (or fall back to the last complete listing
+        when the node is unreachable); services then work from this snapshot."""
+        report = CycleReport(started=time.time())
+        self.local, self.node_view = await self._read_node(report)
+        await self.store.set_meta("last_cycle", str(report.started))
+        report.duration = time.time() - report.started
+        return report
+
+    async def sync_service(self, name: str, *, send: bool = True) -> ServiceReport:
+        """One service's cycle on the current snapshot; an internal error is reported, not
+        raised, so one service can never stop the others."""
+        try:
+            return await self.executors[name].sync(self.local, self.node_view, send=send)
+        except Exception as exc:
+            log.exception("service cycle crashed", service=name)
+            return ServiceReport(name, error=f"internal error: {exc!r}")
 
     async def _read_node(self, report: CycleReport) -> tuple[Mapping[str, str], NodeView]:
         try:
@@ -120,6 +137,7 @@ class SyncEngine:
             return local, NodeView(online=False)
         if self._node_was_online is False:
             log.info("local node is back", node=self.config.node.api)
+            report.node_came_back = True
         self._node_was_online = True
         added, removed, _renamed = await self.store.replace_local_pins(listed)
         await self.store.set_meta("node_peer_id", identity.peer_id)

@@ -31,6 +31,7 @@ from pinsyncd.psa import (
     MalformedResponse,
     NetworkError,
     NotFound,
+    NotSent,
     Pin,
     PinningServiceClient,
     PinningServiceError,
@@ -51,6 +52,8 @@ APP_ID = "8541372b-2ac2-4ba6-88a8-d93f4c524155"
 _STATUS_RANK = {Status.PINNED: 3, Status.PINNING: 2, Status.QUEUED: 1, Status.FAILED: 0}
 AUTH_RECHECK = 60.0  # a paused service (401/403/409) is asked again at most once a minute
 PAUSED = "paused: "  # the prefix of a pause that needs the user (token, funds)
+INLINE_WAIT = 5.0  # a Retry-After up to this long is waited out; a longer one pauses
+RETRY_AFTER = "rate limited: waiting for the service's Retry-After"
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class ServiceExecutor:
         self._limit = asyncio.Semaphore(service.concurrency)
         self._halted = False  # a 401/409/429 this cycle: send nothing more to this service
         self._rate_restored = False
+        client.on_rate_limited = self._remember_block
         self.log = structlog.get_logger("pinsyncd.service").bind(service=service.name)
 
     @property
@@ -129,6 +133,8 @@ class ServiceExecutor:
         changes: dict[str, object] = {}
         try:
             await self._cycle(state, local, node, send, report)
+        except NotSent:
+            changes = {}  # stopping: nothing more was sent, nothing to judge the service by
         except (Unauthorized, InsufficientFunds) as exc:
             reason = self._pause_reason(exc)
             changes = self._pause(state, reason, AUTH_RECHECK, str(exc))
@@ -147,6 +153,9 @@ class ServiceExecutor:
             if state.pause_reason:
                 self.log.info("service is answering again", after=state.pause_reason)
             changes = {"paused_until": 0.0, "pause_reason": None, "failures": 0, "last_error": None}
+            blocked = self.client.throttle.blocked_for()
+            if blocked > 0:  # a Retry-After still running: a restart must respect it too
+                changes.update(paused_until=time.time() + blocked, pause_reason=RETRY_AFTER)
         if changes.get("pause_reason"):
             _note_pause(report, str(changes["pause_reason"]))
         state = await self.store.service_state(self.service.name)
@@ -365,7 +374,7 @@ class ServiceExecutor:
                 except (Unauthorized, InsufficientFunds, RateLimited):
                     self._halted = True
                     raise
-                except PinningServiceError:
+                except PinningServiceError:  # NotSent included
                     return None  # nothing was created; the replace waits for a later cycle
                 else:
                     if current.status is not Status.FAILED:
@@ -373,10 +382,9 @@ class ServiceExecutor:
                             attempts=intent.attempts - 1, last_error=None
                         )
             try:
-                if isinstance(item, Replace) and replacing:
-                    status = await self.client.replace_pin(item.requestid, pin)
-                else:
-                    status = await self.client.add_pin(pin)
+                status = await self._create(item, pin, replacing)
+            except NotSent:
+                return None
             except NotFound:
                 if isinstance(item, Replace):  # the failed request is gone: add afresh
                     return intent.evolve(
@@ -396,6 +404,20 @@ class ServiceExecutor:
         if status.delegates and node.online and self.dialer is not None:
             self.dialer.submit(status.delegates)
         return _apply_status(intent, status).evolve(last_error=None)
+
+    async def _create(self, item: Add | Replace, pin: Pin, replacing: bool) -> PinStatus:
+        """Send the create. A 429 means it was not applied: after a short Retry-After (which
+        the throttle waits out before the next try) it is sent again, up to three times."""
+        for attempt in range(3):
+            try:
+                if isinstance(item, Replace) and replacing:
+                    return await self.client.replace_pin(item.requestid, pin)
+                return await self.client.add_pin(pin)
+            except RateLimited as exc:
+                short = exc.retry_after is not None and exc.retry_after <= INLINE_WAIT
+                if not short or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _meta(self, local_name: str, node: NodeView) -> dict[str, str]:
         meta = {"app_id": APP_ID}
@@ -472,6 +494,16 @@ class ServiceExecutor:
                 remote.pop(cid, None)
 
     # --- pauses -----------------------------------------------------------------------------
+
+    async def _remember_block(self, until: float) -> None:
+        """A 429 arrived: write down at once that nothing may be sent before `until`, so that
+        a process killed right now does not let its successor send too early."""
+        state = await self.store.service_state(self.service.name)
+        if until > state.paused_until:
+            reason = state.pause_reason if state.paused_until > time.time() else None
+            await self.store.save_service_state(
+                replace(state, paused_until=until, pause_reason=reason or RETRY_AFTER)
+            )
 
     def _pause_reason(self, exc: PinningServiceError) -> str:
         if isinstance(exc, Unauthorized):

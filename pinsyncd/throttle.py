@@ -3,9 +3,13 @@ path sends it:
 
 - no request starts before a service's `Retry-After` / `X-RateLimit-Reset` has passed (a short
   wait is waited out; a long one raises `Blocked`, and the caller pauses the service);
-- requests are spaced to at most `rate` per second: the configured `rate_limit`, halved on
-  every 429 (from the rate actually observed when none is configured), and raised again by 2%
-  per success until it is back at the configured rate (or, with none, unlimited again).
+- requests are spaced to at most `rate` per second: the configured `rate_limit`, halved on a
+  429 (from the rate actually observed when none is configured) but at most once per second
+  and per 20 requests, so that a burst of 429s counts as one event and a few stray ones
+  cannot grind the rate down, and raised again by 2% per success until it is back at the
+  configured rate (or, with none, unlimited again);
+- a request still waiting for its turn when the daemon stops is abandoned (`Interrupted`):
+  it was never sent.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from collections.abc import Callable
 
 MIN_RATE = 0.2  # requests per second: never slower than one every five seconds
 INCREASE = 1.02  # per successful request after a 429
-OBSERVE = 10.0  # seconds of history used to measure the rate actually sent
+OBSERVE = 20  # recent requests used to measure the rate actually sent
+HOLDOFF = 1.0  # seconds after a decrease in which further 429s do not decrease again
+HOLDOFF_REQUESTS = 20  # ... and requests that must have been sent since
 
 
 class Blocked(Exception):
@@ -26,6 +32,10 @@ class Blocked(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"the service asked to wait {seconds:.0f}s (Retry-After)")
         self.seconds = seconds
+
+
+class Interrupted(Exception):
+    """The wait for a turn was cut short because the daemon is stopping; nothing was sent."""
 
 
 class Throttle:
@@ -43,28 +53,48 @@ class Throttle:
         self._clock = clock
         self._next_slot = 0.0
         self._recovery_target: float | None = None
-        self._sent: deque[float] = deque()
+        self._last_decrease = float("-inf")
+        self._sent_since_decrease = HOLDOFF_REQUESTS
+        self._sent: deque[float] = deque(maxlen=OBSERVE)
+        self._interrupted = asyncio.Event()
+
+    def interrupt(self) -> None:
+        """Abandon every wait under way and to come (the daemon is stopping)."""
+        self._interrupted.set()
 
     async def acquire(self, max_wait: float = 5.0) -> None:
+        if self._interrupted.is_set():
+            raise Interrupted
         now = self._clock()
         if self.blocked_until > now:
             wait = self.blocked_until - now
             if wait > max_wait:
                 raise Blocked(wait)
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
             now = self._clock()
         if self.rate:
             slot = max(now, self._next_slot)
             self._next_slot = slot + 1.0 / self.rate
             if slot > now:
-                await asyncio.sleep(slot - now)
+                await self._sleep(slot - now)
                 now = self._clock()
             if self.blocked_until > now:  # a 429 arrived while this request waited its turn
                 await self.acquire(max_wait)
                 return
+        self.note_sent(now)
+
+    def note_sent(self, now: float) -> None:
+        """Record that a request went out at `now` (acquire() does this)."""
         self._sent.append(now)
-        while self._sent and self._sent[0] < now - OBSERVE:
-            self._sent.popleft()
+        self._sent_since_decrease += 1
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._interrupted.wait()
+        except TimeoutError:
+            return
+        raise Interrupted
 
     def blocked_for(self) -> float:
         return max(0.0, self.blocked_until - self._clock())
@@ -73,11 +103,15 @@ class Throttle:
         now = self._clock()
         self.rate_limited += 1
         self.blocked_until = max(self.blocked_until, now + (retry_after or 1.0))
+        self._next_slot = max(self._next_slot, self.blocked_until)
+        if now - self._last_decrease < HOLDOFF or self._sent_since_decrease < HOLDOFF_REQUESTS:
+            return  # the same burst, or too soon after the last slow-down
+        self._last_decrease = now
+        self._sent_since_decrease = 0
         current = self.rate or self.observed_rate() or 1.0
         if self.ceiling is None and self._recovery_target is None:
             self._recovery_target = 2 * current
         self.rate = max(MIN_RATE, current / 2)
-        self._next_slot = max(self._next_slot, self.blocked_until)
 
     def on_success(self) -> None:
         if self.rate is None or self.rate == self.ceiling:

@@ -36,6 +36,7 @@ def write_config(
     interval: str = "1h",
     status_interval: str = "500ms",
     extra_sync: str = "",
+    retry: str = "",
 ) -> dict[str, str]:
     """Write a config; returns the environment (with the tokens) to run pinsyncd with."""
     lines = [
@@ -48,6 +49,7 @@ def write_config(
         *([f"  {extra_sync}"] if extra_sync else []),
         "state:",
         f"  path: {path.parent / 'state.db'}",
+        *(["retry:", *(f"  {line}" for line in retry.splitlines())] if retry else []),
         "services:",
     ]
     for s in services:

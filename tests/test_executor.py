@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pinsyncd import executor as executor_module
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Service
 from pinsyncd.executor import APP_ID, NodeView, ServiceExecutor
@@ -270,9 +271,24 @@ async def test_auth_and_funds_errors_pause_the_service(
     assert RemoteStatus.INTENT not in {r.status for r in rows.values()}
 
 
-async def test_rate_limit_pauses_until_retry_after(
+async def test_a_short_retry_after_is_waited_out_and_the_add_sent_once(
     service: FakePinningService, store: StateStore
 ) -> None:
+    local = local_pins(10)
+    service.inject(Fault("rate_limit", retry_after=0.3), method="POST", skip=3)
+    executor = executor_for(service, store, concurrency=1)
+    async with executor.client:
+        report = await executor.sync(local, ONLINE)
+    assert report.backoff is None and report.added == 10
+    assert service.count(status=429) == 1
+    assert service.rate_limit_violations == []
+    assert all(len(service.pins_for_cid(cid)) == 1 for cid in local)
+
+
+async def test_rate_limit_pauses_until_retry_after(
+    service: FakePinningService, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executor_module, "INLINE_WAIT", 0.1)  # so 0.5 s counts as long
     local = local_pins(10)
     service.inject(Fault("rate_limit", retry_after=0.5), method="POST", skip=3)
     executor = executor_for(service, store, concurrency=1)

@@ -38,9 +38,15 @@ async def test_requests_are_spaced_to_the_configured_rate() -> None:
 
 
 def test_a_429_halves_the_rate_and_successes_bring_it_back() -> None:
-    throttle = Throttle(10.0)
+    now = [0.0]
+    throttle = Throttle(10.0, clock=lambda: now[0])
     throttle.on_rate_limited(1)
     assert throttle.rate == 5.0
+    now[0] += 1.5
+    throttle.on_rate_limited(1)
+    assert throttle.rate == 5.0, "not again before 20 more requests went out"
+    for _ in range(20):
+        throttle.note_sent(now[0])
     throttle.on_rate_limited(1)
     assert throttle.rate == 2.5
     for _ in range(10):
@@ -62,8 +68,40 @@ def test_without_a_configured_rate_it_limits_only_after_a_429_and_then_recovers(
     assert throttle.rate is None, "unlimited again once twice the limited rate is reached"
 
 
+def test_a_burst_of_429s_is_one_slow_down() -> None:
+    """Requests already under way when the first 429 came get 429s too: one event."""
+    now = [0.0]
+    throttle = Throttle(8.0, clock=lambda: now[0])
+    for _ in range(4):
+        throttle.on_rate_limited(0.5)
+        now[0] += 0.01
+    assert throttle.rate == 4.0
+    assert throttle.rate_limited == 4
+    assert throttle.blocked_until == pytest.approx(0.53)
+
+
 def test_the_rate_never_drops_below_the_floor() -> None:
-    throttle = Throttle(1.0)
+    now = [0.0]
+    throttle = Throttle(1.0, clock=lambda: now[0])
     for _ in range(20):
         throttle.on_rate_limited(0)
+        now[0] += 2
+        for _ in range(20):
+            throttle.note_sent(now[0])
     assert throttle.rate == MIN_RATE
+
+
+async def test_interrupt_abandons_waits_and_later_requests() -> None:
+    from pinsyncd.throttle import Interrupted
+
+    throttle = Throttle(0.5)  # one request every two seconds
+    await throttle.acquire()
+    import asyncio
+
+    waiting = asyncio.create_task(throttle.acquire())
+    await asyncio.sleep(0.05)
+    throttle.interrupt()
+    with pytest.raises(Interrupted):
+        await waiting
+    with pytest.raises(Interrupted):
+        await throttle.acquire()

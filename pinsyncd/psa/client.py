@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -25,6 +26,7 @@ from pinsyncd import __version__
 from pinsyncd.psa.errors import (
     MalformedResponse,
     NetworkError,
+    NotSent,
     PinningServiceError,
     RateLimited,
     RedirectRefused,
@@ -43,7 +45,7 @@ from pinsyncd.psa.models import (
     Status,
     format_timestamp,
 )
-from pinsyncd.throttle import Blocked, Throttle
+from pinsyncd.throttle import Blocked, Interrupted, Throttle
 from pinsyncd.tokens import Secret
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -70,6 +72,8 @@ class PinningServiceClient:
     ) -> None:
         self.name = name
         self.throttle = throttle or Throttle()
+        self.on_rate_limited: Callable[[float], Awaitable[None]] | None = None
+        """Called with the (Unix) time before which nothing may be sent, after every 429."""
         self._read_retries = read_retries
         self._max_inline_wait = max_inline_wait
         self.endpoint = URL(endpoint.rstrip("/"))
@@ -195,12 +199,16 @@ class PinningServiceClient:
                 f"not sent: the service asked to wait {blocked.seconds:.0f}s more",
                 retry_after=blocked.seconds,
             ) from None
+        except Interrupted:
+            raise NotSent(self.name, operation, "not sent: stopping") from None
         self.requests[operation] += 1
         status, headers, payload = await self._send(operation, method, url, body)
         if not 200 <= status < 300:
             error = self._error(operation, status, headers, payload)
             if isinstance(error, RateLimited):
                 self.throttle.on_rate_limited(error.retry_after)
+                if self.on_rate_limited is not None:  # e.g. written to the state at once
+                    await self.on_rate_limited(time.time() + self.throttle.blocked_for())
             raise error
         self.throttle.on_success()
         if model is None:

@@ -92,6 +92,10 @@ class MalformedResponse(PinningServiceError):
     transient = True
 
 
+class NotSent(PinningServiceError):
+    """The request was abandoned before it was sent (the daemon is stopping)."""
+
+
 class RedirectRefused(PinningServiceError):
     """A redirect to another origin: the token is never sent there."""
 
