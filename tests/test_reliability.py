@@ -16,7 +16,7 @@ from pinsyncd.config import Config, parse_config
 from pinsyncd.engine import SyncEngine
 from pinsyncd.state import RemoteStatus, StateStore
 from pinsyncd.status import read_failed, read_status
-from tests.fake_kubo import FakeKubo
+from tests.fake_kubo import FakeKubo, StreamFault
 from tests.fake_psa import FAIL_DETAILS, FakePinningService, Fault
 
 TOKEN = "reliability-token"
@@ -300,3 +300,25 @@ async def test_a_malformed_answer_fails_that_service_only(tmp_path: Path, node: 
     assert "does not match the spec" in (report.services["broken"].error or "")
     assert report.services["ok"].added == len(node.pinset())
     assert report.services["ok"].error is None
+
+
+@pytest.mark.parametrize("kind", ["cut", "error"])
+async def test_a_broken_pin_listing_never_replaces_the_last_complete_one(
+    tmp_path: Path, node: FakeKubo, service: FakePinningService, kind: str
+) -> None:
+    config = make_config(tmp_path, node, [("spec", service)])
+    store = await StateStore.open(config.state_path)
+    engine = SyncEngine(config, store)
+    try:
+        first = await engine.cycle()
+        node.extra["bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"] = "late"
+        node.stream_faults.append(StreamFault(kind, after=10))
+        broken = await engine.cycle()
+        healed = await engine.cycle()
+    finally:
+        await engine.close()
+        await store.close()
+    assert first.local_pins == 40
+    assert not broken.node_online and broken.local_pins == 40, "the last complete listing"
+    assert broken.local_removed == 0 and broken.services["spec"].added == 0
+    assert healed.node_online and healed.local_added == 1 and healed.services["spec"].added == 1
