@@ -36,7 +36,10 @@ class Daemon:
         self.cycles = 0
 
     def stop(self) -> None:
+        """Stop as on SIGTERM: send nothing new, let requests under way finish."""
         self._stop.set()
+        if self._engine is not None:
+            self._engine.interrupt()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -53,9 +56,7 @@ class Daemon:
         self._signals += 1
         if self._signals == 1:
             log.info("stopping: finishing requests under way", signal=signal.Signals(signum).name)
-            self._stop.set()
-            if self._engine is not None:
-                self._engine.interrupt()
+            self.stop()
         elif main is not None:
             log.warning("second signal: stopping now")
             main.cancel()

@@ -35,10 +35,6 @@ class CycleReport:
     node_came_back: bool = False
     services: dict[str, ServiceReport] = field(default_factory=dict)
 
-    @property
-    def pending(self) -> int:
-        return sum(r.pending for r in self.services.values() if r.paused is None)
-
 
 class SyncEngine:
     """Owns the clients for one config. The constructor does no I/O; `close()` is idempotent."""

@@ -43,10 +43,6 @@ class ServicePlan:
     track: list[RemotePin] = field(default_factory=list)
     waiting: int = 0  # rows in backoff or within the intent grace period
 
-    @property
-    def sends(self) -> int:
-        return len(self.add) + len(self.replace)
-
 
 def plan_service(
     service: str,
