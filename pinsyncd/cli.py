@@ -76,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
         "--failed", action="store_true", help="list the failed pins with the services' reasons"
     )
 
+    retry = commands.add_parser(
+        "retry",
+        parents=[common],
+        help="retry failed pins (and paused services) at the next cycle, without backoff",
+    )
+    retry.add_argument("--service", metavar="NAME", help="only this service")
+    retry.add_argument("cids", nargs="*", metavar="CID", help="only these CIDs (default: all)")
+
     commands.add_parser(
         "check-config",
         parents=[common],
@@ -124,6 +132,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         if args.dry_run:
             return commands.dry_run(config)
         return commands.sync_once(config, wait=args.wait, timeout=args.timeout)
+    if args.command == "retry":
+        return commands.retry(config, service=args.service, cids=args.cids)
     if args.command == "run":
         return commands.run_daemon(config)
     raise AssertionError(f"unhandled command {args.command}")  # argparse guards this

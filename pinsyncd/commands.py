@@ -10,6 +10,7 @@ import time
 
 import structlog
 
+from pinsyncd.cids import InvalidCIDError, parse_cid
 from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
 from pinsyncd.durations import format_duration
@@ -147,4 +148,31 @@ async def _dry_run(config: Config) -> int:
     finally:
         if store:
             await store.close()
+    return 0
+
+
+def retry(config: Config, *, service: str | None, cids: list[str]) -> int:
+    """Clear the backoff of failed pins (and of paused services) so that they are tried at
+    the daemon's next cycle. Safe while the daemon runs."""
+    names = [s.name for s in config.services]
+    if service is not None and service not in names:
+        return fail(f"no service named {service!r} in {config.source} (have: {', '.join(names)})")
+    for cid in cids:
+        try:
+            parse_cid(cid)
+        except InvalidCIDError as exc:
+            return fail(str(exc))
+    return asyncio.run(_retry(config, [service] if service else names, cids or None))
+
+
+async def _retry(config: Config, services: list[str], cids: list[str] | None) -> int:
+    store = await StateStore.open(config.state_path)
+    try:
+        pins, paused = await store.clear_backoff(services, cids)
+    finally:
+        await store.close()
+    print(
+        f"{pins} pin{'s' * (pins != 1)} and {paused} paused service{'s' * (paused != 1)} "
+        "will be tried again at the next cycle"
+    )
     return 0

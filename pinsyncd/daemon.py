@@ -1,9 +1,17 @@
-"""The daemon's lifecycle: open the state, run a cycle every `interval` (and once at start),
-check pending pins every `status_interval` in between, and stop cleanly on SIGTERM/SIGINT.
+"""The daemon's lifecycle: open the state, list the node every `interval`, run each service
+on its own schedule, reload the config when it changes, and stop cleanly.
 
-On the first signal no new request is started, requests under way finish (or stay recorded
-as intents), the state is closed, and the process exits 0. A second signal cancels at once;
-the state is still consistent, because every create was preceded by a committed intent.
+- SIGTERM/SIGINT: no new request is started, requests waiting for their turn are dropped
+  (never sent), requests under way finish (or stay recorded as intents), the state is
+  closed, exit 0. A second signal cancels at once; the state is still consistent, because
+  every create was preceded by a committed intent.
+- SIGHUP, or a change to the config file (watchfiles): the file is read again. A valid new
+  config replaces the running one without a restart: the loops stop as above, a new engine
+  starts on the same state (a service removed keeps its state, one added starts syncing).
+  An invalid one is rejected with one log line per problem, and the old config keeps running.
+- Under systemd (Type=notify): READY=1 once config and state are loaded, STATUS= with a
+  one-line summary, WATCHDOG=1 from the event loop when WatchdogSec= is set, RELOADING=1 and
+  STOPPING=1.
 """
 
 from __future__ import annotations
@@ -11,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from pinsyncd.backoff import RetryPolicy
-from pinsyncd.config import Config
+from pinsyncd.config import Config, ConfigError, load_config
 from pinsyncd.durations import format_duration
 from pinsyncd.engine import CycleReport, SyncEngine
 from pinsyncd.executor import ServiceReport
+from pinsyncd.logs import register_secrets
+from pinsyncd.notify import Notifier
 from pinsyncd.state import StateStore
 
 log = structlog.get_logger("pinsyncd")
@@ -27,17 +38,41 @@ log = structlog.get_logger("pinsyncd")
 class Daemon:
     """Owns one run of pinsyncd. The constructor does no I/O; `run()` returns an exit code."""
 
-    def __init__(self, config: Config, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        retry: RetryPolicy | None = None,
+        notifier: Notifier | None = None,
+        watch_config: bool = True,
+    ) -> None:
         self.config = config
         self.retry = retry
+        self.notifier = notifier or Notifier()
+        self.watch_config = watch_config
         self._stop = asyncio.Event()
+        self._halt = asyncio.Event()  # ends the loops of the current config generation
+        self._reload_requested = asyncio.Event()
         self._signals = 0
         self._engine: SyncEngine | None = None
+        self._services: dict[str, ServiceReport] = {}
+        self._node: CycleReport | None = None
         self.cycles = 0
+        self.reloads = 0
+        self.hooks: list[Callable[[SyncEngine], Awaitable[None]]] = []
+        """Called with each new engine (e.g. to expose it over HTTP)."""
 
     def stop(self) -> None:
         """Stop as on SIGTERM: send nothing new, let requests under way finish."""
         self._stop.set()
+        self._halt_generation()
+
+    def reload(self) -> None:
+        """Read the config file again (as on SIGHUP)."""
+        self._reload_requested.set()
+
+    def _halt_generation(self) -> None:
+        self._halt.set()
         if self._engine is not None:
             self._engine.interrupt()
 
@@ -46,40 +81,140 @@ class Daemon:
         main = asyncio.current_task()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum, main)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         try:
             return await self._run()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
 
     def _on_signal(self, signum: int, main: asyncio.Task[object] | None) -> None:
         self._signals += 1
         if self._signals == 1:
             log.info("stopping: finishing requests under way", signal=signal.Signals(signum).name)
+            self.notifier.stopping()
             self.stop()
         elif main is not None:
             log.warning("second signal: stopping now")
             main.cancel()
 
+    def _on_hangup(self) -> None:
+        log.info("SIGHUP: reading the config again", config=str(self.config.source))
+        self.reload()
+
     async def _run(self) -> int:
-        config = self.config
-        store = await StateStore.open(config.state_path)
-        engine = SyncEngine(config, store, retry=self.retry, stopping=self._stop.is_set)
-        self._engine = engine
+        store = await StateStore.open(self.config.state_path)
         log.info(
             "pinsyncd started",
-            node=config.node.api,
-            services=[s.name for s in config.services],
-            interval=format_duration(config.sync.interval),
-            state=str(config.state_path),
+            node=self.config.node.api,
+            services=[s.name for s in self.config.services],
+            interval=format_duration(self.config.sync.interval),
+            state=str(self.config.state_path),
         )
         try:
-            await self._loop(engine)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._reloader())
+                if self.watch_config:
+                    group.create_task(self._watch_config_file())
+                if self.notifier.watchdog_interval:
+                    group.create_task(self._watchdog(self.notifier.watchdog_interval))
+                group.create_task(self._generations(store))
         finally:
-            await engine.close()
             await store.close()
-            log.info("pinsyncd stopped", cycles=self.cycles)
+            log.info("pinsyncd stopped", cycles=self.cycles, reloads=self.reloads)
         return 0
+
+    async def _generations(self, store: StateStore) -> None:
+        """Run the current config until stopped; after a valid reload, run the new one."""
+        first = True
+        try:
+            while not self._stop.is_set():
+                self._halt = asyncio.Event()
+                engine = SyncEngine(
+                    self.config, store, retry=self.retry, stopping=self._halt.is_set
+                )
+                self._engine = engine
+                try:
+                    for hook in self.hooks:
+                        await hook(engine)
+                    if first:
+                        self.notifier.ready(self._summary())
+                        first = False
+                    else:
+                        self.notifier.send("READY=1", f"STATUS={self._summary()}")
+                    await self._loop(engine)
+                finally:
+                    await engine.close()
+                    self._engine = None
+        finally:
+            self._stop.set()  # ends the reloader, the watcher and the watchdog
+
+    async def _reloader(self) -> None:
+        while not self._stop.is_set():
+            if await self._sleep(3600, self._reload_requested, generation=False):
+                return
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self._try_reload()
+
+    def _try_reload(self) -> None:
+        path = self.config.source
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config rejected", problem=problem.render(exc.filename))
+            log.error("the new config has errors; the running config stays", config=str(path))
+            return
+        if config == self.config:
+            log.debug("config unchanged", config=str(path))
+            return
+        for warning in config.warnings:
+            log.warning("config warning", warning=warning)
+        if config.state_path != self.config.state_path:
+            log.error(
+                "state.path cannot change without a restart; the running config stays",
+                running=str(self.config.state_path),
+                new=str(config.state_path),
+            )
+            return
+        self.notifier.reloading()
+        register_secrets(s.token for s in config.services)
+        old = {s.name for s in self.config.services}
+        new = {s.name for s in config.services}
+        log.info(
+            "config reloaded",
+            added=sorted(new - old),
+            removed=sorted(old - new),
+            services=sorted(new),
+        )
+        self.config = config
+        self.reloads += 1
+        self._halt_generation()
+
+    async def _watch_config_file(self) -> None:
+        from watchfiles import awatch
+
+        path = self.config.source.absolute()
+        watch = path.parent
+        name = path.name
+        try:
+            async for _changes in awatch(
+                watch,
+                watch_filter=lambda _change, changed: changed.rsplit("/", 1)[-1] == name,
+                stop_event=self._stop,
+                debounce=200,
+                step=50,
+                recursive=False,
+            ):
+                log.info("config file changed", config=str(path))
+                self.reload()
+        except (OSError, RuntimeError) as exc:  # e.g. no inotify watches left
+            log.warning("cannot watch the config file; use SIGHUP to reload", error=str(exc))
+
+    async def _watchdog(self, interval: float) -> None:
+        while not await self._sleep(interval, generation=False):
+            self.notifier.watchdog()
 
     async def _loop(self, engine: SyncEngine) -> None:
         """The node is listed every `interval`; each service runs on its own schedule (so a
@@ -87,48 +222,69 @@ class Daemon:
         pinset changed, every `status_interval` while it has pending pins, when its backoff
         ends, and at least every `interval`."""
         wake = {name: asyncio.Event() for name in engine.executors}
-        report = await engine.refresh_node()
-        self.cycles += 1
-        log_node(report)
+        self._services = {}
+        self._record_node(await engine.refresh_node())
         async with asyncio.TaskGroup() as group:
             group.create_task(self._node_loop(engine, wake))
             for name in engine.executors:
                 group.create_task(self._service_loop(engine, name, wake[name]))
 
+    def _record_node(self, report: CycleReport) -> None:
+        self.cycles += 1
+        self._node = report
+        log_node(report)
+        self.notifier.status(self._summary())
+
     async def _node_loop(self, engine: SyncEngine, wake: dict[str, asyncio.Event]) -> None:
-        while not await self._sleep(self.config.sync.interval):
+        while not await self._sleep(self.config.sync.interval, self._halt):
             report = await engine.refresh_node()
-            self.cycles += 1
-            log_node(report)
+            self._record_node(report)
             if report.local_added or report.local_removed or report.node_came_back:
                 for event in wake.values():
                     event.set()
 
     async def _service_loop(self, engine: SyncEngine, name: str, wake: asyncio.Event) -> None:
         sync = self.config.sync
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             wake.clear()
             report = await engine.sync_service(name)
+            self._services[name] = report
             log_service(report)
+            self.notifier.status(self._summary())
             delay = sync.status_interval if report.pending else sync.interval
             state = await engine.store.service_state(name)
             if state.paused_until > time.time():
                 delay = min(delay, max(0.05, state.paused_until - time.time()))
-            if await self._sleep(delay, wake):
+            if await self._sleep(delay, wake, self._halt):
                 return
 
-    async def _sleep(self, seconds: float, wake: asyncio.Event | None = None) -> bool:
-        """Sleep up to `seconds`, less if woken; True when the daemon is stopping."""
-        waiters = [asyncio.ensure_future(self._stop.wait())]
-        if wake is not None:
-            waiters.append(asyncio.ensure_future(wake.wait()))
+    async def _sleep(self, seconds: float, *events: asyncio.Event, generation: bool = True) -> bool:
+        """Sleep up to `seconds`, less if an event is set. True when the daemon stops, or
+        (for the loops of one config `generation`) when a reloaded config takes over."""
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self._stop, *events)]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
-        return self._stop.is_set()
+        return self._stop.is_set() or (generation and self._halt.is_set())
+
+    def _summary(self) -> str:
+        """The one-line STATUS= for systemctl status."""
+        parts = []
+        if self._node is not None:
+            state = "" if self._node.node_online else " (node offline)"
+            parts.append(f"{self._node.local_pins} local pins{state}")
+        for service in self.config.services:
+            report = self._services.get(service.name)
+            if report is None:
+                parts.append(f"{service.name}: starting")
+            elif report.paused or report.backoff:
+                parts.append(f"{service.name}: {report.paused or report.backoff}")
+            else:
+                parts.append(f"{service.name}: {report.pending} pending")
+        return "; ".join(parts) or "starting"
 
 
 def log_node(report: CycleReport) -> None:

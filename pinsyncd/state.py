@@ -265,6 +265,34 @@ class StateStore:
         counts["unsent"] = next(iter(rows))[0]
         return counts
 
+    async def clear_backoff(
+        self, services: Iterable[str], cids: Iterable[str] | None = None
+    ) -> tuple[int, int]:
+        """Make failed and errored pins (all, or just `cids`) and paused or backing-off
+        services due now; returns (pins, services) changed. For `pinsyncd retry`."""
+        services = list(services)
+        cids = list(cids) if cids is not None else None
+        pins = 0
+        async with self._transaction():
+            for service in services:
+                query = (
+                    "UPDATE remote_pins SET next_attempt=0 WHERE service=? "
+                    "AND status IN ('failed', 'error') AND next_attempt > 0"
+                )
+                if cids is None:
+                    cursor = await self._db.execute(query, (service,))
+                    pins += cursor.rowcount
+                else:
+                    for cid in cids:
+                        cursor = await self._db.execute(query + " AND cid=?", (service, cid))
+                        pins += cursor.rowcount
+            cursor = await self._db.execute(
+                "UPDATE services SET paused_until=0, pause_reason=NULL, failures=0 "
+                f"WHERE paused_until > 0 AND name IN ({','.join('?' * len(services))})",
+                services,
+            )
+        return pins, cursor.rowcount
+
     # --- per service ------------------------------------------------------------------------
 
     async def service_state(self, name: str) -> ServiceState:

@@ -34,5 +34,8 @@ def test_unit_runs_the_daemon_with_the_documented_settings() -> None:
         "DynamicUser=yes",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
     ):
         assert line in text.splitlines()
