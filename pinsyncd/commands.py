@@ -16,7 +16,9 @@ from pinsyncd.daemon import Daemon, log_cycle
 from pinsyncd.durations import format_duration
 from pinsyncd.engine import CycleReport, SyncEngine
 from pinsyncd.kubo import LocalNode, NodeError
+from pinsyncd.logs import redact_text
 from pinsyncd.planner import plan_service
+from pinsyncd.progress import SendProgress
 from pinsyncd.state import StateStore
 from pinsyncd.status import read_failed, read_status, render_failed, render_table
 
@@ -24,7 +26,7 @@ log = structlog.get_logger("pinsyncd")
 
 
 def fail(message: str) -> int:
-    print(f"pinsyncd: {message}", file=sys.stderr)
+    print(f"pinsyncd: {redact_text(message)}", file=sys.stderr)
     return 1
 
 
@@ -51,8 +53,12 @@ async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None)
     store = await StateStore.open(config.state_path)
     engine = SyncEngine(config, store)
     deadline = time.monotonic() + give_up_after if give_up_after else float("inf")
+    progress = SendProgress()
+    for executor in engine.executors.values():
+        executor.progress = progress.update
     try:
-        report = await engine.cycle()
+        with progress:
+            report = await engine.cycle()
         log_cycle(report)
         remaining = await _unfinished(store, report)
         while wait and remaining and time.monotonic() < deadline:

@@ -184,6 +184,21 @@ Rate = Annotated[float, BeforeValidator(_rate)]
 """Requests per second, written in the config as `3/s` or `180/min`."""
 
 
+def _listen(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from pinsyncd.http_api import parse_listen
+
+    parse_listen(value)
+    return value
+
+
+class HttpConfig(_Section):
+    """The optional HTTP endpoint: /metrics (Prometheus), /healthz, /status."""
+
+    listen: Annotated[str | None, AfterValidator(_listen)] = None
+
+
 class StateConfig(_Section):
     """Where pinsyncd keeps what it knows about each remote pin (SQLite)."""
 
@@ -241,7 +256,17 @@ class ConfigFile(_Section):
     sync: SyncConfig = SyncConfig()
     state: StateConfig = StateConfig()
     retry: RetryConfig = RetryConfig()
+    http: HttpConfig = HttpConfig()
     services: list[ServiceConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section whose keys are all commented out (`http:` alone) means its defaults."""
+        if isinstance(data, dict):
+            sections = ("node", "sync", "state", "retry", "http")
+            return {k: ({} if v is None and k in sections else v) for k, v in data.items()}
+        return data
 
 
 # --- the loaded config ------------------------------------------------------------------------
@@ -269,6 +294,7 @@ class Config:
     state_path: Path
     services: tuple[Service, ...]
     retry: RetryConfig = field(default_factory=RetryConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -363,6 +389,7 @@ def parse_config(
         state_path=state_path,
         services=tuple(services),
         retry=parsed.retry,
+        http=parsed.http,
         warnings=tuple(warnings),
     )
 

@@ -17,9 +17,9 @@ on its own schedule, reload the config when it changes, and stop cleanly.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -28,9 +28,13 @@ from pinsyncd.config import Config, ConfigError, load_config
 from pinsyncd.durations import format_duration
 from pinsyncd.engine import CycleReport, SyncEngine
 from pinsyncd.executor import ServiceReport
+from pinsyncd.http_api import HttpApi
 from pinsyncd.logs import register_secrets
+from pinsyncd.metrics import Metrics, outcome_of
 from pinsyncd.notify import Notifier
+from pinsyncd.psa import RateLimited
 from pinsyncd.state import StateStore
+from pinsyncd.status import read_status
 
 log = structlog.get_logger("pinsyncd")
 
@@ -59,8 +63,8 @@ class Daemon:
         self._node: CycleReport | None = None
         self.cycles = 0
         self.reloads = 0
-        self.hooks: list[Callable[[SyncEngine], Awaitable[None]]] = []
-        """Called with each new engine (e.g. to expose it over HTTP)."""
+        self.metrics: Metrics | None = None
+        self._last_listing = time.monotonic()
 
     def stop(self) -> None:
         """Stop as on SIGTERM: send nothing new, let requests under way finish."""
@@ -104,6 +108,7 @@ class Daemon:
 
     async def _run(self) -> int:
         store = await StateStore.open(self.config.state_path)
+        api = await self._start_http()
         log.info(
             "pinsyncd started",
             node=self.config.node.api,
@@ -120,9 +125,61 @@ class Daemon:
                     group.create_task(self._watchdog(self.notifier.watchdog_interval))
                 group.create_task(self._generations(store))
         finally:
+            if api is not None:
+                await api.stop()
             await store.close()
             log.info("pinsyncd stopped", cycles=self.cycles, reloads=self.reloads)
         return 0
+
+    async def _start_http(self) -> HttpApi | None:
+        listen = self.config.http.listen
+        if listen is None:
+            return None
+        self.metrics = Metrics(
+            self.config.state_path,
+            lambda: [s.name for s in self.config.services],
+            max_attempts=self.config.retry.max_attempts,
+        )
+        api = HttpApi(
+            listen,
+            self.metrics,
+            self._health,
+            lambda: read_status(
+                self.config.state_path,
+                [s.name for s in self.config.services],
+                max_attempts=self.config.retry.max_attempts,
+            ),
+        )
+        await api.start()
+        return api
+
+    def _health(self) -> tuple[bool, str]:
+        """Healthy while the node loop ran recently and the state file is writable."""
+        if self._stop.is_set():
+            return False, "stopping"
+        limit = 2 * self.config.sync.interval + self.config.node.timeout + 30
+        age = time.monotonic() - self._last_listing
+        if age > limit:
+            return False, f"the main loop has not run for {format_duration(age)}"
+        path = self.config.state_path
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+            return False, f"the state file {path} is not writable"
+        return True, "ok"
+
+    def _attach_metrics(self, engine: SyncEngine) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        metrics.pins.max_attempts = self.config.retry.max_attempts
+        for name, client in engine.clients.items():
+
+            def on_request(operation: str, error: BaseException | None, name: str = name) -> None:
+                metrics.record_request(name, operation, outcome_of(error))
+                if isinstance(error, RateLimited) and error.status == 429:
+                    metrics.record_rate_limited(name)
+
+            client.on_request = on_request
+            client.on_retry = lambda _operation, name=name: metrics.record_retry(name)
 
     async def _generations(self, store: StateStore) -> None:
         """Run the current config until stopped; after a valid reload, run the new one."""
@@ -135,8 +192,7 @@ class Daemon:
                 )
                 self._engine = engine
                 try:
-                    for hook in self.hooks:
-                        await hook(engine)
+                    self._attach_metrics(engine)
                     if first:
                         self.notifier.ready(self._summary())
                         first = False
@@ -171,6 +227,8 @@ class Daemon:
             return
         for warning in config.warnings:
             log.warning("config warning", warning=warning)
+        if config.http != self.config.http:
+            log.warning("http.listen changes take effect at the next restart")
         if config.state_path != self.config.state_path:
             log.error(
                 "state.path cannot change without a restart; the running config stays",
@@ -232,6 +290,10 @@ class Daemon:
     def _record_node(self, report: CycleReport) -> None:
         self.cycles += 1
         self._node = report
+        self._last_listing = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.set_node(report.node_online, report.local_pins)
+            self.metrics.set_last_cycle(report.started)
         log_node(report)
         self.notifier.status(self._summary())
 
@@ -247,7 +309,10 @@ class Daemon:
         sync = self.config.sync
         while not self._halt.is_set():
             wake.clear()
+            started = time.monotonic()
             report = await engine.sync_service(name)
+            if self.metrics is not None:
+                self.metrics.observe_cycle(name, time.monotonic() - started)
             self._services[name] = report
             log_service(report)
             self.notifier.status(self._summary())

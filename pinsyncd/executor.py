@@ -107,6 +107,8 @@ class ServiceExecutor:
         self._halted = False  # a 401/409/429 this cycle: send nothing more to this service
         self._rate_restored = False
         client.on_rate_limited = self._remember_block
+        self.progress: Callable[[str, int, int], None] | None = None
+        """Told (service, done, total) after each batch of adds and replaces."""
         self.log = structlog.get_logger("pinsyncd.service").bind(service=service.name)
 
     @property
@@ -335,6 +337,8 @@ class ServiceExecutor:
                 remote.pop(cid, None)
             await self.store.save(updates)
             await self.store.forget(self.service.name, unsent)
+            if self.progress is not None:
+                self.progress(self.service.name, start + len(batch), len(work))
             if crash is not None:
                 raise crash
             if halt is not None:

@@ -35,6 +35,11 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
+def redact_text(text: str) -> str:
+    """`text` with every registered secret replaced by ***."""
+    return str(_redact_value(text))
+
+
 def redact(
     _logger: object, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:

@@ -37,6 +37,7 @@ def write_config(
     status_interval: str = "500ms",
     extra_sync: str = "",
     retry: str = "",
+    http_listen: str | None = None,
 ) -> dict[str, str]:
     """Write a config; returns the environment (with the tokens) to run pinsyncd with."""
     lines = [
@@ -50,6 +51,7 @@ def write_config(
         "state:",
         f"  path: {path.parent / 'state.db'}",
         *(["retry:", *(f"  {line}" for line in retry.splitlines())] if retry else []),
+        *(["http:", f"  listen: {http_listen}"] if http_listen else []),
         "services:",
     ]
     for s in services:

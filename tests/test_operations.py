@@ -207,3 +207,148 @@ async def test_retry_clears_backoff_for_the_next_cycle(tmp_path: Path) -> None:
         await store.close()
     assert rows[failed].next_attempt == 0 and rows[errored].next_attempt == 0
     assert state.paused_until == 0 and state.pause_reason is None
+
+
+async def test_sync_once_shows_progress_on_a_terminal_and_log_lines_otherwise(
+    tmp_path: Path,
+) -> None:
+    import os
+    import pty
+    import sys
+
+    async with FakeKubo(pins=300) as node, FakePinningService(token=ALPHA) as alpha:
+        config = tmp_path / "config.yaml"
+        env = write_config(
+            config, node_api=node.url, services=[ServiceSpec("alpha", alpha.url, ALPHA)]
+        )
+        env["COLUMNS"] = "100"
+        leader, follower = pty.openpty()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pinsyncd",
+            "sync",
+            "--once",
+            "-c",
+            str(config),
+            env=env,
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+        )
+        os.close(follower)
+        output = b""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                chunk = await loop.run_in_executor(None, os.read, leader, 65536)
+            except OSError:  # the terminal closed
+                break
+            if not chunk:
+                break
+            output += chunk
+        code = await process.wait()
+        os.close(leader)
+        assert code == 0, output.decode(errors="replace")
+        screen = output.decode(errors="replace")
+        assert "alpha: sending" in screen and "300/300" in screen, screen[-2000:]
+        assert ALPHA not in screen
+
+        (tmp_path / "state.db").unlink()
+        alpha_two = FakePinningService(token=ALPHA)
+        async with alpha_two:
+            env = write_config(
+                config, node_api=node.url, services=[ServiceSpec("alpha", alpha_two.url, ALPHA)]
+            )
+            plain = await asyncio.to_thread(cli, ["sync", "--once", "-c", str(config)], env)
+    assert plain.returncode == 0, plain.stderr
+    sending = [e for e in log_events(plain.stderr) if e["event"] == "sending"]
+    assert sending[-1] == {**sending[-1], "service": "alpha", "done": 300, "total": 300}
+
+
+async def test_http_endpoint_of_a_running_daemon(tmp_path: Path) -> None:
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with FakeKubo(pins=25) as node, FakePinningService(token=ALPHA) as alpha:
+        config = tmp_path / "config.yaml"
+        env = write_config(
+            config,
+            node_api=node.url,
+            services=[ServiceSpec("alpha", alpha.url, ALPHA)],
+            http_listen=f"127.0.0.1:{port}",
+        )
+        daemon = await start_daemon(config, env, tmp_path / "daemon.log")
+        base = f"http://127.0.0.1:{port}"
+        try:
+            await wait_for(lambda: synced(alpha, node), 15, "synced")
+            async with aiohttp.ClientSession() as http:
+                for _ in range(50):
+                    try:
+                        async with http.get(f"{base}/healthz") as response:
+                            health = (response.status, await response.text())
+                            break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.1)
+                await asyncio.sleep(0.5)
+                async with http.get(f"{base}/metrics") as response:
+                    metrics_text = await response.text()
+                async with http.get(f"{base}/status") as response:
+                    status = await response.json()
+        finally:
+            daemon.terminate()
+            assert await asyncio.wait_for(daemon.wait(), 20) == 0
+    assert health == (200, "ok\n")
+    assert status["services"]["alpha"]["queued"] == 25
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+    }
+    ok_adds = samples[
+        ("pinsyncd_requests_total", (("operation", "add"), ("outcome", "ok"), ("service", "alpha")))
+    ]
+    assert ok_adds == 25
+    assert samples[("pinsyncd_pins", (("service", "alpha"), ("status", "queued")))] == 25
+    assert samples[("pinsyncd_local_pins", ())] == 25
+    assert samples[("pinsyncd_node_online", ())] == 1
+    assert ALPHA not in metrics_text and ALPHA not in json.dumps(status)
+
+
+async def test_a_token_echoed_by_a_server_is_redacted_from_the_logs(tmp_path: Path) -> None:
+    """Some servers put the header they got into their error text; the log never shows it."""
+    from tests.fake_psa import Fault
+
+    async with FakeKubo(pins=3) as node, FakePinningService(token=ALPHA) as alpha:
+        alpha.inject(
+            Fault("status", status=500, details=f"upstream rejected 'Bearer {ALPHA}'"),
+            method="GET",
+            times=None,
+        )
+        config = tmp_path / "config.yaml"
+        env = write_config(
+            config, node_api=node.url, services=[ServiceSpec("alpha", alpha.url, ALPHA)]
+        )
+        result = await asyncio.to_thread(cli, ["sync", "--once", "-c", str(config)], env)
+    assert result.returncode == 1
+    assert "upstream rejected 'Bearer ***'" in result.stderr
+    status = cli(["status", "--json", "-c", str(config)], env)
+    assert "Bearer ***" in status.stdout, "the stored last error is redacted too"
+    assert ALPHA not in result.stderr + result.stdout + status.stdout + status.stderr
+
+
+def test_a_token_file_readable_by_others_is_warned_about(tmp_path: Path) -> None:
+    token = tmp_path / "alpha.token"
+    token.write_text(ALPHA)
+    token.chmod(0o644)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"services:\n  - name: alpha\n    endpoint: https://a.example\n    token_file: {token}\n"
+    )
+    result = cli(["check-config", "-c", str(config)], {"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert f"token file {token} is readable by other users; chmod 600 it" in result.stderr
+    assert ALPHA not in result.stdout + result.stderr

@@ -74,6 +74,9 @@ class PinningServiceClient:
         self.throttle = throttle or Throttle()
         self.on_rate_limited: Callable[[float], Awaitable[None]] | None = None
         """Called with the (Unix) time before which nothing may be sent, after every 429."""
+        self.on_request: Callable[[str, BaseException | None], None] | None = None
+        """Called after every request sent: (operation, the error or None); for metrics."""
+        self.on_retry: Callable[[str], None] | None = None
         self._read_retries = read_retries
         self._max_inline_wait = max_inline_wait
         self.endpoint = URL(endpoint.rstrip("/"))
@@ -179,6 +182,8 @@ class PinningServiceClient:
             except (RateLimited, ServerError, NetworkError, MalformedResponse):
                 if attempt + 1 >= tries:
                     raise
+                if self.on_retry is not None:
+                    self.on_retry(operation)
                 await asyncio.sleep(random.uniform(0, 0.25 * 2**attempt))
         raise AssertionError("unreachable")
 
@@ -202,6 +207,24 @@ class PinningServiceClient:
         except Interrupted:
             raise NotSent(self.name, operation, "not sent: stopping") from None
         self.requests[operation] += 1
+        outcome: BaseException | None = None
+        try:
+            return await self._exchange(operation, method, url, model, body)
+        except BaseException as exc:
+            outcome = exc
+            raise
+        finally:
+            if self.on_request is not None:
+                self.on_request(operation, outcome)
+
+    async def _exchange(
+        self,
+        operation: str,
+        method: str,
+        url: URL,
+        model: type[_Model] | None,
+        body: dict[str, Any] | None,
+    ) -> Any:
         status, headers, payload = await self._send(operation, method, url, body)
         if not 200 <= status < 300:
             error = self._error(operation, status, headers, payload)
@@ -288,8 +311,10 @@ class PinningServiceClient:
         details: str | None = None
         try:
             failure = Failure.model_validate_json(payload)
-            reason = failure.error.reason
-            details = _one_line(failure.error.details or "")
+            # A server may echo the header it got: the token never goes further than here.
+            secret = self._token.reveal()
+            reason = failure.error.reason.replace(secret, "***")
+            details = _one_line(failure.error.details or "").replace(secret, "***")
         except ValidationError:
             pass
         text = f"HTTP {status}"

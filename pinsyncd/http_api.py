@@ -1,0 +1,116 @@
+"""The daemon's small HTTP server: `GET /metrics` (Prometheus text format), `GET /healthz`
+(200 "ok" or 503 with the reason) and `GET /status` (the `status --json` document).
+
+Read-only and unauthenticated, so it belongs on a loopback address; listening anywhere else
+is allowed but logged as a warning. `/metrics` and `/status` read the SQLite state file, so
+they run in a worker thread and never stall the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from pinsyncd.metrics import Metrics
+
+log = structlog.get_logger("pinsyncd.http")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """ "HOST:PORT" (IPv6 as "[::1]:9123"; port 0 picks a free one) as (host, port)."""
+    host, sep, port_text = listen.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{listen!r}: write an IPv6 address in brackets, as [::1]:9123")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"{listen!r} is not HOST:PORT (as 127.0.0.1:9123)")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+class HttpApi:
+    """Serves one `Metrics`. The constructor only checks `listen`; `stop()` is idempotent."""
+
+    def __init__(
+        self,
+        listen: str,
+        metrics: Metrics,
+        health: Callable[[], tuple[bool, str]],
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.host, self.port = parse_listen(listen)
+        self.metrics = metrics
+        self._health = health
+        self._status = status
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL actually listened on (the real port when `listen` asked for 0)."""
+        if self._url is None:
+            raise RuntimeError("the HTTP API is not started")
+        return self._url
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/status", self._status_json)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self._url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        if is_loopback(self.host):
+            log.info("HTTP API listening", url=self._url)
+        else:
+            log.warning(
+                "HTTP API listening on a non-loopback address: anyone who can reach it can "
+                "read metrics and status",
+                url=self._url,
+            )
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        body, content_type = await asyncio.to_thread(self.metrics.render)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        healthy, reason = self._health()
+        if healthy:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text=f"{reason}\n")
+
+    async def _status_json(self, _request: web.Request) -> web.Response:
+        try:
+            document = await asyncio.to_thread(self._status)
+        except Exception as exc:
+            log.warning("cannot read the status", error=str(exc))
+            return web.json_response({"error": str(exc)}, status=503)
+        return web.json_response(document)
