@@ -479,7 +479,7 @@ class ServiceExecutor:
                 row = row.evolve(next_attempt=time.time() + wait)
                 updates[row.cid] = row
                 for_good = attempts >= self.retry.max_attempts
-                (self.log.warning if for_good else self.log.info)(
+                (self.log.warning if for_good else self.log.debug)(
                     "pin failed for good on the service" if for_good else "pin failed",
                     cid=row.cid,
                     attempts=attempts,

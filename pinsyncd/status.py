@@ -63,6 +63,7 @@ def _empty() -> dict[str, Any]:
         "last_cycle": None,
         "last_error": None,
         "paused": None,
+        "paused_until": None,
     }
 
 
@@ -88,6 +89,7 @@ def _service(db: sqlite3.Connection, name: str, max_attempts: int) -> dict[str, 
         out["last_error"] = last_error
         if pause_reason and paused_until and paused_until > datetime.now(UTC).timestamp():
             out["paused"] = pause_reason
+            out["paused_until"] = _iso(paused_until)
     return out
 
 
@@ -153,7 +155,7 @@ def render_table(status: dict[str, Any]) -> str:
         if s["sending"]:
             lines.append(f"{'':<{width}}  {s['sending']} being sent (outcome not yet known)")
         if s["paused"]:
-            lines.append(f"{'':<{width}}  {s['paused']}")
+            lines.append(f"{'':<{width}}  {s['paused']} (next try {s['paused_until']})")
         elif s["last_error"]:
             lines.append(f"{'':<{width}}  last error: {s['last_error']}")
     local = status["local"]

@@ -613,6 +613,7 @@ EMPTY = {
     "last_cycle": None,
     "last_error": None,
     "paused": None,
+    "paused_until": None,
 }
 
 
@@ -663,11 +664,14 @@ async def test_status_shows_a_pause_only_while_it_lasts(store: StateStore) -> No
     await store.save_service_state(
         ServiceState("svc", paused_until=time.time() + 3600, pause_reason=reason)
     )
-    assert read_status(store.path, ["svc"])["services"]["svc"]["paused"] == reason
+    paused = read_status(store.path, ["svc"])["services"]["svc"]
+    assert paused["paused"] == reason
+    assert paused["paused_until"] is not None and paused["paused_until"].endswith("+00:00")
     await store.save_service_state(
         ServiceState("svc", paused_until=time.time() - 1, pause_reason=reason)
     )
-    assert read_status(store.path, ["svc"])["services"]["svc"]["paused"] is None
+    expired = read_status(store.path, ["svc"])["services"]["svc"]
+    assert expired["paused"] is None and expired["paused_until"] is None
     await store.save_service_state(ServiceState("svc"))
     assert read_status(store.path, ["svc"])["services"]["svc"]["paused"] is None
 
