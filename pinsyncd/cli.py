@@ -4,6 +4,7 @@ returns its exit code (78 for a config error, 1 for any other failure, with one 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from pinsyncd import __version__
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from pinsyncd.durations import format_duration, parse_duration
-from pinsyncd.logs import configure_logging, register_secrets
+from pinsyncd.logs import CurrentStream, configure_logging, register_secrets
 from pinsyncd.state import StateError
 
 
@@ -95,7 +96,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     json_logs = {"auto": None, "json": True, "console": False}[args.log_format]
-    configure_logging(level=args.log_level, json=json_logs)
+    # The daemon under systemd (JOURNAL_STREAM set) logs JSON lines to stdout, the journal.
+    under_systemd = args.command == "run" and bool(os.environ.get("JOURNAL_STREAM"))
+    stream = CurrentStream("stdout") if under_systemd else None
+    configure_logging(level=args.log_level, json=json_logs, stream=stream)  # type: ignore[arg-type]
     config_path: Path = args.config or default_config_path()
     try:
         config = load_config(config_path)

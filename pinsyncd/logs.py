@@ -48,23 +48,30 @@ def redact(
     return {key: _redact_value(value) for key, value in event.items()}
 
 
-class _CurrentStderr:
-    """Writes to whatever `sys.stderr` is at the time of writing, not at configure time."""
+class CurrentStream:
+    """Writes to whatever `sys.stderr` (or `sys.stdout`) is at the time of writing, not at
+    configure time (tests and embedders swap them)."""
+
+    def __init__(self, name: str = "stderr") -> None:
+        self._name = name
+
+    def _stream(self) -> TextIO:
+        return sys.stdout if self._name == "stdout" else sys.stderr
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        return self._stream().write(text)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        self._stream().flush()
 
     def isatty(self) -> bool:
-        return sys.stderr.isatty()
+        return self._stream().isatty()
 
 
 def configure_logging(
     *, level: str = "info", json: bool | None = None, stream: TextIO | None = None
 ) -> None:
-    stream = stream or _CurrentStderr()  # type: ignore[assignment]
+    stream = stream or CurrentStream()  # type: ignore[assignment]
     assert stream is not None
     if json is None:
         json = not stream.isatty()

@@ -4,10 +4,10 @@ path sends it:
 - no request starts before a service's `Retry-After` / `X-RateLimit-Reset` has passed (a short
   wait is waited out; a long one raises `Blocked`, and the caller pauses the service);
 - requests are spaced to at most `rate` per second: the configured `rate_limit`, halved on a
-  429 (from the rate actually observed when none is configured) but at most once per second
-  and per 20 requests, so that a burst of 429s counts as one event and a few stray ones
-  cannot grind the rate down, and raised again by 2% per success until it is back at the
-  configured rate (or, with none, unlimited again);
+  429 (from the rate actually observed when none is configured) but only once a second and
+  once 20 requests have succeeded at the new rate, so that a burst of 429s counts as one event
+  and stray ones among other failures cannot grind the rate down, and raised again by 3% per
+  success until it is back at the configured rate (or, with none, unlimited again);
 - a request still waiting for its turn when the daemon stops is abandoned (`Interrupted`):
   it was never sent.
 """
@@ -20,10 +20,10 @@ from collections import deque
 from collections.abc import Callable
 
 MIN_RATE = 0.2  # requests per second: never slower than one every five seconds
-INCREASE = 1.02  # per successful request after a 429
+INCREASE = 1.03  # per successful request after a 429: doubles in about 23 successes
 OBSERVE = 20  # recent requests used to measure the rate actually sent
 HOLDOFF = 1.0  # seconds after a decrease in which further 429s do not decrease again
-HOLDOFF_REQUESTS = 20  # ... and requests that must have been sent since
+HOLDOFF_SUCCESSES = 20  # ... and successes at the new rate that must have come since
 
 
 class Blocked(Exception):
@@ -54,7 +54,7 @@ class Throttle:
         self._next_slot = 0.0
         self._recovery_target: float | None = None
         self._last_decrease = float("-inf")
-        self._sent_since_decrease = HOLDOFF_REQUESTS
+        self._successes_since_decrease = HOLDOFF_SUCCESSES
         self._sent: deque[float] = deque(maxlen=OBSERVE)
         self._interrupted = asyncio.Event()
 
@@ -86,7 +86,6 @@ class Throttle:
     def note_sent(self, now: float) -> None:
         """Record that a request went out at `now` (acquire() does this)."""
         self._sent.append(now)
-        self._sent_since_decrease += 1
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -104,16 +103,20 @@ class Throttle:
         self.rate_limited += 1
         self.blocked_until = max(self.blocked_until, now + (retry_after or 1.0))
         self._next_slot = max(self._next_slot, self.blocked_until)
-        if now - self._last_decrease < HOLDOFF or self._sent_since_decrease < HOLDOFF_REQUESTS:
-            return  # the same burst, or too soon after the last slow-down
+        if (
+            now - self._last_decrease < HOLDOFF
+            or self._successes_since_decrease < HOLDOFF_SUCCESSES
+        ):
+            return  # the same burst, or the new rate has not been tried yet
         self._last_decrease = now
-        self._sent_since_decrease = 0
+        self._successes_since_decrease = 0
         current = self.rate or self.observed_rate() or 1.0
         if self.ceiling is None and self._recovery_target is None:
             self._recovery_target = 2 * current
         self.rate = max(MIN_RATE, current / 2)
 
     def on_success(self) -> None:
+        self._successes_since_decrease += 1
         if self.rate is None or self.rate == self.ceiling:
             return
         self.rate *= INCREASE

@@ -352,3 +352,45 @@ def test_a_token_file_readable_by_others_is_warned_about(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert f"token file {token} is readable by other users; chmod 600 it" in result.stderr
     assert ALPHA not in result.stdout + result.stderr
+
+
+async def test_status_and_retry_beside_a_busy_daemon_and_no_per_pin_spam(
+    tmp_path: Path,
+) -> None:
+    """The daemon writes the state all the time during a large sync; `status` and `retry`
+    read and write the same file meanwhile. Under systemd the log goes to stdout as JSON,
+    one line per event: a 2000-pin sync is a handful of lines, not one per pin."""
+    from tests.fake_psa import Fault
+
+    async with FakeKubo(pins=2000) as node, FakePinningService(token=ALPHA) as alpha:
+        alpha.chaos(1.0, kinds=[Fault("slow", delay=0.01)], method="POST")
+        config = tmp_path / "config.yaml"
+        env = write_config(
+            config, node_api=node.url, services=[ServiceSpec("alpha", alpha.url, ALPHA)]
+        )
+        env["JOURNAL_STREAM"] = "8:12345"
+        stdout_log = tmp_path / "stdout.log"
+        daemon = await start_daemon(config, env, stdout_log)
+        results = []
+        try:
+            await wait_for(lambda: len(alpha.pins) > 100, 15, "the sync is under way")
+            during = 0
+            deadline = time.monotonic() + 60
+            while not synced(alpha, node) and time.monotonic() < deadline:
+                for command in (["status", "--json"], ["retry"]):
+                    args = [*command, "-c", str(config)]
+                    results.append(await asyncio.to_thread(cli, args, env))
+                during += len(alpha.pins) < 2000
+            busy_during = during >= 2
+            assert synced(alpha, node)
+        finally:
+            daemon.terminate()
+            assert await asyncio.wait_for(daemon.wait(), 20) == 0
+    assert busy_during, "the commands ran while the daemon was still sending"
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert "locked" not in result.stderr and "Traceback" not in result.stderr
+    events = log_events(stdout_log.read_text())
+    assert events and all("level" in e for e in events), "JSON lines"
+    info = [e for e in events if e["level"] in ("info", "warning", "error")]
+    assert len(info) <= 12, [e["event"] for e in info]

@@ -44,14 +44,15 @@ def test_a_429_halves_the_rate_and_successes_bring_it_back() -> None:
     assert throttle.rate == 5.0
     now[0] += 1.5
     throttle.on_rate_limited(1)
-    assert throttle.rate == 5.0, "not again before 20 more requests went out"
+    assert throttle.rate == 5.0, "not again before 20 requests succeeded at the new rate"
     for _ in range(20):
-        throttle.note_sent(now[0])
+        throttle.on_success()
     throttle.on_rate_limited(1)
-    assert throttle.rate == 2.5
+    assert throttle.rate == pytest.approx(5.0 * 1.03**20 / 2)
+    rate = throttle.rate
     for _ in range(10):
         throttle.on_success()
-    assert 2.5 < throttle.rate < 3.1, "slowly: 2% per success"
+    assert throttle.rate == pytest.approx(rate * 1.03**10), "slowly: 3% per success"
     for _ in range(200):
         throttle.on_success()
     assert throttle.rate == 10.0, "never above the configured rate"
@@ -81,14 +82,9 @@ def test_a_burst_of_429s_is_one_slow_down() -> None:
 
 
 def test_the_rate_never_drops_below_the_floor() -> None:
-    now = [0.0]
-    throttle = Throttle(1.0, clock=lambda: now[0])
-    for _ in range(20):
-        throttle.on_rate_limited(0)
-        now[0] += 2
-        for _ in range(20):
-            throttle.note_sent(now[0])
-    assert throttle.rate == MIN_RATE
+    throttle = Throttle(0.3)
+    throttle.on_rate_limited(0)
+    assert throttle.rate == MIN_RATE, "half of 0.3/s would be below the floor"
 
 
 async def test_interrupt_abandons_waits_and_later_requests() -> None:
