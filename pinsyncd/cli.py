@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         "--failed", action="store_true", help="list the failed pins with the services' reasons"
     )
 
+    adopt = commands.add_parser(
+        "adopt",
+        parents=[common],
+        help="list a service once and take over the pins it already has for the node's CIDs",
+    )
+    adopt.add_argument("--service", required=True, metavar="NAME")
+
     retry = commands.add_parser(
         "retry",
         parents=[common],
@@ -136,6 +143,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         if args.dry_run:
             return commands.dry_run(config)
         return commands.sync_once(config, wait=args.wait, timeout=args.timeout)
+    if args.command == "adopt":
+        return commands.adopt(config, service=args.service)
     if args.command == "retry":
         return commands.retry(config, service=args.service, cids=args.cids)
     if args.command == "run":

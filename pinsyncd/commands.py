@@ -19,6 +19,7 @@ from pinsyncd.kubo import LocalNode, NodeError
 from pinsyncd.logs import redact_text
 from pinsyncd.planner import plan_service
 from pinsyncd.progress import SendProgress
+from pinsyncd.psa import PinningServiceError
 from pinsyncd.state import StateStore
 from pinsyncd.status import read_failed, read_status, render_failed, render_table
 
@@ -181,4 +182,35 @@ async def _retry(config: Config, services: list[str], cids: list[str] | None) ->
         f"{pins} pin{'s' * (pins != 1)} and {paused} paused service{'s' * (paused != 1)} "
         "will be tried again at the next cycle"
     )
+    return 0
+
+
+def adopt(config: Config, *, service: str) -> int:
+    """List the service once and record its existing pins of our CIDs, so none is re-added."""
+    if service not in [s.name for s in config.services]:
+        return fail(f"no service named {service!r} in {config.source}")
+    return asyncio.run(_adopt(config, service))
+
+
+async def _adopt(config: Config, service: str) -> int:
+    store = await StateStore.open(config.state_path)
+    engine = SyncEngine(config, store)
+    try:
+        node = await engine.refresh_node()
+        if node.node_error:
+            print(f"node unreachable; using the last listing of {node.local_pins} pins")
+        try:
+            report = await engine.executors[service].adopt(engine.local)
+        except PinningServiceError as exc:
+            return fail(str(exc))
+    finally:
+        await engine.close()
+        await store.close()
+    print(
+        f"{service}: {report.adopted} existing pin{'s' * (report.adopted != 1)} adopted, "
+        f"{report.resolved} of pinsyncd's own settled, for {node.local_pins} local pins "
+        f"({sum(report.requests.values())} requests)"
+    )
+    if report.duplicates:
+        print(f"{service}: {report.duplicates} CIDs have more than one request on the service")
     return 0

@@ -157,6 +157,7 @@ class SyncConfig(_Section):
 
     interval: Duration = 600.0
     status_interval: Duration = 60.0
+    verify_interval: Duration = 86400.0
     origins: Literal["public", "all"] = "public"
 
 

@@ -65,7 +65,13 @@ class SyncEngine:
         }
         self.executors = {
             s.name: ServiceExecutor(
-                s, self.clients[s.name], store, self.dialer, retry=retry, stopping=stopping
+                s,
+                self.clients[s.name],
+                store,
+                self.dialer,
+                retry=retry,
+                verify_interval=config.sync.verify_interval,
+                stopping=stopping,
             )
             for s in config.services
         }

@@ -93,6 +93,7 @@ class ServiceExecutor:
         dialer: DelegateDialer | None,
         *,
         retry: RetryPolicy | None = None,
+        verify_interval: float = 86400.0,
         stopping: Callable[[], bool] = lambda: False,
         rng: random.Random | None = None,
     ) -> None:
@@ -101,6 +102,7 @@ class ServiceExecutor:
         self.store = store
         self.dialer = dialer
         self.retry = retry or RetryPolicy()
+        self.verify_interval = verify_interval
         self._stopping = stopping
         self._rng = rng or random.Random()
         self._limit = asyncio.Semaphore(service.concurrency)
@@ -191,9 +193,10 @@ class ServiceExecutor:
             adopted=state.adopted,
             intent_grace=self.intent_grace,
         )
-        if plan.adopt:
+        if plan.adopt:  # a full listing: it also counts as a verification
             await self._adopt(local, remote, report)
-            await self.store.save_service_state(replace(state, adopted=True))
+            state = replace(state, adopted=True, last_verified=time.time())
+            await self.store.save_service_state(state)
         if plan.resolve:
             await self._resolve(plan.resolve, remote, report)
         if plan.adopt or plan.resolve:
@@ -208,8 +211,23 @@ class ServiceExecutor:
         if send and not self._stopping():
             await self._send_all(plan.add, plan.replace, remote, node, report)
         await self._track(remote, report)
+        if send and time.time() - state.last_verified >= self.verify_interval:
+            await self._verify(remote, report)
+            latest = await self.store.service_state(self.service.name)
+            await self.store.save_service_state(replace(latest, last_verified=time.time()))
 
     # --- adoption and resolution ------------------------------------------------------------
+
+    async def adopt(self, local: Mapping[str, str]) -> ServiceReport:
+        """`pinsyncd adopt`: list the whole service once and take over its requests for our
+        CIDs (pins made by `ipfs pin remote add`, a web UI or an earlier install)."""
+        report = ServiceReport(self.service.name)
+        remote = await self.store.remote_pins(self.service.name)
+        await self._adopt(local, remote, report)
+        state = await self.store.service_state(self.service.name)
+        await self.store.save_service_state(replace(state, adopted=True, last_verified=time.time()))
+        report.requests = dict(self.client.requests)
+        return report
 
     async def _adopt(
         self, local: Mapping[str, str], remote: dict[str, RemotePin], report: ServiceReport
@@ -496,6 +514,44 @@ class ServiceExecutor:
             await self.store.forget(self.service.name, vanished)
             for cid in vanished:
                 remote.pop(cid, None)
+
+    # --- verification -----------------------------------------------------------------------
+
+    async def _verify(self, remote: dict[str, RemotePin], report: ServiceReport) -> None:
+        """List the service's pinned set in full and pin again what vanished from it. A pin
+        missing from the listing counts as vanished only once a GET answers 404: a listing
+        can be incomplete (servers page differently), and a wrong "vanished" would pin twice."""
+        pinned = {r.requestid: r for r in remote.values() if r.status is RemoteStatus.PINNED}
+        if not pinned:
+            return
+        listed: set[str] = set()
+        async for status in iter_pins(self.client, statuses=(Status.PINNED,)):
+            listed.add(status.requestid)
+        missing = [r for requestid, r in pinned.items() if requestid not in listed]
+        vanished: list[str] = []
+        updates: list[RemotePin] = []
+        for row in missing[:200]:  # the rest is checked at the next verification
+            assert row.requestid is not None
+            try:
+                current = await self.client.get_pin(row.requestid)
+            except NotFound:
+                vanished.append(row.cid)
+                continue
+            if current.status is not Status.PINNED:
+                updates.append(_apply_status(row, current))
+        await self.store.save(updates)
+        await self.store.forget(self.service.name, vanished)
+        for cid in vanished:
+            remote.pop(cid, None)
+        report.vanished += len(vanished)
+        (self.log.warning if vanished or updates else self.log.info)(
+            "verified the pinned set",
+            pinned=len(pinned),
+            listed=len(listed),
+            vanished=len(vanished),
+            changed=len(updates),
+            unconfirmed=max(0, len(missing) - 200),
+        )
 
     # --- pauses -----------------------------------------------------------------------------
 

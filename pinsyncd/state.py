@@ -78,6 +78,7 @@ class ServiceState:
     last_error: str | None = None
     failures: int = 0  # cycles in a row that failed (for the service's own backoff)
     rate: float | None = None  # the adaptive request rate after a 429 (None: not limited)
+    last_verified: float = 0.0  # when the service's pinned set was last listed in full
 
 
 _V1 = """
@@ -123,7 +124,11 @@ ALTER TABLE services ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE services ADD COLUMN rate REAL;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+_V3 = """
+ALTER TABLE services ADD COLUMN last_verified REAL NOT NULL DEFAULT 0;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """MIGRATIONS[i] brings a file at version i to version i + 1."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -297,22 +302,23 @@ class StateStore:
 
     async def service_state(self, name: str) -> ServiceState:
         rows = await self._db.execute_fetchall(
-            "SELECT adopted, paused_until, pause_reason, last_cycle, last_error, failures, rate "
-            "FROM services WHERE name=?",
+            "SELECT adopted, paused_until, pause_reason, last_cycle, last_error, failures, rate, "
+            "last_verified FROM services WHERE name=?",
             (name,),
         )
         if not rows:
             return ServiceState(name)
-        adopted, paused_until, reason, last_cycle, last_error, failures, rate = next(iter(rows))
+        adopted, until, reason, last_cycle, last_error, failures, rate, verified = next(iter(rows))
         return ServiceState(
-            name, bool(adopted), paused_until, reason, last_cycle, last_error, failures, rate
+            name, bool(adopted), until, reason, last_cycle, last_error, failures, rate, verified
         )
 
     async def save_service_state(self, state: ServiceState) -> None:
         async with self._transaction():
             await self._db.execute(
                 "INSERT OR REPLACE INTO services (name, adopted, paused_until, pause_reason, "
-                "last_cycle, last_error, failures, rate) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "last_cycle, last_error, failures, rate, last_verified) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     state.name,
                     int(state.adopted),
@@ -322,6 +328,7 @@ class StateStore:
                     state.last_error,
                     state.failures,
                     state.rate,
+                    state.last_verified,
                 ),
             )
 

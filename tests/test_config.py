@@ -60,7 +60,8 @@ def test_example_config_parses(tmp_path: Path) -> None:
 def test_unknown_key_is_named_with_line() -> None:
     text = MINIMAL + "sync:\n  intervall: 5m\n"
     assert problems(text) == [
-        "c.yaml:6: sync.intervall: unknown key (allowed here: interval, status_interval, origins)"
+        "c.yaml:6: sync.intervall: unknown key "
+        "(allowed here: interval, status_interval, verify_interval, origins)"
     ]
 
 

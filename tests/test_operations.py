@@ -394,3 +394,34 @@ async def test_status_and_retry_beside_a_busy_daemon_and_no_per_pin_spam(
     assert events and all("level" in e for e in events), "JSON lines"
     info = [e for e in events if e["level"] in ("info", "warning", "error")]
     assert len(info) <= 12, [e["event"] for e in info]
+
+
+async def test_adopt_takes_over_existing_pins_so_sync_sends_only_the_rest(
+    tmp_path: Path,
+) -> None:
+    from multiformats import CID
+
+    async with FakeKubo(pins=20) as node, FakePinningService(token=ALPHA) as alpha:
+        ours = sorted(node.pinset())
+        for cid in ours[:8]:  # pinned earlier by `ipfs pin remote add`, as CIDv0/v1 mix
+            stored = CID.decode(cid).encode("base58btc") if cid.endswith("a") else cid
+            alpha.add_pin(stored, name="by hand", status="pinned")
+        alpha.add_pin(generated_cid(99, "foreign"), status="pinned")  # not ours
+        config = tmp_path / "config.yaml"
+        env = write_config(
+            config, node_api=node.url, services=[ServiceSpec("alpha", alpha.url, ALPHA)]
+        )
+        adopted = await asyncio.to_thread(
+            cli, ["adopt", "--service", "alpha", "-c", str(config)], env
+        )
+        assert adopted.returncode == 0, adopted.stderr
+        assert adopted.stdout.startswith("alpha: 8 existing pins adopted, 0 of pinsyncd's own")
+        synced_run = await asyncio.to_thread(cli, ["sync", "--once", "-c", str(config)], env)
+        assert synced_run.returncode == 0, synced_run.stderr
+    assert alpha.count(method="POST") == 12, "only the 12 pins the service did not have"
+    assert len(alpha.pins) == 21
+    status = json.loads(cli(["status", "--json", "-c", str(config)], env).stdout)
+    assert status["services"]["alpha"]["pinned"] == 8
+    assert status["services"]["alpha"]["queued"] == 12
+    unknown = cli(["adopt", "--service", "nope", "-c", str(config)], env)
+    assert unknown.returncode == 1 and "no service named 'nope'" in unknown.stderr

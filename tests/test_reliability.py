@@ -22,6 +22,11 @@ from tests.fake_psa import FAIL_DETAILS, FakePinningService, Fault
 TOKEN = "reliability-token"
 
 
+def config_text(config: Config) -> str:
+    """The YAML a Config came from (make_config keeps it on the object for tests)."""
+    return config.source.read_text()
+
+
 def make_config(
     tmp_path: Path,
     node: FakeKubo,
@@ -42,7 +47,10 @@ def make_config(
             f"  - name: {name}\n    endpoint: {svc.url}\n    token_env: TOKEN\n"
             f"    timeout: 500ms\n    concurrency: 4\n{service_extra}"
         )
-    return parse_config("\n".join(lines) + "\n", env={"TOKEN": TOKEN})
+    text = "\n".join(lines) + "\n"
+    source = tmp_path / "config.yaml"
+    source.write_text(text)
+    return parse_config(text, env={"TOKEN": TOKEN}, source=source)
 
 
 @pytest.fixture
@@ -322,3 +330,35 @@ async def test_a_broken_pin_listing_never_replaces_the_last_complete_one(
     assert not broken.node_online and broken.local_pins == 40, "the last complete listing"
     assert broken.local_removed == 0 and broken.services["spec"].added == 0
     assert healed.node_online and healed.local_added == 1 and healed.services["spec"].added == 1
+
+
+async def test_verification_repins_what_vanished_and_only_that(
+    tmp_path: Path, node: FakeKubo
+) -> None:
+    """A pinned pin that silently disappears is pinned again at the next verification. A
+    server whose listing misses pins (here: capped at 10 per page, count = page length) must
+    not make pinsyncd pin anything twice: a GET confirms each "missing" pin first."""
+    async with FakePinningService(
+        token=TOKEN, transition_after=0.0, ignore_limit_over=10, count_mode="page"
+    ) as svc:
+        lines = make_config(tmp_path, node, [("spec", svc)])
+        config = parse_config(
+            config_text(lines).replace(
+                "status_interval: 100ms", "status_interval: 100ms\n  verify_interval: 200ms"
+            ),
+            env={"TOKEN": TOKEN},
+        )
+        await run_cycles(config)  # adds everything; pinned at once
+        await run_cycles(config, send=False)  # tracking sees them pinned
+        gone = sorted(node.pinset())[:3]
+        for cid in gone:
+            svc.vanish(svc.pins_for_cid(cid)[0]["requestid"])
+        await asyncio.sleep(0.25)
+        with capture_logs() as logs:
+            (report,) = await run_cycles(config)
+        (again,) = await run_cycles(config)
+    assert report.services["spec"].vanished == 3
+    assert again.services["spec"].added == 3, "re-pinned at the next cycle"
+    assert all(len(svc.pins_for_cid(cid)) == 1 for cid in node.pinset()), "none twice"
+    (verified,) = [e for e in logs if e["event"] == "verified the pinned set"]
+    assert verified["vanished"] == 3 and verified["listed"] < 37, "the listing was incomplete"
