@@ -325,7 +325,7 @@ async def test_hang_times_out(service: FakePinningService) -> None:
         started = time.monotonic()
         with pytest.raises(NetworkError, match=r"no answer within 0\.3s") as caught:
             await client.list_pins()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5, "three tries of 0.3 s, not a hang (the fault hangs 1 h)"
     assert caught.value.maybe_applied
 
 
