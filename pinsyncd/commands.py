@@ -15,12 +15,13 @@ from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
 from pinsyncd.durations import format_duration
 from pinsyncd.engine import CycleReport, SyncEngine
+from pinsyncd.executor import intent_grace
 from pinsyncd.kubo import LocalNode, NodeError
 from pinsyncd.logs import redact_text
 from pinsyncd.planner import plan_service
 from pinsyncd.progress import SendProgress
 from pinsyncd.psa import PinningServiceError
-from pinsyncd.state import StateStore
+from pinsyncd.state import UNFINISHED_STATUSES, StateStore
 from pinsyncd.status import read_failed, read_status, render_failed, render_table
 
 log = structlog.get_logger("pinsyncd")
@@ -91,7 +92,7 @@ async def _unfinished(store: StateStore, report: CycleReport) -> dict[str, int]:
         if service_report.paused:
             continue
         counts = await store.counts(name)
-        count = sum(counts.get(s, 0) for s in ("intent", "queued", "pinning")) + counts["unsent"]
+        count = sum(counts.get(s, 0) for s in UNFINISHED_STATUSES) + counts["unsent"]
         if count:
             left[name] = count
     return left
@@ -134,7 +135,7 @@ async def _dry_run(config: Config) -> int:
                 remote,
                 now=time.time(),
                 adopted=bool(state and state.adopted),
-                intent_grace=2 * service.timeout,
+                intent_grace=intent_grace(service),
             )
             print(f"service {service.name} ({service.endpoint}):")
             if plan.adopt:

@@ -44,7 +44,14 @@ from pinsyncd.psa import (
     find_pins,
     iter_pins,
 )
-from pinsyncd.state import Origin, RemotePin, RemoteStatus, ServiceState, StateStore
+from pinsyncd.state import (
+    UNFINISHED_STATUSES,
+    Origin,
+    RemotePin,
+    RemoteStatus,
+    ServiceState,
+    StateStore,
+)
 
 APP_ID = "8541372b-2ac2-4ba6-88a8-d93f4c524155"
 """meta.app_id on every pin pinsyncd creates (the spec's suggestion for per-app filtering)."""
@@ -115,9 +122,7 @@ class ServiceExecutor:
 
     @property
     def intent_grace(self) -> float:
-        """How old an `intent` must be before it is looked up: long enough that no request
-        sent for it can still be on its way or being handled."""
-        return 2 * self.service.timeout
+        return intent_grace(self.service)
 
     async def sync(
         self, local: Mapping[str, str], node: NodeView, *, send: bool = True
@@ -166,8 +171,8 @@ class ServiceExecutor:
         throttle = self.client.throttle
         changes["rate"] = throttle.rate if throttle.rate != throttle.ceiling else None
         await self.store.save_service_state(replace(state, last_cycle=time.time(), **changes))
-        counts = await self.store.counts(self.service.name)
-        report.pending = sum(counts.get(s, 0) for s in ("intent", "queued", "pinning"))
+        counts = await self.store.counts(self.service.name, unsent=False)
+        report.pending = sum(counts.get(s, 0) for s in UNFINISHED_STATUSES)
         report.requests = {
             op: n - before.get(op, 0)
             for op, n in self.client.requests.items()
@@ -592,6 +597,12 @@ def _note_pause(report: ServiceReport, reason: str) -> None:
         report.paused = reason
     else:
         report.backoff = reason
+
+
+def intent_grace(service: Service) -> float:
+    """How old an `intent` must be before it is looked up: long enough that no request sent
+    for it can still be on its way or being handled."""
+    return 2 * service.timeout
 
 
 def _rank(status: PinStatus) -> tuple[int, float]:

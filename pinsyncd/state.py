@@ -38,6 +38,8 @@ LIVE_STATUSES = frozenset(
 """A row in one of these has (or may have) a live request on the service: never add again."""
 
 PENDING_STATUSES = frozenset({RemoteStatus.QUEUED, RemoteStatus.PINNING})
+UNFINISHED_STATUSES = ("intent", "queued", "pinning")
+"""Sent, or maybe sent, and not yet pinned or failed (the `pending` count)."""
 
 
 class Origin(StrEnum):
@@ -261,13 +263,15 @@ class StateStore:
                 [(service, cid) for cid in cids],
             )
 
-    async def counts(self, service: str) -> dict[str, int]:
-        """Rows by status, plus `unsent`: local pins without a request on the service."""
+    async def counts(self, service: str, *, unsent: bool = True) -> dict[str, int]:
+        """Rows by status, plus `unsent`: local pins without a request on the service (a scan
+        of the whole local pinset; `unsent=False` skips it)."""
         counts = {
             status: n for status, n in await self._db.execute_fetchall(COUNTS_SQL, (service,))
         }
-        rows = await self._db.execute_fetchall(UNSENT_SQL, (service,))
-        counts["unsent"] = next(iter(rows))[0]
+        if unsent:
+            rows = await self._db.execute_fetchall(UNSENT_SQL, (service,))
+            counts["unsent"] = next(iter(rows))[0]
         return counts
 
     async def clear_backoff(
