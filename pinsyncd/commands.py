@@ -7,6 +7,8 @@ import asyncio
 import json
 import sys
 import time
+from collections import Counter
+from pathlib import Path
 
 import structlog
 
@@ -15,10 +17,9 @@ from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
 from pinsyncd.durations import format_duration
 from pinsyncd.engine import CycleReport, SyncEngine
-from pinsyncd.executor import intent_grace
-from pinsyncd.kubo import LocalNode, NodeError
+from pinsyncd.kubo import NodeError
 from pinsyncd.logs import redact_text
-from pinsyncd.planner import plan_service
+from pinsyncd.planner import ServicePlan
 from pinsyncd.progress import SendProgress
 from pinsyncd.psa import PinningServiceError
 from pinsyncd.state import UNFINISHED_STATUSES, StateStore
@@ -42,7 +43,13 @@ def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
         rows = read_failed(config.state_path, names)
         print(json.dumps(rows, indent=2) if as_json else render_failed(rows))
         return 0
-    status = read_status(config.state_path, names, max_attempts=config.retry.max_attempts)
+    status = read_status(
+        config.state_path,
+        names,
+        max_attempts=config.retry.max_attempts,
+        replicas=config.replicas,
+        stuck_after=config.sync.stuck_after,
+    )
     print(json.dumps(status, indent=2) if as_json else render_table(status))
     return 0
 
@@ -91,8 +98,8 @@ async def _unfinished(store: StateStore, report: CycleReport) -> dict[str, int]:
     for name, service_report in report.services.items():
         if service_report.paused:
             continue
-        counts = await store.counts(name)
-        count = sum(counts.get(s, 0) for s in UNFINISHED_STATUSES) + counts["unsent"]
+        counts = await store.counts(name, unsent=False)
+        count = sum(counts.get(s, 0) for s in UNFINISHED_STATUSES) + service_report.unsent
         if count:
             left[name] = count
     return left
@@ -118,45 +125,60 @@ def dry_run(config: Config) -> int:
 
 async def _dry_run(config: Config) -> int:
     """Print the plan for every service; no service is called, nothing is written."""
-    async with LocalNode(config.node.api, timeout=config.node.timeout) as node:
+    path = config.state_path if config.state_path.exists() else Path(":memory:")
+    store = await StateStore.open(path)
+    engine = SyncEngine(config, store)
+    try:
         try:
-            local = {pin.cid: pin.name async for pin in node.iter_pins()}
+            identity = await engine.node.identity()
+            listing = await engine.list_node(identity.peer_id)
         except NodeError as exc:
             return fail(str(exc))
-    print(f"local node {config.node.api}: {len(local)} pins")
-    store = await StateStore.open(config.state_path) if config.state_path.exists() else None
-    try:
+        engine.use_listing(listing, identity.peer_id)
+        chosen = f", {len(engine.local)} selected" if len(engine.local) != len(listing.pins) else ""
+        print(f"local node {config.node.api}: {len(listing.pins)} pins{chosen}")
         for service in config.services:
-            remote = await store.remote_pins(service.name) if store else {}
-            state = await store.service_state(service.name) if store else None
-            plan = plan_service(
+            directives = await engine.policy.directives(
+                store,
                 service.name,
-                local,
-                remote,
-                now=time.time(),
-                adopted=bool(state and state.adopted),
-                intent_grace=intent_grace(service),
+                engine.local,
+                peer_id=identity.peer_id,
+                mfs_root=engine.mfs_root,
             )
-            print(f"service {service.name} ({service.endpoint}):")
-            if plan.adopt:
-                print("  first contact: would list the service's pins and adopt those it has,")
-                print(f"  then add the rest of the {len(local)} local pins")
-            else:
-                print(f"  would add {len(plan.add)} pins, replace {len(plan.replace)} failed ones")
-            if plan.resolve:
-                print(f"  would look up {len(plan.resolve)} adds whose outcome is unknown")
-            if plan.track:
-                print(f"  would check {len(plan.track)} pending pins")
-            if plan.waiting:
-                print(f"  {plan.waiting} pins wait for their retry time")
-            for item in plan.add[:20]:
-                print(f"    add {item.cid}" + (f"  ({item.name})" if item.name else ""))
-            if len(plan.add) > 20:
-                print(f"    ... and {len(plan.add) - 20} more")
+            remote = await store.remote_pins(service.name)
+            state = await store.service_state(service.name)
+            plan = engine.executors[service.name].plan(directives, remote, state.adopted)
+            _print_plan(service.name, service.endpoint, plan, len(directives.desired))
     finally:
-        if store:
-            await store.close()
+        await engine.close()
+        await store.close()
     return 0
+
+
+def _print_plan(name: str, endpoint: str, plan: ServicePlan, desired: int) -> None:
+    print(f"service {name} ({endpoint}): {desired} pins meant for it")
+    if plan.adopt:
+        print("  first contact: would list the service's pins and adopt those it has,")
+        print("  then add the rest")
+    else:
+        reasons = Counter(item.reason for item in plan.replace)
+        replaced = ", ".join(f"{n} ({why})" for why, n in reasons.items()) or "0"
+        print(f"  would add {len(plan.add)} pins, replace {replaced}")
+    if plan.remove:
+        reasons = Counter(item.reason for item in plan.remove)
+        print("  would delete " + ", ".join(f"{n} ({why})" for why, n in reasons.items()))
+    if plan.resolve:
+        print(f"  would look up {len(plan.resolve)} adds whose outcome is unknown")
+    if plan.track:
+        print(f"  would check {len(plan.track)} pending pins")
+    if plan.waiting:
+        print(f"  {plan.waiting} pins wait for their retry time")
+    for item in plan.add[:20]:
+        print(f"    add {item.cid}" + (f"  ({item.name})" if item.name else ""))
+    if len(plan.add) > 20:
+        print(f"    ... and {len(plan.add) - 20} more")
+    for item in plan.remove[:20]:
+        print(f"    delete {item.cid}  ({item.reason})")
 
 
 def retry(config: Config, *, service: str | None, cids: list[str]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -152,13 +153,45 @@ class NodeConfig(_Section):
     timeout: Duration = 60.0
 
 
+PinType = Literal["recursive", "direct"]
+
+
+def _selector(value: str) -> str:
+    """An include/exclude entry: a CID, or a glob on the Kubo pin name."""
+    from pinsyncd.selection import check_pattern
+
+    return check_pattern(value)
+
+
 class SyncConfig(_Section):
-    """When and how the local pinset is compared with the services."""
+    """When and how the local pinset is compared with the services, and the policies: which
+    pins, on how many services, and what happens to a pin removed locally."""
 
     interval: Duration = 600.0
     status_interval: Duration = 60.0
     verify_interval: Duration = 86400.0
     origins: Literal["public", "all"] = "public"
+    # selection
+    pin_types: list[PinType] = Field(default=["recursive"], min_length=1)
+    include: list[Annotated[str, AfterValidator(_selector)]] = []
+    exclude: list[Annotated[str, AfterValidator(_selector)]] = []
+    mfs: bool = False
+    # replication
+    replicas: int | None = Field(default=None, ge=1)
+    failover_after: Duration = 3600.0
+    trim_extra: bool = False
+    # lifecycle
+    unpin: Literal["keep", "mirror"] = "keep"
+    unpin_grace: Duration = 86400.0
+    propagate_names: bool = False
+    stuck_after: Duration = 3600.0
+
+    @field_validator("pin_types")
+    @classmethod
+    def _check_pin_types(cls, types: list[str]) -> list[str]:
+        if len(set(types)) != len(types):
+            raise ValueError("lists a pin type twice")
+        return types
 
 
 class RetryConfig(_Section):
@@ -217,6 +250,7 @@ class ServiceConfig(_Section):
     timeout: Duration = 30.0
     rate_limit: Rate | None = None
     allow_insecure_http: bool = False
+    priority: int = Field(default=0, ge=-1000, le=1000)
 
     @field_validator("name")
     @classmethod
@@ -283,6 +317,7 @@ class Service:
     concurrency: int
     timeout: float
     rate_limit: float | None = None
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -297,6 +332,18 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def replicas(self) -> int:
+        """On how many services each CID must be pinned (default: all of them)."""
+        return self.sync.replicas or len(self.services)
+
+    @property
+    def service_order(self) -> tuple[str, ...]:
+        """Service names in the order they take CIDs: by `priority` (lower first), then as
+        listed in the file."""
+        ranked = sorted(enumerate(self.services), key=lambda p: (p[1].priority, p[0]))
+        return tuple(s.name for _, s in ranked)
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -345,6 +392,11 @@ def parse_config(
         raise ConfigError(filename, _problems_from(exc, lines) + duplicates) from None
     if duplicates:
         raise ConfigError(filename, duplicates)
+    replicas, listed = parsed.sync.replicas, len(parsed.services)
+    if replicas is not None and replicas > listed:
+        loc: tuple[str | int, ...] = ("sync", "replicas")
+        message = f"is {replicas}, but only {listed} service(s) are listed"
+        raise ConfigError(filename, [Problem(_render_loc(loc), message, _line_for(loc, lines))])
 
     problems: list[Problem] = []
     warnings: list[str] = []
@@ -358,7 +410,7 @@ def parse_config(
                 assert svc.token_file is not None
                 loaded = token_from_file(svc.token_file, env)
         except TokenError as exc:
-            loc: tuple[str | int, ...] = ("services", index, key)
+            loc = ("services", index, key)
             problems.append(Problem(_render_loc(loc), str(exc), _line_for(loc, lines)))
             continue
         if loaded.warning:
@@ -371,6 +423,7 @@ def parse_config(
                 svc.concurrency,
                 svc.timeout,
                 svc.rate_limit,
+                svc.priority,
             )
         )
     if problems:
@@ -509,8 +562,14 @@ def _problems_from(exc: ValidationError, lines: _Lines) -> list[Problem]:
         kind = error["type"]
         if kind == "extra_forbidden":
             parent = _model_at(loc[:-1])
-            allowed = ", ".join(parent.model_fields) if parent else ""
-            message = f"unknown key (allowed here: {allowed})" if allowed else "unknown key"
+            fields = list(parent.model_fields) if parent else []
+            close = difflib.get_close_matches(str(loc[-1]) if loc else "", fields, n=1)
+            if close:
+                message = f"unknown key (did you mean {close[0]}?)"
+            elif fields:
+                message = f"unknown key (allowed here: {', '.join(fields)})"
+            else:
+                message = "unknown key"
             if loc and loc[-1] == "token":
                 message = "tokens are not written in the config; use token_env or token_file"
         elif kind == "missing":

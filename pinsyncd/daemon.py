@@ -148,6 +148,8 @@ class Daemon:
                 self.config.state_path,
                 [s.name for s in self.config.services],
                 max_attempts=self.config.retry.max_attempts,
+                replicas=self.config.replicas,
+                stuck_after=self.config.sync.stuck_after,
             ),
         )
         await api.start()
@@ -358,6 +360,7 @@ def log_node(report: CycleReport) -> None:
     (log.info if busy else log.debug)(
         "node listed" if report.node_online else "node unreachable",
         local_pins=report.local_pins,
+        selected=report.selected,
         local_added=report.local_added,
         local_removed=report.local_removed,
         seconds=round(report.duration, 2),
@@ -382,6 +385,7 @@ def _service_fields(r: ServiceReport) -> dict[str, object]:
             "pinned": r.became_pinned,
             "failed": r.became_failed,
             "vanished": r.vanished,
+            "deleted": dict(r.removed),
             "errors": r.errors,
             "pending": r.pending,
             "requests": sum(r.requests.values()),

@@ -16,8 +16,10 @@ from pinsyncd.delegates import DelegateDialer
 from pinsyncd.executor import NodeView, ServiceExecutor, ServiceReport
 from pinsyncd.kubo import LocalNode, NodeError
 from pinsyncd.origins import select_origins
+from pinsyncd.policy import Policy, mfs_name
 from pinsyncd.psa import PinningServiceClient
-from pinsyncd.state import StateStore
+from pinsyncd.selection import Selector
+from pinsyncd.state import LocalListing, StateStore
 from pinsyncd.throttle import Throttle
 
 log = structlog.get_logger("pinsyncd.engine")
@@ -30,6 +32,7 @@ class CycleReport:
     node_online: bool = False
     node_error: str | None = None
     local_pins: int = 0
+    selected: int = 0
     local_added: int = 0
     local_removed: int = 0
     node_came_back: bool = False
@@ -75,8 +78,13 @@ class SyncEngine:
             )
             for s in config.services
         }
+        self.policy = Policy(config)
+        self.selector = Selector(config.sync.include, config.sync.exclude)
         self._node_was_online: bool | None = None
         self.local: Mapping[str, str] = {}
+        """The selected local pins (CID -> name) of the last complete listing."""
+        self.mfs_root: str | None = None
+        self.peer_id: str | None = None
         self.node_view = NodeView(online=False)
 
     def interrupt(self) -> None:
@@ -98,8 +106,8 @@ class SyncEngine:
             report = await self.refresh_node()
         else:
             report = CycleReport(started=time.time())
-            self.local, self.node_view = await self.store.local_pins(), NodeView(online=False)
-            report.local_pins = len(self.local)
+            await self._use_stored_listing(report)
+            self.node_view = NodeView(online=False)
         results = await asyncio.gather(
             *(self.sync_service(name, send=send) for name in self.executors)
         )
@@ -111,7 +119,7 @@ class SyncEngine:
         """List the node's pins into the state (or fall back to the last complete listing
         when the node is unreachable); services then work from this snapshot."""
         report = CycleReport(started=time.time())
-        self.local, self.node_view = await self._read_node(report)
+        self.node_view = await self._read_node(report)
         await self.store.set_meta("last_cycle", str(report.started))
         report.duration = time.time() - report.started
         return report
@@ -120,35 +128,79 @@ class SyncEngine:
         """One service's cycle on the current snapshot; an internal error is reported, not
         raised, so one service can never stop the others."""
         try:
-            return await self.executors[name].sync(self.local, self.node_view, send=send)
+            directives = await self.policy.directives(
+                self.store, name, self.local, peer_id=self.peer_id, mfs_root=self.mfs_root
+            )
+            return await self.executors[name].sync(directives, self.node_view, send=send)
         except Exception as exc:
             log.exception("service cycle crashed", service=name)
             return ServiceReport(name, error=f"internal error: {exc!r}")
 
-    async def _read_node(self, report: CycleReport) -> tuple[Mapping[str, str], NodeView]:
+    async def _read_node(self, report: CycleReport) -> NodeView:
         try:
             identity = await self.node.identity()
-            listed = {pin.cid: pin.name async for pin in self.node.iter_pins()}
+            listing = await self.list_node(identity.peer_id)
         except NodeError as exc:
             report.node_error = str(exc)
             if self._node_was_online is not False:
                 log.warning("local node unreachable; working from the last listing", error=str(exc))
             self._node_was_online = False
-            local = await self.store.local_pins()
-            report.local_pins = len(local)
-            return local, NodeView(online=False)
+            await self._use_stored_listing(report)
+            return NodeView(online=False)
         if self._node_was_online is False:
             log.info("local node is back", node=self.config.node.api)
             report.node_came_back = True
         self._node_was_online = True
-        added, removed, _renamed = await self.store.replace_local_pins(listed)
+        added, removed, _renamed = await self.store.replace_local_pins(
+            listing.pins, kinds=listing.kinds, excluded=listing.excluded
+        )
         await self.store.set_meta("node_peer_id", identity.peer_id)
+        self.use_listing(listing, identity.peer_id, report)
         report.node_online = True
-        report.local_pins = len(listed)
         report.local_added, report.local_removed = added, removed
         origins = select_origins(
             identity.addresses,
             identity.peer_id,
             include_private=self.config.sync.origins == "all",
         )
-        return listed, NodeView(online=True, peer_id=identity.peer_id, origins=tuple(origins))
+        return NodeView(online=True, peer_id=identity.peer_id, origins=tuple(origins))
+
+    async def list_node(self, peer_id: str) -> LocalListing:
+        """The node's pins of the configured types (one streamed `pin/ls` each), plus the MFS
+        root when `sync.mfs` is on, with what include/exclude leave out."""
+        pins: dict[str, str] = {}
+        kinds: dict[str, str] = {}
+        for pin_type in self.config.sync.pin_types:
+            async for pin in self.node.iter_pins(pin_type):
+                pins[pin.cid] = pin.name
+                if pin_type != "recursive":
+                    kinds[pin.cid] = pin_type
+        if self.config.sync.mfs:
+            root = await self.node.mfs_root()
+            if root not in pins:  # an MFS root that is also pinned keeps its pin's name
+                pins[root] = mfs_name(peer_id)
+                kinds[root] = "mfs"
+        return LocalListing(pins, kinds, self._excluded(pins, kinds))
+
+    def _excluded(self, pins: Mapping[str, str], kinds: Mapping[str, str]) -> set[str]:
+        """What include/exclude leave out; the MFS root, asked for by `sync.mfs`, never."""
+        return {cid for cid in self.selector.excluded(pins) if kinds.get(cid) != "mfs"}
+
+    def use_listing(
+        self, listing: LocalListing, peer_id: str | None, report: CycleReport | None = None
+    ) -> None:
+        """Work from `listing` from now on (`sync --dry-run` uses it without storing it)."""
+        self.local = self.selector.select(listing.pins, listing.excluded)
+        self.mfs_root = next((c for c, kind in listing.kinds.items() if kind == "mfs"), None)
+        self.peer_id = peer_id
+        if report is not None:
+            report.local_pins = len(listing.pins)
+            report.selected = len(self.local)
+
+    async def _use_stored_listing(self, report: CycleReport) -> None:
+        """Work from the last complete listing (the node is offline). The selection is made
+        again, since the config may have changed since."""
+        stored = await self.store.local_listing()
+        listing = LocalListing(stored.pins, stored.kinds, self._excluded(stored.pins, stored.kinds))
+        peer_id = self.peer_id or await self.store.get_meta("node_peer_id")
+        self.use_listing(listing, peer_id, report)

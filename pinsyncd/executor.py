@@ -23,7 +23,8 @@ from pinsyncd.cids import InvalidCIDError, multihash_of
 from pinsyncd.config import Service
 from pinsyncd.delegates import DelegateDialer
 from pinsyncd.durations import format_duration
-from pinsyncd.planner import Add, Replace, plan_service
+from pinsyncd.planner import Add, Remove, Replace, ServicePlan, plan_service
+from pinsyncd.policy import Directives
 from pinsyncd.psa import (
     ALL_STATUSES,
     PENDING_STATUSES,
@@ -84,7 +85,9 @@ class ServiceReport:
     vanished: int = 0
     errors: int = 0
     duplicates: int = 0
+    removed: dict[str, int] = field(default_factory=dict)  # reason -> requests deleted
     pending: int = 0
+    unsent: int = 0  # pins meant for this service with no request on it yet
     paused: str | None = None  # needs the user: a refused token, no funds
     backoff: str | None = None  # temporary: rate limited, or retrying after errors
     error: str | None = None
@@ -125,9 +128,12 @@ class ServiceExecutor:
         return intent_grace(self.service)
 
     async def sync(
-        self, local: Mapping[str, str], node: NodeView, *, send: bool = True
+        self, directives: Directives | Mapping[str, str], node: NodeView, *, send: bool = True
     ) -> ServiceReport:
-        """One cycle on this service. `send=False` tracks and resolves only (no adds)."""
+        """One cycle on this service: bring it to what `directives` ask (or, given a plain
+        mapping, to holding exactly those pins). `send=False` tracks and resolves only."""
+        if not isinstance(directives, Directives):
+            directives = Directives(desired=directives)
         report = ServiceReport(self.service.name)
         self._halted = False
         before = dict(self.client.requests)
@@ -138,15 +144,18 @@ class ServiceExecutor:
                 self.client.throttle.rate = state.rate
         if state.paused_until > time.time():
             _note_pause(report, state.pause_reason or "paused")
+            remote = await self.store.remote_pins(self.service.name)
+            report.unsent = _unsent(directives.desired, remote)
             return report
         changes: dict[str, object] = {}
         try:
-            await self._cycle(state, local, node, send, report)
+            await self._cycle(state, directives, node, send, report)
         except NotSent:
             changes = {}  # stopping: nothing more was sent, nothing to judge the service by
         except (Unauthorized, InsufficientFunds) as exc:
             reason = self._pause_reason(exc)
             changes = self._pause(state, reason, AUTH_RECHECK, str(exc))
+            changes["down_since"] = state.down_since or time.time()
         except RateLimited as exc:
             wait = exc.retry_after if exc.retry_after is not None else AUTH_RECHECK
             reason = f"rate limited: nothing is sent for {format_duration(wait)}"
@@ -157,11 +166,18 @@ class ServiceExecutor:
             reason = f"backing off: {failures} failed cycle(s), next try in {format_duration(wait)}"
             changes = self._pause(state, reason, wait, str(exc))
             changes["failures"] = failures
+            changes["down_since"] = state.down_since or time.time()
             report.error = str(exc)
         else:
             if state.pause_reason:
                 self.log.info("service is answering again", after=state.pause_reason)
-            changes = {"paused_until": 0.0, "pause_reason": None, "failures": 0, "last_error": None}
+            changes = {
+                "paused_until": 0.0,
+                "pause_reason": None,
+                "failures": 0,
+                "last_error": None,
+                "down_since": 0.0,
+            }
             blocked = self.client.throttle.blocked_for()
             if blocked > 0:  # a Retry-After still running: a restart must respect it too
                 changes.update(paused_until=time.time() + blocked, pause_reason=RETRY_AFTER)
@@ -170,6 +186,7 @@ class ServiceExecutor:
         state = await self.store.service_state(self.service.name)
         throttle = self.client.throttle
         changes["rate"] = throttle.rate if throttle.rate != throttle.ceiling else None
+        changes["unsent"] = report.unsent
         await self.store.save_service_state(replace(state, last_cycle=time.time(), **changes))
         counts = await self.store.counts(self.service.name, unsent=False)
         report.pending = sum(counts.get(s, 0) for s in UNFINISHED_STATUSES)
@@ -180,42 +197,50 @@ class ServiceExecutor:
         }
         return report
 
+    def plan(self, d: Directives, remote: Mapping[str, RemotePin], adopted: bool) -> ServicePlan:
+        """What a cycle would do now with these directives (pure: no I/O)."""
+        return plan_service(
+            self.service.name,
+            d.desired,
+            remote,
+            now=time.time(),
+            adopted=adopted,
+            intent_grace=self.intent_grace,
+            gone=d.gone,
+            surplus=d.surplus,
+            mfs_root=d.mfs_root,
+            mfs_name=d.mfs_name,
+            rename=d.rename,
+        )
+
     async def _cycle(
         self,
         state: ServiceState,
-        local: Mapping[str, str],
+        directives: Directives,
         node: NodeView,
         send: bool,
         report: ServiceReport,
     ) -> None:
-        now = time.time()
         remote = await self.store.remote_pins(self.service.name)
-        plan = plan_service(
-            self.service.name,
-            local,
-            remote,
-            now=now,
-            adopted=state.adopted,
-            intent_grace=self.intent_grace,
-        )
+        report.unsent = _unsent(directives.desired, remote)
+        plan = self.plan(directives, remote, state.adopted)
         if plan.adopt:  # a full listing: it also counts as a verification
-            await self._adopt(local, remote, report)
+            await self._adopt(directives.selected, remote, report)
             state = replace(state, adopted=True, last_verified=time.time())
             await self.store.save_service_state(state)
         if plan.resolve:
             await self._resolve(plan.resolve, remote, report)
         if plan.adopt or plan.resolve:
-            plan = plan_service(
-                self.service.name,
-                local,
-                remote,
-                now=time.time(),
-                adopted=True,
-                intent_grace=self.intent_grace,
-            )
+            plan = self.plan(directives, remote, True)
         if send and not self._stopping():
             await self._send_all(plan.add, plan.replace, remote, node, report)
+            await self._remove_all(plan.remove, remote, report)
+        if plan.drop:
+            await self.store.forget(self.service.name, plan.drop)
+            for cid in plan.drop:
+                remote.pop(cid, None)
         await self._track(remote, report)
+        report.unsent = _unsent(directives.desired, remote)
         if send and time.time() - state.last_verified >= self.verify_interval:
             await self._verify(remote, report)
             latest = await self.store.service_state(self.service.name)
@@ -330,6 +355,7 @@ class ServiceExecutor:
             )
             updates: list[RemotePin] = []
             unsent: list[str] = []
+            superseded: list[str] = []
             halt: BaseException | None = None
             crash: BaseException | None = None
             for item, result in zip(batch, results, strict=True):
@@ -352,14 +378,16 @@ class ServiceExecutor:
                 elif result.status is not RemoteStatus.INTENT:
                     if isinstance(item, Replace):
                         report.replaced += 1
+                        if item.supersedes and result.requestid != item.requestid:
+                            superseded.append(item.supersedes)  # the old MFS root is gone
                     else:
                         report.added += 1
             for row in updates:
                 remote[row.cid] = row
-            for cid in unsent:
+            for cid in [*unsent, *superseded]:
                 remote.pop(cid, None)
             await self.store.save(updates)
-            await self.store.forget(self.service.name, unsent)
+            await self.store.forget(self.service.name, [*unsent, *superseded])
             if self.progress is not None:
                 self.progress(self.service.name, start + len(batch), len(work))
             if crash is not None:
@@ -392,7 +420,7 @@ class ServiceExecutor:
             if self._stopping() or self._halted:
                 return None  # not sent
             replacing = isinstance(item, Replace)
-            if isinstance(item, Replace):
+            if isinstance(item, Replace) and item.reason == "failed":
                 # `failed` can be transient or wrong on a service: look once more first.
                 try:
                     current = await self.client.get_pin(item.requestid)
@@ -413,10 +441,6 @@ class ServiceExecutor:
             except NotSent:
                 return None
             except NotFound:
-                if isinstance(item, Replace):  # the failed request is gone: add afresh
-                    return intent.evolve(
-                        status=RemoteStatus.ERROR, requestid=None, next_attempt=0.0
-                    )
                 return self._error(intent, "HTTP 404 on add")
             except (NetworkError, ServerError, MalformedResponse) as exc:
                 if isinstance(exc, NetworkError) and not exc.maybe_applied:
@@ -438,7 +462,10 @@ class ServiceExecutor:
         for attempt in range(3):
             try:
                 if isinstance(item, Replace) and replacing:
-                    return await self.client.replace_pin(item.requestid, pin)
+                    try:
+                        return await self.client.replace_pin(item.requestid, pin)
+                    except NotFound:  # nothing was created: the same intent covers an add
+                        replacing = False
                 return await self.client.add_pin(pin)
             except RateLimited as exc:
                 short = exc.retry_after is not None and exc.retry_after <= INLINE_WAIT
@@ -459,6 +486,51 @@ class ServiceExecutor:
         return intent.evolve(
             status=RemoteStatus.ERROR, last_error=message, next_attempt=time.time() + delay
         )
+
+    # --- deletes ----------------------------------------------------------------------------
+
+    async def _remove_all(
+        self, removes: Sequence[Remove], remote: dict[str, RemotePin], report: ServiceReport
+    ) -> None:
+        """Delete requests the policy no longer wants: only ones recorded in the state, by
+        their requestid. A delete is idempotent (404 means done), so an error leaves the row
+        to be deleted at a later cycle."""
+        if not removes:
+            return
+        results = await asyncio.gather(
+            *(self._remove_one(item) for item in removes), return_exceptions=True
+        )
+        done = [item for item, ok in zip(removes, results, strict=True) if ok is True]
+        for item in done:
+            report.removed[item.reason] = report.removed.get(item.reason, 0) + 1
+            remote.pop(item.cid, None)
+        await self.store.forget(self.service.name, [item.cid for item in done])
+        if done:
+            self.log.info(
+                "deleted pins",
+                **{reason.replace(" ", "_"): n for reason, n in report.removed.items()},
+            )
+        for result in results:
+            if isinstance(result, Unauthorized | InsufficientFunds | RateLimited):
+                raise result
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+
+    async def _remove_one(self, item: Remove) -> bool:
+        async with self._limit:
+            if self._stopping() or self._halted:
+                return False
+            try:
+                await self.client.delete_pin(item.requestid)
+            except NotFound:
+                return True  # already gone
+            except (Unauthorized, InsufficientFunds, RateLimited):
+                self._halted = True
+                raise
+            except PinningServiceError as exc:
+                self.log.debug("delete failed; tried next cycle", cid=item.cid, error=str(exc))
+                return False
+            return True
 
     # --- status tracking --------------------------------------------------------------------
 
@@ -599,6 +671,13 @@ def _note_pause(report: ServiceReport, reason: str) -> None:
         report.backoff = reason
 
 
+def _unsent(desired: Mapping[str, str], remote: Mapping[str, RemotePin]) -> int:
+    """Pins meant for the service with no request on it (never sent, or the add failed)."""
+    return sum(
+        1 for cid in desired if (row := remote.get(cid)) is None or row.status is RemoteStatus.ERROR
+    )
+
+
 def intent_grace(service: Service) -> float:
     """How old an `intent` must be before it is looked up: long enough that no request sent
     for it can still be on its way or being handled."""
@@ -618,6 +697,7 @@ def _apply_status(row: RemotePin, status: PinStatus) -> RemotePin:
         status=RemoteStatus(status.status.value),
         requestid=status.requestid,
         created=status.created.isoformat(),
+        name=status.pin.name if status.pin.name is not None else row.name,
         details=status.info.get("status_details"),
     )
 

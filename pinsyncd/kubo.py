@@ -106,6 +106,14 @@ class LocalNode:
             agent_version=str(data.get("AgentVersion", "")),
         )
 
+    async def mfs_root(self) -> str:
+        """The CID of the node's MFS root (`ipfs files stat /`)."""
+        data = await self._json("files/stat", {"arg": "/", "hash": "true"})
+        root = data.get("Hash")
+        if not isinstance(root, str) or not root:
+            raise self._not_kubo("files/stat", "no Hash in the answer")
+        return root
+
     async def iter_pins(self, pin_type: str = "recursive") -> AsyncIterator[LocalPin]:
         """The pinset, one pin at a time as the node streams it (never the whole set as one
         JSON document). Raises `NodeUnavailable` if the stream is cut off or broken, so a

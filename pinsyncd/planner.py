@@ -1,4 +1,4 @@
-"""The pure planner: (local pinset, what we know of one service) -> what to do on it.
+"""The pure planner: (the pins a service should hold, what we know of it) -> what to do on it.
 
 No I/O and no clock of its own (`now` comes in), so it can be property-tested. The rules:
 
@@ -8,16 +8,25 @@ No I/O and no clock of its own (`now` comes in), so it can be property-tested. T
 - a `failed` request is replaced (`POST /pins/{requestid}`) when its backoff has passed, so
   no stale failed pin is left behind; an `error` (an add that never reached the service) is
   added again when its backoff has passed;
+- a request is deleted only when the policy says so (`gone`: unpinned locally past the grace
+  period; `surplus`: K copies are pinned ahead of this service) or when it is an older MFS
+  root; and only a request pinsyncd knows by its requestid, so never another tool's pin;
+- a new MFS root replaces the previous root's request, so blocks the two share stay pinned;
+- with `rename`, a pinned request whose name no longer matches the local name is replaced;
 - nothing is added before the service's existing pins have been adopted, nor while the
   service is paused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
+from pinsyncd.psa.models import clip_name
 from pinsyncd.state import PENDING_STATUSES, RemotePin, RemoteStatus
+
+_REMOVABLE = frozenset({*PENDING_STATUSES, RemoteStatus.PINNED, RemoteStatus.FAILED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +38,17 @@ class Add:
 @dataclass(frozen=True, slots=True)
 class Replace:
     cid: str
-    requestid: str
+    requestid: str  # the request replaced
     name: str
+    reason: Literal["failed", "rename", "mfs"] = "failed"
+    supersedes: str | None = None  # for "mfs": the previous root, whose row goes on success
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    cid: str
+    requestid: str
+    reason: Literal["unpinned locally", "extra copy", "old MFS root"]
 
 
 @dataclass
@@ -41,38 +59,68 @@ class ServicePlan:
     add: list[Add] = field(default_factory=list)
     replace: list[Replace] = field(default_factory=list)
     track: list[RemotePin] = field(default_factory=list)
+    remove: list[Remove] = field(default_factory=list)
+    drop: list[str] = field(default_factory=list)  # errored adds no longer wanted: forget
     waiting: int = 0  # rows in backoff or within the intent grace period
 
 
 def plan_service(
     service: str,
-    local: Mapping[str, str],
+    desired: Mapping[str, str],
     remote: Mapping[str, RemotePin],
     *,
     now: float,
     adopted: bool,
     paused: bool = False,
     intent_grace: float = 60.0,
+    gone: Collection[str] = (),
+    surplus: Collection[str] = (),
+    mfs_root: str | None = None,
+    mfs_name: str | None = None,
+    rename: bool = False,
 ) -> ServicePlan:
     plan = ServicePlan(service)
     if paused:
         return plan
     if not adopted:
         plan.adopt = True
+    old_roots: list[RemotePin] = []
     for cid, row in remote.items():
         if row.status is RemoteStatus.INTENT:
             if now - row.updated >= intent_grace:
                 plan.resolve.append(cid)
             else:
                 plan.waiting += 1
-        elif row.status in PENDING_STATUSES and row.requestid:
+            continue
+        if row.status in PENDING_STATUSES and row.requestid:
             plan.track.append(row)
+        if plan.adopt or cid in desired:
+            continue
+        if cid in gone or cid in surplus:
+            if row.status is RemoteStatus.ERROR:
+                plan.drop.append(cid)
+            elif row.requestid and row.status in _REMOVABLE:
+                why = "unpinned locally" if cid in gone else "extra copy"
+                plan.remove.append(Remove(cid, row.requestid, why))
+        elif (
+            mfs_name
+            and row.name == mfs_name
+            and cid != mfs_root
+            and row.requestid
+            and row.status in _REMOVABLE
+        ):
+            old_roots.append(row)
     if plan.adopt:
         return plan  # adds wait until the service's existing pins are known
-    for cid, name in local.items():
+    for cid, name in desired.items():
         row = remote.get(cid)
-        if row is None:
-            plan.add.append(Add(cid, name))
+        if row is None or (row.status is RemoteStatus.ERROR and row.next_attempt <= now):
+            if cid == mfs_root and old_roots:
+                old = old_roots.pop()
+                assert old.requestid is not None
+                plan.replace.append(Replace(cid, old.requestid, name, "mfs", old.cid))
+            else:
+                plan.add.append(Add(cid, name))
         elif row.status is RemoteStatus.ERROR or (
             row.status is RemoteStatus.FAILED and not row.requestid
         ):
@@ -86,4 +134,19 @@ def plan_service(
                 plan.replace.append(Replace(cid, row.requestid, name))
             else:
                 plan.waiting += 1
+        elif (
+            rename
+            and row.status is RemoteStatus.PINNED
+            and row.requestid
+            and row.name is not None
+            and row.name != clip_name(name or cid)
+        ):
+            plan.replace.append(Replace(cid, row.requestid, name, "rename"))
+    # Roots older than the one just replaced (left by a crash or a failed replace) go, once
+    # the current root's request is known to exist or not.
+    root = remote.get(mfs_root) if mfs_root else None
+    if root is None or root.status is not RemoteStatus.INTENT:
+        plan.remove.extend(
+            Remove(row.cid, row.requestid, "old MFS root") for row in old_roots if row.requestid
+        )
     return plan

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -81,6 +81,8 @@ class ServiceState:
     failures: int = 0  # cycles in a row that failed (for the service's own backoff)
     rate: float | None = None  # the adaptive request rate after a 429 (None: not limited)
     last_verified: float = 0.0  # when the service's pinned set was last listed in full
+    down_since: float = 0.0  # when its current run of failed or paused cycles began (0: up)
+    unsent: int | None = None  # pins meant for it with no request yet, at its last cycle
 
 
 _V1 = """
@@ -130,22 +132,51 @@ _V3 = """
 ALTER TABLE services ADD COLUMN last_verified REAL NOT NULL DEFAULT 0;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+_V4 = """
+ALTER TABLE local_pins ADD COLUMN kind TEXT NOT NULL DEFAULT 'recursive';
+ALTER TABLE local_pins ADD COLUMN selected INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE local_gone (
+    cid   TEXT PRIMARY KEY,
+    since REAL NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO local_gone
+    SELECT DISTINCT cid, CAST(strftime('%s', 'now') AS REAL) FROM remote_pins
+    WHERE cid NOT IN (SELECT cid FROM local_pins);
+CREATE INDEX remote_pins_by_cid ON remote_pins (cid);
+ALTER TABLE services ADD COLUMN down_since REAL NOT NULL DEFAULT 0;
+ALTER TABLE services ADD COLUMN unsent INTEGER;
+"""
+"""v4: pin kinds and include/exclude selection, when a CID left the node (for `unpin:
+mirror`), and since when a service is down (for failover)."""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 """MIGRATIONS[i] brings a file at version i to version i + 1."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
 COUNTS_SQL = "SELECT status, COUNT(*) FROM remote_pins WHERE service=? GROUP BY status"
 UNSENT_SQL = """
-SELECT COUNT(*) FROM local_pins AS l WHERE NOT EXISTS (
+SELECT COUNT(*) FROM local_pins AS l WHERE l.selected AND NOT EXISTS (
     SELECT 1 FROM remote_pins AS r
     WHERE r.service = ? AND r.cid = l.cid AND r.status != 'error')
 """
-"""Local pins with no request on the service yet (never sent, or the add did not get there)."""
+"""Selected local pins with no request on the service yet (never sent, or the add did not
+get there). With `sync.replicas` below the number of services, not all of them are meant
+for every service."""
 
 _REMOTE_COLUMNS = (
     "service, cid, status, requestid, created, name, origin, attempts, next_attempt, "
     "last_error, details, updated"
 )
+
+
+@dataclass(frozen=True)
+class LocalListing:
+    """The node's last complete listing as stored: CID -> name, the kind of each pin that is
+    not `recursive`, and the CIDs that include/exclude leave out."""
+
+    pins: dict[str, str]
+    kinds: dict[str, str]
+    excluded: set[str]
 
 
 class StateError(Exception):
@@ -216,22 +247,105 @@ class StateStore:
     # --- the local pinset -------------------------------------------------------------------
 
     async def local_pins(self) -> dict[str, str]:
+        """The last complete listing, CID -> name (selected or not)."""
         rows = await self._db.execute_fetchall("SELECT cid, name FROM local_pins")
         return {cid: name for cid, name in rows}
 
-    async def replace_local_pins(self, pins: Mapping[str, str]) -> tuple[int, int, int]:
+    async def local_listing(self) -> LocalListing:
+        """The last complete listing with what the engine needs when the node is offline."""
+        pins: dict[str, str] = {}
+        kinds: dict[str, str] = {}
+        excluded: set[str] = set()
+        for cid, name, kind, selected in await self._db.execute_fetchall(
+            "SELECT cid, name, kind, selected FROM local_pins"
+        ):
+            pins[cid] = name
+            if kind != "recursive":
+                kinds[cid] = kind
+            if not selected:
+                excluded.add(cid)
+        return LocalListing(pins, kinds, excluded)
+
+    async def replace_local_pins(
+        self,
+        pins: Mapping[str, str],
+        *,
+        kinds: Mapping[str, str] | None = None,
+        excluded: Collection[str] = (),
+    ) -> tuple[int, int, int]:
         """Store a complete listing; returns (added, removed, renamed). Only the difference is
-        written, so an unchanged pinset of any size costs one read."""
-        known = await self.local_pins()
-        added = [(cid, name) for cid, name in pins.items() if cid not in known]
-        renamed = [(name, cid) for cid, name in pins.items() if cid in known and known[cid] != name]
+        written, so an unchanged pinset of any size costs one read. `kinds` gives the kind of
+        the pins that are not `recursive` (`direct`, `mfs`); `excluded` the CIDs that
+        include/exclude leave out. A CID that leaves the node is noted with the time, for
+        `unpin: mirror`; one that comes back is no longer noted."""
+        kinds = kinds or {}
+        known = {
+            cid: (name, kind, bool(selected))
+            for cid, name, kind, selected in await self._db.execute_fetchall(
+                "SELECT cid, name, kind, selected FROM local_pins"
+            )
+        }
+        added: list[tuple[str, str, str, int]] = []
+        changed: list[tuple[str, str, int, str]] = []
+        renamed = 0
+        for cid, name in pins.items():
+            row = (name, kinds.get(cid, "recursive"), cid not in excluded)
+            before = known.get(cid)
+            if before is None:
+                added.append((cid, *row[:2], int(row[2])))
+            elif before != row:
+                changed.append((*row[:2], int(row[2]), cid))
+                renamed += before[0] != name
         removed = [(cid,) for cid in known if cid not in pins]
-        if added or renamed or removed:
+        if added or changed or removed:
+            now = time.time()
             async with self._transaction():
-                await self._db.executemany("INSERT INTO local_pins VALUES (?, ?)", added)
-                await self._db.executemany("UPDATE local_pins SET name=? WHERE cid=?", renamed)
+                await self._db.executemany("INSERT INTO local_pins VALUES (?, ?, ?, ?)", added)
+                await self._db.executemany(
+                    "UPDATE local_pins SET name=?, kind=?, selected=? WHERE cid=?", changed
+                )
                 await self._db.executemany("DELETE FROM local_pins WHERE cid=?", removed)
-        return len(added), len(removed), len(renamed)
+                await self._db.executemany(
+                    "INSERT OR IGNORE INTO local_gone VALUES (?, ?)",
+                    [(cid, now) for (cid,) in removed],
+                )
+                await self._db.executemany(
+                    "DELETE FROM local_gone WHERE cid=?", [(row[0],) for row in added]
+                )
+        return len(added), len(removed), renamed
+
+    async def gone_since(self, service: str, before: float) -> list[str]:
+        """CIDs that the service holds (as far as pinsyncd knows) and that have been absent
+        from the node since before `before` (Unix time)."""
+        rows = await self._db.execute_fetchall(
+            "SELECT r.cid FROM remote_pins AS r JOIN local_gone AS g ON g.cid = r.cid "
+            "WHERE r.service=? AND g.since <= ? "
+            "AND NOT EXISTS (SELECT 1 FROM local_pins AS l WHERE l.cid = r.cid)",
+            (service, before),
+        )
+        return [cid for (cid,) in rows]
+
+    async def failed_for_good(self, services: Sequence[str], attempts: int) -> dict[str, int]:
+        """CID -> on how many of `services` it failed `attempts` times or more."""
+        if not services:
+            return {}
+        rows = await self._db.execute_fetchall(
+            "SELECT cid, COUNT(*) FROM remote_pins WHERE status IN ('failed', 'error') "
+            f"AND attempts >= ? AND service IN ({','.join('?' * len(services))}) GROUP BY cid",
+            (attempts, *services),
+        )
+        return {cid: n for cid, n in rows}
+
+    async def pinned_on(self, services: Sequence[str], at_least: int) -> set[str]:
+        """CIDs pinned on at least `at_least` of `services`."""
+        if not services or at_least > len(services):
+            return set()
+        rows = await self._db.execute_fetchall(
+            "SELECT cid FROM remote_pins WHERE status='pinned' "
+            f"AND service IN ({','.join('?' * len(services))}) GROUP BY cid HAVING COUNT(*) >= ?",
+            (*services, at_least),
+        )
+        return {cid for (cid,) in rows}
 
     # --- remote pins ------------------------------------------------------------------------
 
@@ -261,6 +375,12 @@ class StateStore:
             await self._db.executemany(
                 "DELETE FROM remote_pins WHERE service=? AND cid=?",
                 [(service, cid) for cid in cids],
+            )
+            # A CID gone from the node is remembered only while some service holds it.
+            await self._db.executemany(
+                "DELETE FROM local_gone WHERE cid=? "
+                "AND NOT EXISTS (SELECT 1 FROM remote_pins WHERE cid=?)",
+                [(cid, cid) for cid in cids],
             )
 
     async def counts(self, service: str, *, unsent: bool = True) -> dict[str, int]:
@@ -307,22 +427,20 @@ class StateStore:
     async def service_state(self, name: str) -> ServiceState:
         rows = await self._db.execute_fetchall(
             "SELECT adopted, paused_until, pause_reason, last_cycle, last_error, failures, rate, "
-            "last_verified FROM services WHERE name=?",
+            "last_verified, down_since, unsent FROM services WHERE name=?",
             (name,),
         )
         if not rows:
             return ServiceState(name)
-        adopted, until, reason, last_cycle, last_error, failures, rate, verified = next(iter(rows))
-        return ServiceState(
-            name, bool(adopted), until, reason, last_cycle, last_error, failures, rate, verified
-        )
+        adopted, *rest = next(iter(rows))
+        return ServiceState(name, bool(adopted), *rest)
 
     async def save_service_state(self, state: ServiceState) -> None:
         async with self._transaction():
             await self._db.execute(
                 "INSERT OR REPLACE INTO services (name, adopted, paused_until, pause_reason, "
-                "last_cycle, last_error, failures, rate, last_verified) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "last_cycle, last_error, failures, rate, last_verified, down_since, unsent) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     state.name,
                     int(state.adopted),
@@ -333,6 +451,8 @@ class StateStore:
                     state.failures,
                     state.rate,
                     state.last_verified,
+                    state.down_since,
+                    state.unsent,
                 ),
             )
 

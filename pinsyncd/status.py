@@ -10,28 +10,70 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pinsyncd.durations import format_duration
 from pinsyncd.state import COUNTS_SQL, UNSENT_SQL, StateError
 
 STATUSES = ("pinned", "pinning", "queued", "failed")
 
 
 def read_status(
-    state_path: Path, services: Sequence[str], *, max_attempts: int = 5
+    state_path: Path,
+    services: Sequence[str],
+    *,
+    max_attempts: int = 5,
+    replicas: int | None = None,
+    stuck_after: float = 3600.0,
 ) -> dict[str, Any]:
-    """The `status --json` document. A state file that does not exist yet reads as empty."""
-    result: dict[str, Any] = {"services": {}, "local": {"pins": 0, "last_cycle": None}}
+    """The `status --json` document. A state file that does not exist yet reads as empty.
+    `replicas` is `sync.replicas` (None: every service)."""
+    replicas = min(replicas or len(services), len(services))
+    result: dict[str, Any] = {
+        "services": {},
+        "local": {"pins": 0, "selected": 0, "last_cycle": None},
+        "replication": {"replicas": replicas, "services": len(services), "kinds": {}},
+        "stuck_after": stuck_after,
+    }
     db = _connect(state_path)
     try:
         for name in services:
-            result["services"][name] = _service(db, name, max_attempts) if db else _empty()
+            result["services"][name] = (
+                _service(db, name, max_attempts, stuck_after, everywhere=replicas >= len(services))
+                if db
+                else _empty()
+            )
         if db:
-            (pins,) = db.execute("SELECT COUNT(*) FROM local_pins").fetchone()
+            pins, selected = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(selected), 0) FROM local_pins"
+            ).fetchone()
             row = db.execute("SELECT value FROM meta WHERE key='last_cycle'").fetchone()
-            result["local"] = {"pins": pins, "last_cycle": _iso(float(row[0])) if row else None}
+            result["local"] = {
+                "pins": pins,
+                "selected": selected,
+                "last_cycle": _iso(float(row[0])) if row else None,
+            }
+            result["replication"]["kinds"] = _replication(db, services, replicas)
     finally:
         if db:
             db.close()
     return result
+
+
+def _replication(
+    db: sqlite3.Connection, services: Sequence[str], replicas: int
+) -> dict[str, dict[str, int]]:
+    """Per kind of pin (recursive, direct, mfs): selected CIDs, how many are pinned on fewer
+    than `replicas` of the configured services, and how many are pinned on none."""
+    if not services:
+        return {}
+    marks = ",".join("?" * len(services))
+    rows = db.execute(
+        "SELECT kind, COUNT(*), COALESCE(SUM(copies < ?), 0), COALESCE(SUM(copies = 0), 0) "
+        "FROM (SELECT l.kind AS kind, (SELECT COUNT(*) FROM remote_pins AS r "
+        f"WHERE r.cid = l.cid AND r.status = 'pinned' AND r.service IN ({marks})) AS copies "
+        "FROM local_pins AS l WHERE l.selected) GROUP BY kind ORDER BY kind DESC",
+        (replicas, *services),
+    )
+    return {kind: {"cids": n, "below": below, "none": none} for kind, n, below, none in rows}
 
 
 def _connect(path: Path) -> sqlite3.Connection | None:
@@ -60,6 +102,7 @@ def _empty() -> dict[str, Any]:
         "unsent": 0,
         "sending": 0,
         "failed_for_good": 0,
+        "stuck": 0,
         "last_cycle": None,
         "last_error": None,
         "paused": None,
@@ -67,8 +110,11 @@ def _empty() -> dict[str, Any]:
     }
 
 
-def _service(db: sqlite3.Connection, name: str, max_attempts: int) -> dict[str, Any]:
+def _service(
+    db: sqlite3.Connection, name: str, max_attempts: int, stuck_after: float, *, everywhere: bool
+) -> dict[str, Any]:
     out = _empty()
+    out["stuck"] = _stuck(db, name, stuck_after)
     (out["failed_for_good"],) = db.execute(
         "SELECT COUNT(*) FROM remote_pins WHERE service=? AND status='failed' AND attempts>=?",
         (name, max_attempts),
@@ -78,19 +124,41 @@ def _service(db: sqlite3.Connection, name: str, max_attempts: int) -> dict[str, 
             out[status] = count
         elif status == "intent":
             out["sending"] = count
-    (out["unsent"],) = db.execute(UNSENT_SQL, (name,)).fetchone()
     row = db.execute(
-        "SELECT last_cycle, last_error, paused_until, pause_reason FROM services WHERE name=?",
+        "SELECT last_cycle, last_error, paused_until, pause_reason, unsent "
+        "FROM services WHERE name=?",
         (name,),
     ).fetchone()
+    if everywhere or not row or row[4] is None:
+        (out["unsent"],) = db.execute(UNSENT_SQL, (name,)).fetchone()
+    else:  # with K of N, what is meant for this service is known after its last cycle
+        out["unsent"] = row[4]
     if row:
-        last_cycle, last_error, paused_until, pause_reason = row
+        last_cycle, last_error, paused_until, pause_reason, _ = row
         out["last_cycle"] = _iso(last_cycle) if last_cycle else None
         out["last_error"] = last_error
         if pause_reason and paused_until and paused_until > datetime.now(UTC).timestamp():
             out["paused"] = pause_reason
             out["paused_until"] = _iso(paused_until)
     return out
+
+
+def _stuck(db: sqlite3.Connection, name: str, stuck_after: float) -> int:
+    """Requests queued or pinning for longer than `stuck_after` since the service took them."""
+    cutoff = datetime.now(UTC).timestamp() - stuck_after
+    stuck = 0
+    for (created,) in db.execute(
+        "SELECT created FROM remote_pins WHERE service=? AND status IN ('queued', 'pinning')",
+        (name,),
+    ):
+        try:
+            moment = datetime.fromisoformat(created)
+        except (TypeError, ValueError):
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        stuck += moment.timestamp() < cutoff
+    return stuck
 
 
 def read_failed(state_path: Path, services: Sequence[str]) -> list[dict[str, Any]]:
@@ -141,6 +209,7 @@ def render_table(status: dict[str, Any]) -> str:
     """A readable table, one line per service."""
     columns = ("pinned", "pinning", "queued", "failed", "unsent")
     names = list(status["services"])
+    stuck_after = format_duration(status.get("stuck_after", 3600.0))
     width = max([len("service"), *(len(n) for n in names)])
     lines = [f"{'service':<{width}}  " + "  ".join(f"{c:>7}" for c in columns) + "  last cycle"]
     for name in names:
@@ -154,10 +223,30 @@ def render_table(status: dict[str, Any]) -> str:
             )
         if s["sending"]:
             lines.append(f"{'':<{width}}  {s['sending']} being sent (outcome not yet known)")
+        if s["stuck"]:
+            lines.append(
+                f"{'':<{width}}  {s['stuck']} queued or pinning for over {stuck_after}: the "
+                "service fetches the data from your node, which must be online and reachable "
+                "(see sync.origins)"
+            )
         if s["paused"]:
             lines.append(f"{'':<{width}}  {s['paused']} (next try {s['paused_until']})")
         elif s["last_error"]:
             lines.append(f"{'':<{width}}  last error: {s['last_error']}")
     local = status["local"]
-    lines.append(f"local node: {local['pins']} pins, last cycle {local['last_cycle'] or 'never'}")
+    selected = local.get("selected", local["pins"])
+    chosen = f" ({selected} selected)" if selected != local["pins"] else ""
+    lines.append(
+        f"local node: {local['pins']} pins{chosen}, last cycle {local['last_cycle'] or 'never'}"
+    )
+    replication = status.get("replication")
+    if replication and replication["kinds"]:
+        k, n = replication["replicas"], replication["services"]
+        parts = []
+        for kind, c in replication["kinds"].items():
+            text = f"{kind} {c['cids']}: {c['cids'] - c['below']} on >= {k}, {c['below']} below"
+            if c["none"]:
+                text += f" ({c['none']} on none)"
+            parts.append(text)
+        lines.append(f"replication (each CID on {k} of {n} services): " + "; ".join(parts))
     return "\n".join(lines)

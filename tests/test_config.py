@@ -59,10 +59,9 @@ def test_example_config_parses(tmp_path: Path) -> None:
 
 def test_unknown_key_is_named_with_line() -> None:
     text = MINIMAL + "sync:\n  intervall: 5m\n"
-    assert problems(text) == [
-        "c.yaml:6: sync.intervall: unknown key "
-        "(allowed here: interval, status_interval, verify_interval, origins)"
-    ]
+    assert problems(text) == ["c.yaml:6: sync.intervall: unknown key (did you mean interval?)"]
+    text = MINIMAL + "node:\n  zzz: 5m\n"
+    assert problems(text) == ["c.yaml:6: node.zzz: unknown key (allowed here: api, timeout)"]
 
 
 def test_wrong_types() -> None:
@@ -297,3 +296,62 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert f"{path}: OK" in result.stdout
+
+
+# --- policies ---------------------------------------------------------------------------------
+
+
+def test_policy_defaults_back_up_every_recursive_pin_everywhere_and_never_delete() -> None:
+    config = parse_config(MINIMAL, env=ENV)
+    sync = config.sync
+    assert (sync.pin_types, sync.include, sync.exclude, sync.mfs) == (["recursive"], [], [], False)
+    assert (sync.replicas, config.replicas, sync.trim_extra) == (None, 1, False)
+    assert (sync.unpin, sync.unpin_grace, sync.propagate_names) == ("keep", 86400.0, False)
+    assert sync.failover_after == 3600.0
+
+
+def test_policy_keys_are_read_and_services_ordered_by_priority() -> None:
+    text = """\
+sync:
+  replicas: 2
+  failover_after: 30m
+  trim_extra: true
+  unpin: mirror
+  unpin_grace: 2h
+  pin_types: [recursive, direct]
+  include: ['photos/*', QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG]
+  exclude: ['*.tmp']
+  mfs: true
+  propagate_names: true
+services:
+  - {name: a, endpoint: https://a.example, token_env: TOKEN}
+  - {name: b, endpoint: https://b.example, token_env: TOKEN, priority: -5}
+  - {name: c, endpoint: https://c.example, token_env: TOKEN}
+"""
+    config = parse_config(text, env=ENV)
+    assert config.replicas == 2 and config.service_order == ("b", "a", "c")
+    assert (config.sync.unpin, config.sync.unpin_grace) == ("mirror", 7200.0)
+    assert config.sync.failover_after == 1800.0
+
+
+def test_policy_mistakes_are_named_with_their_line() -> None:
+    text = MINIMAL + (
+        "sync:\n"
+        "  unpin: delete\n"
+        "  pin_types: [recursive, indirect]\n"
+        "  include: ['', QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnP]\n"
+        "  replicas: 0\n"
+    )
+    found = problems(text)
+    assert found[0].startswith("c.yaml:6: sync.unpin: ") and "'keep' or 'mirror'" in found[0]
+    assert found[1].startswith("c.yaml:7: sync.pin_types[1]: ")
+    assert found[2] == "c.yaml:8: sync.include[0]: an empty entry matches nothing; remove it"
+    assert found[3].startswith("c.yaml:8: sync.include[1]: looks like a CID but is not one")
+    assert found[4].startswith("c.yaml:9: sync.replicas: ")
+    assert len(found) == 5
+
+
+def test_more_replicas_than_services_is_an_error() -> None:
+    assert problems(MINIMAL + "sync:\n  replicas: 2\n") == [
+        "c.yaml:6: sync.replicas: is 2, but only 1 service(s) are listed"
+    ]

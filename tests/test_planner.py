@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pinsyncd.planner import Add, Replace, ServicePlan, plan_service
+from pinsyncd.planner import Add, Remove, Replace, ServicePlan, plan_service
 from pinsyncd.state import LIVE_STATUSES, PENDING_STATUSES, Origin, RemotePin, RemoteStatus
 
 SERVICE = "svc"
@@ -37,6 +37,8 @@ class Scenario:
     adopted: bool
     paused: bool
     intent_grace: float
+    gone: frozenset[str] = frozenset()
+    surplus: frozenset[str] = frozenset()
 
     def plan(self) -> ServicePlan:
         return plan_service(
@@ -47,6 +49,8 @@ class Scenario:
             adopted=self.adopted,
             paused=self.paused,
             intent_grace=self.intent_grace,
+            gone=self.gone,
+            surplus=self.surplus,
         )
 
 
@@ -95,6 +99,9 @@ def scenarios(
         adopted=draw(adopted if adopted is not None else st.sampled_from([True, True, False])),
         paused=draw(paused if paused is not None else st.sampled_from([False, False, False, True])),
         intent_grace=grace,
+        # the policy's delete candidates: any CIDs, even local ones (local must still win)
+        gone=frozenset(draw(st.lists(cids, max_size=6))),
+        surplus=frozenset(draw(st.lists(cids, max_size=6))),
     )
 
 
@@ -138,7 +145,14 @@ def check_deterministic_and_inputs_untouched(s: Scenario, plan: ServicePlan) -> 
     assert s.plan() == plan
     # a copy of the inputs gives the same plan (nothing depends on object identity)
     twin = Scenario(
-        dict(local_before), dict(remote_before), s.now, s.adopted, s.paused, s.intent_grace
+        dict(local_before),
+        dict(remote_before),
+        s.now,
+        s.adopted,
+        s.paused,
+        s.intent_grace,
+        frozenset(s.gone),
+        frozenset(s.surplus),
     )
     assert twin.plan() == plan
     assert s.local == local_before and list(s.local) == list(local_before)
@@ -212,10 +226,32 @@ def check_track_is_the_pending_rows_with_a_requestid(s: Scenario, plan: ServiceP
     assert all(row.status in PENDING_STATUSES for row in plan.track)
 
 
+def check_deletes_only_known_requests_the_policy_gave_up(s: Scenario, plan: ServicePlan) -> None:
+    """A delete names a request pinsyncd recorded (never an intent, whose request is not
+    known), for a CID that is not wanted here and that the policy marked; so never another
+    tool's pin, and never a pin that is still wanted."""
+    removed = [r.cid for r in plan.remove]
+    assert len(removed) == len(set(removed))
+    for item in plan.remove:
+        row = s.remote[item.cid]
+        assert item.cid not in s.local
+        assert item.cid in s.gone | s.surplus
+        assert row.requestid and item.requestid == row.requestid
+        assert row.status not in (RemoteStatus.INTENT, RemoteStatus.ERROR)
+        assert item.reason == ("unpinned locally" if item.cid in s.gone else "extra copy")
+    for cid in plan.drop:
+        assert cid not in s.local and s.remote[cid].status is RemoteStatus.ERROR
+    assert not set(removed) & set(plan.drop)
+    assert not set(removed) & set(sent_cids(plan))
+    if not s.adopted or s.paused:
+        assert plan.remove == [] and plan.drop == []
+
+
 @FAST
 @given(scenarios())
 def test_safety_rules_hold_for_any_input(s: Scenario) -> None:
     plan = s.plan()
+    check_deletes_only_known_requests_the_policy_gave_up(s, plan)
     check_never_sends_a_cid_with_a_live_request(s, plan)
     check_each_cid_at_most_once_and_only_local_ones_sent(s, plan)
     check_paused_and_adoption_gates(s, plan)
@@ -350,3 +386,90 @@ def test_paused_plans_nothing_even_before_adoption() -> None:
     ]
     plan = plan_for({"a": ""}, rows, adopted=False, paused=True)
     assert plan == ServicePlan(SERVICE)
+
+
+# --- deletes, renames and the MFS root ------------------------------------------------------
+
+
+def test_gone_and_surplus_rows_are_deleted_by_requestid_errors_dropped_intents_kept() -> None:
+    rows = [
+        row("g1", RemoteStatus.PINNED, requestid="rg1"),
+        row("g2", RemoteStatus.ERROR, next_attempt=NOW + 99),
+        row("g3", RemoteStatus.INTENT, updated=NOW),
+        row("s1", RemoteStatus.QUEUED, requestid="rs1"),
+        row("other", RemoteStatus.PINNED, requestid="ro"),
+    ]
+    plan = plan_service(
+        SERVICE,
+        {},
+        {r.cid: r for r in rows},
+        now=NOW,
+        adopted=True,
+        gone={"g1", "g2", "g3"},
+        surplus={"s1"},
+    )
+    assert plan.remove == [
+        Remove("g1", "rg1", "unpinned locally"),
+        Remove("s1", "rs1", "extra copy"),
+    ]
+    assert plan.drop == ["g2"]
+    assert plan.waiting == 1, "the intent is settled first, deleted at a later cycle"
+
+
+def test_a_rename_replaces_only_pinned_requests_and_only_when_asked() -> None:
+    rows = [
+        row("a", RemoteStatus.PINNED, requestid="ra", name="old"),
+        row("b", RemoteStatus.QUEUED, requestid="rb", name="old"),
+        row("c", RemoteStatus.PINNED, requestid="rc", name="same"),
+        row("d", RemoteStatus.PINNED, requestid="rd", name=None),  # adopted long ago
+    ]
+    local = {"a": "new", "b": "new", "c": "same", "d": "new"}
+    remote = {r.cid: r for r in rows}
+    assert plan_service(SERVICE, local, remote, now=NOW, adopted=True).replace == []
+    plan = plan_service(SERVICE, local, remote, now=NOW, adopted=True, rename=True)
+    assert plan.replace == [Replace("a", "ra", "new", "rename")]
+
+
+def test_a_new_mfs_root_replaces_the_old_one_and_older_leftovers_go() -> None:
+    mfs = "policy/peer/mfs"
+    rows = [
+        row("root1", RemoteStatus.PINNED, requestid="r1", name=mfs),
+        row("root0", RemoteStatus.FAILED, requestid="r0", name=mfs),
+        row("pinned-too", RemoteStatus.PINNED, requestid="rp", name="photo"),
+    ]
+    remote = {r.cid: r for r in rows}
+    local = {"root2": mfs, "pinned-too": "photo"}
+    plan = plan_service(
+        SERVICE, local, remote, now=NOW, adopted=True, mfs_root="root2", mfs_name=mfs
+    )
+    assert plan.add == []
+    [replace] = plan.replace
+    assert (replace.cid, replace.name, replace.reason) == ("root2", mfs, "mfs")
+    assert replace.requestid in ("r0", "r1") and replace.supersedes in ("root0", "root1")
+    [leftover] = plan.remove
+    assert leftover.reason == "old MFS root" and leftover.cid != replace.supersedes
+
+
+def test_old_mfs_roots_wait_while_the_new_roots_outcome_is_unknown() -> None:
+    mfs = "policy/peer/mfs"
+    rows = [
+        row("root1", RemoteStatus.PINNED, requestid="r1", name=mfs),
+        row("root2", RemoteStatus.INTENT, requestid="r1", name=mfs, updated=NOW),
+    ]
+    remote = {r.cid: r for r in rows}
+    plan = plan_service(
+        SERVICE, {"root2": mfs}, remote, now=NOW, adopted=True, mfs_root="root2", mfs_name=mfs
+    )
+    assert plan.remove == [] and plan.replace == [] and plan.add == []
+    settled = {**remote, "root2": row("root2", RemoteStatus.QUEUED, requestid="r2", name=mfs)}
+    plan = plan_service(
+        SERVICE, {"root2": mfs}, settled, now=NOW, adopted=True, mfs_root="root2", mfs_name=mfs
+    )
+    assert plan.remove == [Remove("root1", "r1", "old MFS root")]
+
+
+def test_the_current_mfs_root_held_as_an_extra_copy_is_not_an_old_root() -> None:
+    mfs = "policy/peer/mfs"
+    remote = {"root": row("root", RemoteStatus.PINNED, requestid="r", name=mfs)}
+    plan = plan_service(SERVICE, {}, remote, now=NOW, adopted=True, mfs_root="root", mfs_name=mfs)
+    assert plan.remove == []

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,10 @@ from pinsyncd.state import (
     StateError,
     StateStore,
 )
-from pinsyncd.status import read_status
+from pinsyncd.status import read_status, render_table
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = {"local_pins", "remote_pins", "services", "meta"}
+TABLES = {"local_pins", "local_gone", "remote_pins", "services", "meta"}
 
 
 @pytest.fixture
@@ -479,6 +480,7 @@ def read_remote_plain(path: Path) -> set[str]:
 
 SAVE_ONE_AND_DIE = """
 import asyncio, os, signal, sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from pinsyncd.state import RemotePin, RemoteStatus, StateStore
 
@@ -494,6 +496,7 @@ asyncio.run(main())
 
 SAVE_BATCHES_FOREVER = """
 import asyncio, sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from pinsyncd.state import RemotePin, RemoteStatus, StateStore
 
@@ -610,6 +613,7 @@ EMPTY = {
     "unsent": 0,
     "sending": 0,
     "failed_for_good": 0,
+    "stuck": 0,
     "last_cycle": None,
     "last_error": None,
     "paused": None,
@@ -617,11 +621,19 @@ EMPTY = {
 }
 
 
+def nothing_known(services: int) -> dict[str, object]:
+    return {
+        "local": {"pins": 0, "selected": 0, "last_cycle": None},
+        "replication": {"replicas": services, "services": services, "kinds": {}},
+        "stuck_after": 3600.0,
+    }
+
+
 def test_status_of_a_missing_file_is_all_zeros_and_creates_nothing(tmp_path: Path) -> None:
     path = tmp_path / "nowhere" / "state.db"
     assert read_status(path, ["one", "two"]) == {
         "services": {"one": EMPTY, "two": EMPTY},
-        "local": {"pins": 0, "last_cycle": None},
+        **nothing_known(2),
     }
     assert not path.exists()
     assert not path.parent.exists()
@@ -630,10 +642,7 @@ def test_status_of_a_missing_file_is_all_zeros_and_creates_nothing(tmp_path: Pat
 def test_status_of_a_file_not_yet_migrated_is_all_zeros(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     path.write_bytes(b"")
-    assert read_status(path, ["one"]) == {
-        "services": {"one": EMPTY},
-        "local": {"pins": 0, "last_cycle": None},
-    }
+    assert read_status(path, ["one"]) == {"services": {"one": EMPTY}, **nothing_known(1)}
 
 
 async def test_status_of_a_populated_store(store: StateStore) -> None:
@@ -643,7 +652,17 @@ async def test_status_of_a_populated_store(store: StateStore) -> None:
         ServiceState("svc", adopted=True, last_cycle=1_700_000_060.0, last_error="HTTP 502")
     )
     status = read_status(store.path, ["svc", "other", "nobody"])  # the store stays open
-    assert status["local"] == {"pins": 5, "last_cycle": "2023-11-14T22:13:20+00:00"}
+    assert status["local"] == {
+        "pins": 5,
+        "selected": 5,
+        "last_cycle": "2023-11-14T22:13:20+00:00",
+    }
+    # one CID pinned on one service ("svc" and "other" pin different ones): all below 3 of 3
+    assert status["replication"] == {
+        "replicas": 3,
+        "services": 3,
+        "kinds": {"recursive": {"cids": 5, "below": 5, "none": 3}},
+    }
     assert status["services"]["svc"] == {
         **EMPTY,
         "pinned": 1,
@@ -689,3 +708,54 @@ def test_status_of_a_corrupt_file_is_a_state_error(tmp_path: Path) -> None:
     path.write_bytes(_random_bytes(4096))
     with pytest.raises(StateError):
         read_status(path, ["svc"])
+
+
+async def test_status_flags_requests_stuck_in_queued_or_pinning(store: StateStore) -> None:
+    old = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    new = datetime.now(UTC).isoformat()
+    await store.save(
+        [
+            pin("a", RemoteStatus.QUEUED, requestid="ra", created=old),
+            pin("b", RemoteStatus.PINNING, requestid="rb", created=old),
+            pin("c", RemoteStatus.QUEUED, requestid="rc", created=new),
+            pin("d", RemoteStatus.PINNED, requestid="rd", created=old),
+        ]
+    )
+    status = read_status(store.path, ["svc"], stuck_after=3600.0)
+    assert status["services"]["svc"]["stuck"] == 2
+    table = render_table(status)
+    assert "2 queued or pinning for over 1h" in table
+    assert "must be online and reachable" in table
+    assert read_status(store.path, ["svc"], stuck_after=3 * 3600.0)["services"]["svc"]["stuck"] == 0
+
+
+async def test_gone_cids_are_noted_forgotten_when_back_or_no_longer_held(
+    store: StateStore,
+) -> None:
+    await store.replace_local_pins({"a": "", "b": "", "c": ""})
+    await store.save([pin("a", requestid="ra"), pin("b", requestid="rb")])
+    before = time.time()
+    await store.replace_local_pins({"c": ""})
+    assert sorted(await store.gone_since("svc", time.time())) == ["a", "b"]
+    assert await store.gone_since("svc", before - 1) == [], "not gone long enough"
+    await store.replace_local_pins({"a": "", "c": ""})  # a is back
+    assert await store.gone_since("svc", time.time()) == ["b"]
+    await store.forget("svc", ["b"])
+    db = sqlite3.connect(store.path)
+    try:
+        assert db.execute("SELECT cid FROM local_gone").fetchall() == []
+    finally:
+        db.close()
+
+
+async def test_kinds_and_selection_are_stored_and_read_back(store: StateStore) -> None:
+    await store.replace_local_pins(
+        {"a": "x", "b": "y", "r": "policy/p/mfs"}, kinds={"b": "direct", "r": "mfs"}, excluded={"a"}
+    )
+    listing = await store.local_listing()
+    assert listing.pins == {"a": "x", "b": "y", "r": "policy/p/mfs"}
+    assert listing.kinds == {"b": "direct", "r": "mfs"}
+    assert listing.excluded == {"a"}
+    assert await store.counts("svc") == {"unsent": 2}, "an excluded pin is not waiting to be sent"
+    assert await store.replace_local_pins({"a": "x", "b": "y", "r": "policy/p/mfs"}) == (0, 0, 0)
+    assert (await store.local_listing()).excluded == set(), "the new listing's selection counts"
