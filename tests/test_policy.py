@@ -213,6 +213,26 @@ async def test_without_trim_the_failover_copies_stay(tmp_path: Path) -> None:
         assert b.count("DELETE") == 0
 
 
+async def test_a_refused_token_pauses_the_service_and_its_share_fails_over(
+    tmp_path: Path,
+) -> None:
+    pins = local_pins(5, "auth")
+    async with (
+        FakeKubo(extra=dict(pins)) as node,
+        FakePinningService(token=TOKEN, transition_after=0.01) as refusing,
+        FakePinningService(token=TOKEN, transition_after=0.01) as spare,
+    ):
+        services = [Svc("refusing", refusing.url, token="wrong"), Svc("spare", spare.url)]
+        sync = "  replicas: 1\n  failover_after: 300ms\n"
+        config = make_config(tmp_path, node.url, services, sync=sync)
+        async with Engine(config) as run:
+            report = await run.cycle()
+            assert report.services["refusing"].paused
+            assert ours(spare) == {}, "not before failover_after"
+            await run.until(lambda: pinned_once(spare, set(pins)), "failover", pause=0.1)
+        assert ours(refusing) == {}
+
+
 async def test_a_service_that_fails_every_pin_hands_them_to_the_next(tmp_path: Path) -> None:
     pins = local_pins(8, "x")
     cids = set(pins)
