@@ -148,7 +148,10 @@ class SyncEngine:
             await self._use_stored_listing(report)
             return NodeView(online=False)
         if self._node_was_online is False:
-            log.info("local node is back", node=self.config.node.api)
+            # Pins that failed while the node, usually their only provider, was away get a
+            # fresh try now, with fresh origins, rather than after their backoff.
+            retried = await self.store.failed_due_now(self.config.retry.max_attempts)
+            log.info("local node is back", node=self.config.node.api, failed_retried_now=retried)
             report.node_came_back = True
         self._node_was_online = True
         added, removed, _renamed = await self.store.replace_local_pins(

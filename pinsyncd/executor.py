@@ -197,7 +197,13 @@ class ServiceExecutor:
         }
         return report
 
-    def plan(self, d: Directives, remote: Mapping[str, RemotePin], adopted: bool) -> ServicePlan:
+    def plan(
+        self,
+        d: Directives,
+        remote: Mapping[str, RemotePin],
+        adopted: bool,
+        node: NodeView | None = None,
+    ) -> ServicePlan:
         """What a cycle would do now with these directives (pure: no I/O)."""
         return plan_service(
             self.service.name,
@@ -211,6 +217,7 @@ class ServiceExecutor:
             mfs_root=d.mfs_root,
             mfs_name=d.mfs_name,
             rename=d.rename,
+            node_online=node is None or node.online,
         )
 
     async def _cycle(
@@ -223,7 +230,7 @@ class ServiceExecutor:
     ) -> None:
         remote = await self.store.remote_pins(self.service.name)
         report.unsent = _unsent(directives.desired, remote)
-        plan = self.plan(directives, remote, state.adopted)
+        plan = self.plan(directives, remote, state.adopted, node)
         if plan.adopt:  # a full listing: it also counts as a verification
             await self._adopt(directives.selected, remote, report)
             state = replace(state, adopted=True, last_verified=time.time())
@@ -231,7 +238,7 @@ class ServiceExecutor:
         if plan.resolve:
             await self._resolve(plan.resolve, remote, report)
         if plan.adopt or plan.resolve:
-            plan = self.plan(directives, remote, True)
+            plan = self.plan(directives, remote, True, node)
         if send and not self._stopping():
             await self._send_all(plan.add, plan.replace, remote, node, report)
             await self._remove_all(plan.remove, remote, report)

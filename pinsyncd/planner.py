@@ -5,9 +5,10 @@ No I/O and no clock of its own (`now` comes in), so it can be property-tested. T
 - a CID with a live request (`intent`, `queued`, `pinning`, `pinned`) is never added again;
 - an `intent` (an add whose outcome is unknown) is looked up once it is older than the grace
   period, never re-sent blindly;
-- a `failed` request is replaced (`POST /pins/{requestid}`) when its backoff has passed, so
-  no stale failed pin is left behind; an `error` (an add that never reached the service) is
-  added again when its backoff has passed;
+- a `failed` request is replaced (`POST /pins/{requestid}`) when its backoff has passed and
+  the node is online (it is usually the only provider), so no stale failed pin is left
+  behind; an `error` (an add that never reached the service) is added again when its backoff
+  has passed;
 - a request is deleted only when the policy says so (`gone`: unpinned locally past the grace
   period; `surplus`: K copies are pinned ahead of this service) or when it is an older MFS
   root; and only a request pinsyncd knows by its requestid, so never another tool's pin;
@@ -78,6 +79,7 @@ def plan_service(
     mfs_root: str | None = None,
     mfs_name: str | None = None,
     rename: bool = False,
+    node_online: bool = True,
 ) -> ServicePlan:
     plan = ServicePlan(service)
     if paused:
@@ -130,7 +132,9 @@ def plan_service(
                 plan.waiting += 1
         elif row.status is RemoteStatus.FAILED:
             assert row.requestid is not None
-            if row.next_attempt <= now:
+            # While the node is offline it is most likely the only provider: a replace
+            # would fail again and use up an attempt, so it waits for the node.
+            if row.next_attempt <= now and node_online:
                 plan.replace.append(Replace(cid, row.requestid, name))
             else:
                 plan.waiting += 1

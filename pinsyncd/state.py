@@ -422,6 +422,17 @@ class StateStore:
             )
         return pins, cursor.rowcount
 
+    async def failed_due_now(self, attempts: int) -> int:
+        """Make failed pins that have not failed `attempts` times due at once (the node is
+        back, so a replace has a provider again); returns how many."""
+        async with self._transaction():
+            cursor = await self._db.execute(
+                "UPDATE remote_pins SET next_attempt=0 "
+                "WHERE status='failed' AND attempts < ? AND next_attempt > 0",
+                (attempts,),
+            )
+        return cursor.rowcount
+
     # --- per service ------------------------------------------------------------------------
 
     async def service_state(self, name: str) -> ServiceState:

@@ -39,6 +39,7 @@ class Scenario:
     intent_grace: float
     gone: frozenset[str] = frozenset()
     surplus: frozenset[str] = frozenset()
+    node_online: bool = True
 
     def plan(self) -> ServicePlan:
         return plan_service(
@@ -51,6 +52,7 @@ class Scenario:
             intent_grace=self.intent_grace,
             gone=self.gone,
             surplus=self.surplus,
+            node_online=self.node_online,
         )
 
 
@@ -102,6 +104,7 @@ def scenarios(
         # the policy's delete candidates: any CIDs, even local ones (local must still win)
         gone=frozenset(draw(st.lists(cids, max_size=6))),
         surplus=frozenset(draw(st.lists(cids, max_size=6))),
+        node_online=draw(st.sampled_from([True, True, False])),
     )
 
 
@@ -153,6 +156,7 @@ def check_deterministic_and_inputs_untouched(s: Scenario, plan: ServicePlan) -> 
         s.intent_grace,
         frozenset(s.gone),
         frozenset(s.surplus),
+        s.node_online,
     )
     assert twin.plan() == plan
     assert s.local == local_before and list(s.local) == list(local_before)
@@ -180,8 +184,9 @@ def check_liveness(s: Scenario, plan: ServicePlan) -> None:
                 assert adds[cid] == name
             assert cid not in replaces
         elif row.status is RemoteStatus.FAILED:
-            assert (cid in replaces) == due, row
-            if due:
+            # a replace waits while the node (usually the only provider) is offline
+            assert (cid in replaces) == (due and s.node_online), row
+            if due and s.node_online:
                 assert replaces[cid] == Replace(cid, row.requestid, name)
             assert cid not in adds
         else:
@@ -202,7 +207,10 @@ def check_waiting(s: Scenario, plan: ServicePlan) -> None:
         for cid in s.local
         if (row := s.remote.get(cid)) is not None
         and row.status in (RemoteStatus.ERROR, RemoteStatus.FAILED)
-        and row.next_attempt > s.now
+        and (
+            row.next_attempt > s.now
+            or (row.status is RemoteStatus.FAILED and row.requestid and not s.node_online)
+        )
     )
     assert plan.waiting == young_intents + (retries_not_due if s.adopted else 0)
 

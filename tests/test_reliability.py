@@ -300,6 +300,49 @@ async def test_node_offline_then_back(
     assert events.count("local node is back") == 1
 
 
+async def test_failed_pins_wait_for_the_node_and_are_retried_as_soon_as_it_is_back(
+    tmp_path: Path, node: FakeKubo
+) -> None:
+    """A failed pin is not replaced while the node (usually the only provider) is offline,
+    however due it is: that would only fail again and use up an attempt. When the node is
+    back, failed pins are retried at once, with fresh origins, not after their backoff."""
+    doomed = sorted(node.pinset())[:2]
+    async with FakePinningService(token=TOKEN, transition_after=0.01, fail_cids=set(doomed)) as svc:
+        config = make_config(tmp_path, node, [("spec", svc)])
+        store = await StateStore.open(config.state_path)
+        engine = SyncEngine(config, store)
+
+        def replaces() -> int:
+            return sum(1 for r in svc.requests if r.method == "POST" and r.path != "/pins")
+
+        try:
+            await engine.cycle()
+            for _ in range(20):
+                await asyncio.sleep(0.03)
+                await engine.cycle()
+                rows = await store.remote_pins("spec")
+                if all(rows[c].status is RemoteStatus.FAILED for c in doomed):
+                    break
+            await node.go_offline()
+            before = replaces()
+            for _ in range(5):  # the backoff (10-50 ms) passes many times over
+                await asyncio.sleep(0.06)
+                await engine.cycle()
+            assert replaces() == before, "no replace while the node is offline"
+            for cid in doomed:
+                await store.save([(await store.remote_pins("spec"))[cid].evolve(next_attempt=9e9)])
+            await node.come_back()
+            back = await engine.cycle()
+        finally:
+            await engine.close()
+            await store.close()
+    assert back.node_came_back and back.services["spec"].replaced == 2, "retried at once"
+    assert replaces() == before + 2
+    for cid in doomed:
+        [pin] = svc.pins_for_cid(cid)  # the replace took the failed request's place
+        assert pin["pin"]["origins"], "with the node's addresses again"
+
+
 async def test_a_malformed_answer_fails_that_service_only(tmp_path: Path, node: FakeKubo) -> None:
     async with FakePinningService(token=TOKEN) as broken, FakePinningService(token=TOKEN) as ok:
         broken.inject(Fault("malformed", shape="wrong_shape"), method="GET", times=None)
