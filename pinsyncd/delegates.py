@@ -2,8 +2,9 @@
 
 Every add returns the same few delegates, so each address is dialled once and then not again
 for `ttl` seconds; dials run beside the adds and cycles (never in their way) and a failed dial
-never fails a pin. The dialer owns its tasks: `drain()` waits for them (a one-shot run does
-before it exits) and `close()` cancels what is left on shutdown.
+never fails a pin. A node that restarted has lost its connections: `forget()` lets the next
+`submit()` dial every address again at once. The dialer owns its tasks: `drain()` waits for
+them (a one-shot run does before it exits) and `close()` cancels what is left on shutdown.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class DelegateDialer:
             task = asyncio.create_task(self._dial(address))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def forget(self) -> None:
+        """Forget which addresses were dialled (the node restarted and has no connection)."""
+        self._recent.clear()
 
     async def _dial(self, address: str) -> None:
         async with self._limit:
