@@ -68,9 +68,7 @@ def mock_psa_factory(peers_installed: None) -> Iterator[Callable[..., MockPinnin
 
 
 @pytest.fixture
-def cluster_factory(
-    peers_installed: None, tmp_path: Path
-) -> Iterator[Callable[..., ClusterPeer]]:
+def cluster_factory(peers_installed: None, tmp_path: Path) -> Iterator[Callable[..., ClusterPeer]]:
     """Start ipfs-cluster peers, each with its own Kubo, for one test (stopped at its end)."""
     started: list[ClusterPeer] = []
 
