@@ -462,7 +462,15 @@ async def test_cluster_quirks_through_the_client_and_the_pager(
         await asyncio.sleep(1)
         with pytest.raises(NotFound):
             await client.get_pin(cids[3])  # ...but the pin is gone
-        await client.delete_pin(cids[4])
+        # A replace by another CID works as the spec says (the new requestid is the new CID).
+        other = add_content(cluster.kubo, os.urandom(100), "other")
+        moved = await client.replace_pin(cids[5], Pin(cid=other, name="moved"))
+        assert moved.requestid == other
+        await asyncio.sleep(1)
+        assert (await client.get_pin(other)).pin.name == "moved"
+        with pytest.raises(NotFound):
+            await client.get_pin(cids[5])
+        await client.delete_pin(cids[4])  # whoever made it: one request per CID
         with pytest.raises(NotFound):
             await client.delete_pin(cids[4])
 
