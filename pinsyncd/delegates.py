@@ -2,8 +2,12 @@
 
 Every add returns the same few delegates, so each address is dialled once and then not again
 for `ttl` seconds; dials run beside the adds and cycles (never in their way) and a failed dial
-never fails a pin. The dialer owns its tasks: `drain()` waits for them (a one-shot run does
-before it exits) and `close()` cancels what is left on shutdown.
+never fails a pin. While a pin is still pending, `keep_connected()` dials its delegates again
+(at most every `refresh` seconds): after an offline window, even one too short for anyone to
+notice, the node's connections are gone, and the service will not dial back (ipfs-cluster dials
+the origins once, when it starts fetching). A dial to a peer already connected opens nothing
+new. The dialer owns its tasks: `drain()` waits for them (a one-shot run does before it exits)
+and `close()` cancels what is left on shutdown.
 """
 
 from __future__ import annotations
@@ -21,24 +25,35 @@ log = structlog.get_logger("pinsyncd.delegates")
 
 
 class DelegateDialer:
-    def __init__(self, node: LocalNode, *, ttl: float = 300.0, parallel: int = 4) -> None:
+    def __init__(
+        self, node: LocalNode, *, ttl: float = 300.0, refresh: float = 5.0, parallel: int = 4
+    ) -> None:
         self._node = node
         self._ttl = ttl
+        self._refresh = refresh
         self._limit = asyncio.Semaphore(parallel)
         self._recent: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.dialled = 0
         self.connected = 0
 
-    def submit(self, addresses: Iterable[str]) -> None:
+    def submit(self, addresses: Iterable[str], *, within: float | None = None) -> None:
+        """Dial each address unless it was dialled in the last `within` seconds (`ttl`)."""
         now = time.monotonic()
+        window = self._ttl if within is None else within
         for address in list(addresses)[:MAX_DELEGATES]:
-            if now - self._recent.get(address, -self._ttl - 1) <= self._ttl:
+            last = self._recent.get(address)
+            if last is not None and now - last <= window:
                 continue
             self._recent[address] = now
             task = asyncio.create_task(self._dial(address))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def keep_connected(self, addresses: Iterable[str]) -> None:
+        """For a pin that is still pending: dial its delegates again, unless dialled in the
+        last `refresh` seconds (many pending pins share the same few delegates)."""
+        self.submit(addresses, within=self._refresh)
 
     async def _dial(self, address: str) -> None:
         async with self._limit:

@@ -7,10 +7,12 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.cluster_peer import ClusterPeer
 from tests.peers import KuboNode, MockPinningService, install_peers
 
 SEEDED_PINS = 3000
@@ -63,6 +65,22 @@ def mock_psa_factory(peers_installed: None) -> Iterator[Callable[..., MockPinnin
     yield start
     for service in started:
         service.stop()
+
+
+@pytest.fixture
+def cluster_factory(peers_installed: None, tmp_path: Path) -> Iterator[Callable[..., ClusterPeer]]:
+    """Start ipfs-cluster peers, each with its own Kubo, for one test (stopped at its end)."""
+    started: list[ClusterPeer] = []
+
+    def start(name: str = "cluster", **options: Any) -> ClusterPeer:
+        peer = ClusterPeer(tmp_path / name, **options)
+        started.append(peer)
+        peer.start()
+        return peer
+
+    yield start
+    for peer in started:
+        peer.stop()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from yarl import URL
 
 from pinsyncd import __version__
+from pinsyncd.cids import InvalidCIDError, multihash_of
 from pinsyncd.psa.errors import (
     MalformedResponse,
     NetworkError,
@@ -112,8 +113,11 @@ class PinningServiceClient:
         after: datetime | None = None,
         limit: int | None = None,
         meta: Mapping[str, str] | None = None,
+        over_spec_limit: bool = False,
     ) -> PinResults:
-        """One page of `GET /pins`, exactly as asked (see `pinsyncd.psa.pager` for all pages)."""
+        """One page of `GET /pins`, exactly as asked (see `pinsyncd.psa.pager` for all pages).
+        `over_spec_limit` allows a `limit` above the spec's 1000, for servers whose order
+        defeats paging (ipfs-cluster accepts any limit)."""
         params: list[tuple[str, str]] = []
         if cids:
             if len(cids) > MAX_CIDS_PER_QUERY:
@@ -130,7 +134,7 @@ class PinningServiceClient:
         if after is not None:
             params.append(("after", format_timestamp(after)))
         if limit is not None:
-            if not 1 <= limit <= MAX_PAGE_SIZE:
+            if limit < 1 or (limit > MAX_PAGE_SIZE and not over_spec_limit):
                 raise ValueError(f"limit must be 1..{MAX_PAGE_SIZE}")
             params.append(("limit", str(limit)))
         if meta:
@@ -145,7 +149,16 @@ class PinningServiceClient:
         return await self._call("get", "GET", _request_path(requestid), PinStatus)
 
     async def replace_pin(self, requestid: str, pin: Pin) -> PinStatus:
-        """`POST /pins/{requestid}`: atomically replace a request (new requestid)."""
+        """`POST /pins/{requestid}`: atomically replace a request (new requestid).
+
+        A service that uses the CID as the requestid (ipfs-cluster) cannot replace a request
+        with one for the same content: it pins the new CID, then unpins the old one, which is
+        the same pin, and answers `queued` for a pin that is gone (docs/cluster.md). Such a
+        service keeps one request per CID, and `POST /pins` for a CID it has means "pin it
+        again" (same requestid, the new name, origins and meta, a fresh attempt). So that is
+        what a replace of a request by its own content sends."""
+        if same_content(requestid, pin.cid):
+            return await self._call("replace", "POST", ("pins",), PinStatus, body=pin.to_json())
         path = _request_path(requestid)
         return await self._call("replace", "POST", path, PinStatus, body=pin.to_json())
 
@@ -343,6 +356,17 @@ def _one_line(text: str, limit: int = 300) -> str:
     """The first line of a server's free text, bounded (the npm mock sends JS stack traces)."""
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def same_content(requestid: str, cid: str) -> bool:
+    """Whether a requestid is a CID for the same content as `cid` (ipfs-cluster's requestids
+    are the pin's CID; spec-following services use opaque ids such as UUIDs)."""
+    if requestid == cid:
+        return True
+    try:
+        return multihash_of(requestid) == multihash_of(cid)
+    except InvalidCIDError:
+        return False
 
 
 def _describe_invalid(exc: ValidationError, payload: bytes) -> str:

@@ -15,6 +15,15 @@ millisecond. So the pager:
 - asks for another page while the last one was full or `count` says more exist, and stops on
   an empty page or one that brings nothing new (so a server that ignores the cursor cannot
   loop it forever).
+
+A `created` cursor only works on pages sorted by `created`. ipfs-cluster's are not: it lists
+in its own key order (by CID), with `created` cut to whole seconds (docs/cluster.md). A cursor
+there skips pins, or sticks on a second that more than a page of pins share. So when a page
+proves the cursor cannot work (its `created` values are out of order; a page that honours the
+cursor brings nothing new while `count` says more exist; or the listing ends with fewer pins
+than the first `count` said), the pager asks once for all of them in one page, `limit` =
+`count` (over the spec's 1000; cluster has no cap). A server that refuses that leaves the
+listing incomplete, and `ListingReport.complete` says so.
 """
 
 from __future__ import annotations
@@ -22,10 +31,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Literal
 
 from pinsyncd.cids import InvalidCIDError, cid_forms, multihash_of
 from pinsyncd.psa.client import PinningServiceClient
+from pinsyncd.psa.errors import BadRequest, ClientError
 from pinsyncd.psa.models import (
     ALL_STATUSES,
     MAX_CIDS_PER_QUERY,
@@ -48,6 +59,10 @@ class ListingReport:
     duplicates: int = 0
     first_count: int | None = None
     order: Literal["newest_first", "oldest_first"] | None = None
+    one_page: str | None = None
+    """Why the rest was asked for in one page (the server's order defeats a cursor)."""
+    complete: bool = True
+    """False when the server refused that one page, so some pins may be missing."""
 
 
 async def iter_pins(
@@ -89,17 +104,81 @@ async def iter_pins(
             report.seen += 1
             yield pin
         full = len(page.results) >= page_size or page.count > len(page.results)
-        if not fresh or not full:
-            return
-        first, last = page.results[0].created, page.results[-1].created
+        if not page.results:
+            break
+        if not full:
+            break
+        created = [pin.created for pin in page.results]
+        if not fresh:
+            if not _honours_cursor(created, cursor_before, cursor_after):
+                return  # the server ignores the cursor: what it lists is all we can get
+            report.one_page = "more pins share one `created` than fit in a page"
+            break
+        if not _sorted(created):
+            report.one_page = "the pages are not sorted by `created`"
+            break
+        first, last = created[0], created[-1]
         if report.order is None and first != last:
             report.order = "oldest_first" if first < last else "newest_first"
-        created = [pin.created for pin in page.results]
         tick = timestamp_resolution(created)
         if report.order == "oldest_first":
             cursor_after = max(created) - tick
         else:
             cursor_before = min(created) + tick
+    total = report.first_count or 0
+    if report.one_page is None and report.seen < total:
+        report.one_page = f"the listing ended with {report.seen} of the {total} pins counted"
+    if report.one_page is None:
+        return
+    # The rest in one page: all that match the caller's filters, deduplicated.
+    for _attempt in range(3):
+        limit = max(page_size, total + ONE_PAGE_SLACK)
+        try:
+            page = await client.list_pins(
+                cids=cids,
+                name=name,
+                statuses=statuses,
+                after=after,
+                limit=limit,
+                meta=meta,
+                over_spec_limit=True,
+            )
+        except (BadRequest, ClientError):
+            report.complete = False
+            return
+        report.pages += 1
+        for pin in page.results:
+            if pin.requestid in seen:
+                report.duplicates += 1
+                continue
+            seen.add(pin.requestid)
+            report.seen += 1
+            yield pin
+        if page.count <= len(page.results):
+            return
+        total = page.count  # more were added meanwhile
+    report.complete = False
+
+
+ONE_PAGE_SLACK = 100
+"""Room in a one-page listing for pins added between the count and the listing."""
+
+
+def _sorted(stamps: Sequence[datetime]) -> bool:
+    pairs = list(pairwise(stamps))
+    return all(a <= b for a, b in pairs) or all(a >= b for a, b in pairs)
+
+
+def _honours_cursor(
+    stamps: Sequence[datetime], before: datetime | None, after: datetime | None
+) -> bool:
+    """Whether every listed pin is within the cursor (inclusive: a server may be either)."""
+    if before is None and after is None:
+        return False
+    return all(
+        (before is None or stamp <= before) and (after is None or stamp >= after)
+        for stamp in stamps
+    )
 
 
 def timestamp_resolution(stamps: Sequence[datetime]) -> timedelta:
