@@ -246,7 +246,7 @@ class ServiceExecutor:
             await self.store.forget(self.service.name, plan.drop)
             for cid in plan.drop:
                 remote.pop(cid, None)
-        await self._track(remote, report)
+        await self._track(remote, report, node)
         report.unsent = _unsent(directives.desired, remote)
         if send and time.time() - state.last_verified >= self.verify_interval:
             await self._verify(remote, report)
@@ -541,9 +541,13 @@ class ServiceExecutor:
 
     # --- status tracking --------------------------------------------------------------------
 
-    async def _track(self, remote: dict[str, RemotePin], report: ServiceReport) -> None:
+    async def _track(
+        self, remote: dict[str, RemotePin], report: ServiceReport, node: NodeView
+    ) -> None:
         """Follow pending requests by listing (about one request per 1000 pending pins), not
-        one GET per pin; only requests that left the pending set are looked up further."""
+        one GET per pin; only requests that left the pending set are looked up further.
+        While a pin is pending and the node is online, the node keeps (re)connecting to its
+        delegates: after an offline window that is what lets the service fetch the blocks."""
         pending = {
             r.requestid: r
             for r in remote.values()
@@ -552,8 +556,11 @@ class ServiceExecutor:
         if not pending:
             return
         updates: dict[str, RemotePin] = {}
+        redial = node.online and self.dialer is not None
         async for status in iter_pins(self.client, statuses=PENDING_STATUSES):
             row = pending.pop(status.requestid, None)
+            if row is not None and status.delegates and redial and self.dialer is not None:
+                self.dialer.keep_connected(status.delegates)
             if row is not None and row.status.value != status.status.value:
                 updates[row.cid] = _apply_status(row, status)
         if pending:

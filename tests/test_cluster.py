@@ -330,11 +330,6 @@ async def test_offline_window_the_cluster_gives_up_then_fresh_origins_win(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the executor to dial the delegates of pending pins (docs/cluster.md, "
-    "'What pinsyncd still needs'); today it waits for the cluster to give up",
-)
 async def test_offline_window_node_back_while_the_cluster_still_tries(
     kubo_factory: KuboFactory, cluster_factory: ClusterFactory, tmp_path: Path
 ) -> None:
