@@ -308,7 +308,9 @@ async def test_failed_pins_wait_for_the_node_and_are_retried_as_soon_as_it_is_ba
     back, failed pins are retried at once, with fresh origins, not after their backoff."""
     doomed = sorted(node.pinset())[:2]
     async with FakePinningService(token=TOKEN, transition_after=0.01, fail_cids=set(doomed)) as svc:
-        config = make_config(tmp_path, node, [("spec", svc)])
+        # max_attempts well above what a slow machine can use up before the node goes away
+        retry = "base: 10ms\n  cap: 50ms\n  max_attempts: 100\n  failed_retry: 1d"
+        config = make_config(tmp_path, node, [("spec", svc)], retry=retry)
         store = await StateStore.open(config.state_path)
         engine = SyncEngine(config, store)
 
