@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +19,6 @@ from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
 from pinsyncd.durations import format_duration
 from pinsyncd.engine import CycleReport, SyncEngine
-from pinsyncd.kubo import NodeError
 from pinsyncd.logs import redact_text
 from pinsyncd.planner import ServicePlan
 from pinsyncd.progress import SendProgress
@@ -124,39 +125,47 @@ def dry_run(config: Config) -> int:
 
 
 async def _dry_run(config: Config) -> int:
-    """Print the plan for every service; no service is called, nothing is written."""
-    path = config.state_path if config.state_path.exists() else Path(":memory:")
-    store = await StateStore.open(path)
-    engine = SyncEngine(config, store)
-    try:
+    """Print the plan for every service; no service is called, and nothing is written: the
+    cycle runs on a copy of the state file."""
+    with tempfile.TemporaryDirectory(prefix="pinsyncd-dry-run-") as scratch:
+        copy = Path(scratch) / "state.db"
+        if config.state_path.exists():
+            await asyncio.to_thread(_copy_state, config.state_path, copy)
+        store = await StateStore.open(copy)
+        engine = SyncEngine(config, store)
         try:
-            identity = await engine.node.identity()
-            listing = await engine.list_node(identity.peer_id)
-        except NodeError as exc:
-            return fail(str(exc))
-        engine.use_listing(listing, identity.peer_id)
-        chosen = f", {len(engine.local)} selected" if len(engine.local) != len(listing.pins) else ""
-        print(f"local node {config.node.api}: {len(listing.pins)} pins{chosen}")
-        for service in config.services:
-            directives = await engine.policy.directives(
-                store,
-                service.name,
-                engine.local,
-                peer_id=identity.peer_id,
-                mfs_root=engine.mfs_root,
-            )
-            remote = await store.remote_pins(service.name)
-            state = await store.service_state(service.name)
-            plan = engine.executors[service.name].plan(directives, remote, state.adopted)
-            _print_plan(service.name, service.endpoint, plan, len(directives.desired))
-    finally:
-        await engine.close()
-        await store.close()
+            report = await engine.refresh_node()
+            if report.node_error:
+                return fail(report.node_error)
+            chosen = f", {report.selected} selected" if report.selected != report.local_pins else ""
+            print(f"local node {config.node.api}: {report.local_pins} pins{chosen}")
+            for service in config.services:
+                directives = await engine.policy.directives(
+                    store, service.name, peer_id=engine.peer_id, mfs_root=engine.mfs_root
+                )
+                state = await store.service_state(service.name)
+                executor = engine.executors[service.name]
+                plan, _, _ = await executor.plan(directives, state.adopted, engine.node_view)
+                _print_plan(service.name, service.endpoint, plan)
+        finally:
+            await engine.close()
+            await store.close()
     return 0
 
 
-def _print_plan(name: str, endpoint: str, plan: ServicePlan, desired: int) -> None:
-    print(f"service {name} ({endpoint}): {desired} pins meant for it")
+def _copy_state(source: Path, target: Path) -> None:
+    """A consistent copy of the state, safe while the daemon writes to it."""
+    src = sqlite3.connect(source)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
+def _print_plan(name: str, endpoint: str, plan: ServicePlan) -> None:
+    print(f"service {name} ({endpoint}):")
     if plan.adopt:
         print("  first contact: would list the service's pins and adopt those it has,")
         print("  then add the rest")
@@ -223,7 +232,7 @@ async def _adopt(config: Config, service: str) -> int:
         if node.node_error:
             print(f"node unreachable; using the last listing of {node.local_pins} pins")
         try:
-            report = await engine.executors[service].adopt(engine.local)
+            report = await engine.executors[service].adopt()
         except PinningServiceError as exc:
             return fail(str(exc))
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -19,10 +19,11 @@ from pinsyncd.origins import select_origins
 from pinsyncd.policy import Policy, mfs_name
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.selection import Selector
-from pinsyncd.state import LocalListing, StateStore
+from pinsyncd.state import StateStore
 from pinsyncd.throttle import Throttle
 
 log = structlog.get_logger("pinsyncd.engine")
+LISTING_BATCH = 5000  # local pins written to the state at a time while the node streams them
 
 
 @dataclass
@@ -81,8 +82,7 @@ class SyncEngine:
         self.policy = Policy(config)
         self.selector = Selector(config.sync.include, config.sync.exclude)
         self._node_was_online: bool | None = None
-        self.local: Mapping[str, str] = {}
-        """The selected local pins (CID -> name) of the last complete listing."""
+        self.selection_key = repr((config.sync.include, config.sync.exclude))
         self.mfs_root: str | None = None
         self.peer_id: str | None = None
         self.node_view = NodeView(online=False)
@@ -129,7 +129,7 @@ class SyncEngine:
         raised, so one service can never stop the others."""
         try:
             directives = await self.policy.directives(
-                self.store, name, self.local, peer_id=self.peer_id, mfs_root=self.mfs_root
+                self.store, name, peer_id=self.peer_id, mfs_root=self.mfs_root
             )
             return await self.executors[name].sync(directives, self.node_view, send=send)
         except Exception as exc:
@@ -139,7 +139,9 @@ class SyncEngine:
     async def _read_node(self, report: CycleReport) -> NodeView:
         try:
             identity = await self.node.identity()
-            listing = await self.list_node(identity.peer_id)
+            added, removed, _renamed = await self.store.replace_local_listing(
+                self._listing(identity.peer_id)
+            )
         except NodeError as exc:
             report.node_error = str(exc)
             if self._node_was_online is not False:
@@ -154,11 +156,10 @@ class SyncEngine:
             log.info("local node is back", node=self.config.node.api, failed_retried_now=retried)
             report.node_came_back = True
         self._node_was_online = True
-        added, removed, _renamed = await self.store.replace_local_pins(
-            listing.pins, kinds=listing.kinds, excluded=listing.excluded
-        )
         await self.store.set_meta("node_peer_id", identity.peer_id)
-        self.use_listing(listing, identity.peer_id, report)
+        await self.store.set_meta("selection", self.selection_key)
+        self.peer_id = identity.peer_id
+        await self._count(report)
         report.node_online = True
         report.local_added, report.local_removed = added, removed
         origins = select_origins(
@@ -168,42 +169,34 @@ class SyncEngine:
         )
         return NodeView(online=True, peer_id=identity.peer_id, origins=tuple(origins))
 
-    async def list_node(self, peer_id: str) -> LocalListing:
-        """The node's pins of the configured types (one streamed `pin/ls` each), plus the MFS
-        root when `sync.mfs` is on, with what include/exclude leave out."""
-        pins: dict[str, str] = {}
-        kinds: dict[str, str] = {}
+    async def _listing(self, peer_id: str) -> AsyncIterator[list[tuple[str, str, str, int]]]:
+        """The node's pins of the configured types (one streamed `pin/ls` each), then the
+        MFS root when `sync.mfs` is on, in batches of (cid, name, kind, selected). The MFS
+        root is always selected; if it is also pinned, the pin's entry wins."""
+        selected = self.selector.selected
         for pin_type in self.config.sync.pin_types:
+            batch: list[tuple[str, str, str, int]] = []
             async for pin in self.node.iter_pins(pin_type):
-                pins[pin.cid] = pin.name
-                if pin_type != "recursive":
-                    kinds[pin.cid] = pin_type
+                batch.append((pin.cid, pin.name, pin_type, int(selected(pin.cid, pin.name))))
+                if len(batch) >= LISTING_BATCH:
+                    yield batch
+                    batch = []
+            yield batch
         if self.config.sync.mfs:
-            root = await self.node.mfs_root()
-            if root not in pins:  # an MFS root that is also pinned keeps its pin's name
-                pins[root] = mfs_name(peer_id)
-                kinds[root] = "mfs"
-        return LocalListing(pins, kinds, self._excluded(pins, kinds))
+            yield [(await self.node.mfs_root(), mfs_name(peer_id), "mfs", 1)]
 
-    def _excluded(self, pins: Mapping[str, str], kinds: Mapping[str, str]) -> set[str]:
-        """What include/exclude leave out; the MFS root, asked for by `sync.mfs`, never."""
-        return {cid for cid in self.selector.excluded(pins) if kinds.get(cid) != "mfs"}
-
-    def use_listing(
-        self, listing: LocalListing, peer_id: str | None, report: CycleReport | None = None
-    ) -> None:
-        """Work from `listing` from now on (`sync --dry-run` uses it without storing it)."""
-        self.local = self.selector.select(listing.pins, listing.excluded)
-        self.mfs_root = next((c for c, kind in listing.kinds.items() if kind == "mfs"), None)
-        self.peer_id = peer_id
-        if report is not None:
-            report.local_pins = len(listing.pins)
-            report.selected = len(self.local)
+    async def _count(self, report: CycleReport) -> None:
+        report.local_pins, report.selected = await self.store.local_counts()
+        self.mfs_root = await self.store.mfs_root() if self.config.sync.mfs else None
 
     async def _use_stored_listing(self, report: CycleReport) -> None:
-        """Work from the last complete listing (the node is offline). The selection is made
-        again, since the config may have changed since."""
-        stored = await self.store.local_listing()
-        listing = LocalListing(stored.pins, stored.kinds, self._excluded(stored.pins, stored.kinds))
-        peer_id = self.peer_id or await self.store.get_meta("node_peer_id")
-        self.use_listing(listing, peer_id, report)
+        """Work from the last complete listing (the node is offline). If include/exclude
+        changed since it was stored, the stored selection is made again first."""
+        if await self.store.get_meta("selection") != self.selection_key:
+            changed = await self.store.reselect(
+                lambda cid, name, kind: kind == "mfs" or self.selector.selected(cid, name)
+            )
+            await self.store.set_meta("selection", self.selection_key)
+            log.info("include/exclude applied to the last listing", changed=changed)
+        self.peer_id = self.peer_id or await self.store.get_meta("node_peer_id")
+        await self._count(report)

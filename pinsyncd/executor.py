@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -130,10 +130,12 @@ class ServiceExecutor:
     async def sync(
         self, directives: Directives | Mapping[str, str], node: NodeView, *, send: bool = True
     ) -> ServiceReport:
-        """One cycle on this service: bring it to what `directives` ask (or, given a plain
-        mapping, to holding exactly those pins). `send=False` tracks and resolves only."""
+        """One cycle on this service: bring it to what `directives` ask of the selected local
+        pins in the state. Given a plain mapping instead, that mapping is first stored as the
+        node's listing (for tests and one-off use). `send=False` tracks and resolves only."""
         if not isinstance(directives, Directives):
-            directives = Directives(desired=directives)
+            await self.store.replace_local_pins(directives)
+            directives = Directives()
         report = ServiceReport(self.service.name)
         self._halted = False
         before = dict(self.client.requests)
@@ -144,8 +146,8 @@ class ServiceExecutor:
                 self.client.throttle.rate = state.rate
         if state.paused_until > time.time():
             _note_pause(report, state.pause_reason or "paused")
-            remote = await self.store.remote_pins(self.service.name)
-            report.unsent = _unsent(directives.desired, remote)
+            desired, remote = await self._view(directives)
+            report.unsent = _unsent(desired, remote)
             return report
         changes: dict[str, object] = {}
         try:
@@ -197,17 +199,32 @@ class ServiceExecutor:
         }
         return report
 
-    def plan(
+    async def _view(self, d: Directives) -> tuple[Mapping[str, str], dict[str, RemotePin]]:
+        """From the state: the pins meant for this service that need something done, and the
+        requests the planner must see (see `StateStore.plan_view`)."""
+        candidates, remote = await self.store.plan_view(
+            self.service.name, names_of=d.mfs_name, renamed=d.rename, cids=d.gone | d.surplus
+        )
+        return d.meant_for(candidates), remote
+
+    async def plan(
+        self, d: Directives, adopted: bool, node: NodeView | None = None
+    ) -> tuple[ServicePlan, Mapping[str, str], dict[str, RemotePin]]:
+        """What a cycle would do now (reads the state, sends nothing), with its inputs."""
+        desired, remote = await self._view(d)
+        return self._plan(d, desired, remote, adopted, node), desired, remote
+
+    def _plan(
         self,
         d: Directives,
+        desired: Mapping[str, str],
         remote: Mapping[str, RemotePin],
         adopted: bool,
-        node: NodeView | None = None,
+        node: NodeView | None,
     ) -> ServicePlan:
-        """What a cycle would do now with these directives (pure: no I/O)."""
         return plan_service(
             self.service.name,
-            d.desired,
+            desired,
             remote,
             now=time.time(),
             adopted=adopted,
@@ -228,17 +245,17 @@ class ServiceExecutor:
         send: bool,
         report: ServiceReport,
     ) -> None:
-        remote = await self.store.remote_pins(self.service.name)
-        report.unsent = _unsent(directives.desired, remote)
-        plan = self.plan(directives, remote, state.adopted, node)
+        plan, desired, remote = await self.plan(directives, state.adopted, node)
+        report.unsent = _unsent(desired, remote)
         if plan.adopt:  # a full listing: it also counts as a verification
-            await self._adopt(directives.selected, remote, report)
+            everything = await self.store.remote_pins(self.service.name)
+            await self._adopt(await self.store.selected_pins(), everything, report)
             state = replace(state, adopted=True, last_verified=time.time())
             await self.store.save_service_state(state)
+            plan, desired, remote = await self.plan(directives, True, node)
         if plan.resolve:
             await self._resolve(plan.resolve, remote, report)
-        if plan.adopt or plan.resolve:
-            plan = self.plan(directives, remote, True, node)
+            plan, desired, remote = await self.plan(directives, True, node)
         if send and not self._stopping():
             await self._send_all(plan.add, plan.replace, remote, node, report)
             await self._remove_all(plan.remove, remote, report)
@@ -247,20 +264,20 @@ class ServiceExecutor:
             for cid in plan.drop:
                 remote.pop(cid, None)
         await self._track(remote, report, node)
-        report.unsent = _unsent(directives.desired, remote)
+        report.unsent = _unsent(desired, remote)
         if send and time.time() - state.last_verified >= self.verify_interval:
-            await self._verify(remote, report)
+            await self._verify(report)
             latest = await self.store.service_state(self.service.name)
             await self.store.save_service_state(replace(latest, last_verified=time.time()))
 
     # --- adoption and resolution ------------------------------------------------------------
 
-    async def adopt(self, local: Mapping[str, str]) -> ServiceReport:
+    async def adopt(self) -> ServiceReport:
         """`pinsyncd adopt`: list the whole service once and take over its requests for our
-        CIDs (pins made by `ipfs pin remote add`, a web UI or an earlier install)."""
+        selected CIDs (pins made by `ipfs pin remote add`, a web UI or an earlier install)."""
         report = ServiceReport(self.service.name)
         remote = await self.store.remote_pins(self.service.name)
-        await self._adopt(local, remote, report)
+        await self._adopt(await self.store.selected_pins(), remote, report)
         state = await self.store.service_state(self.service.name)
         await self.store.save_service_state(replace(state, adopted=True, last_verified=time.time()))
         report.requests = dict(self.client.requests)
@@ -608,17 +625,28 @@ class ServiceExecutor:
 
     # --- verification -----------------------------------------------------------------------
 
-    async def _verify(self, remote: dict[str, RemotePin], report: ServiceReport) -> None:
+    async def _verify(self, report: ServiceReport) -> None:
         """List the service's pinned set in full and pin again what vanished from it. A pin
         missing from the listing counts as vanished only once a GET answers 404: a listing
-        can be incomplete (servers page differently), and a wrong "vanished" would pin twice."""
-        pinned = {r.requestid: r for r in remote.values() if r.status is RemoteStatus.PINNED}
-        if not pinned:
+        can be incomplete (servers page differently), and a wrong "vanished" would pin twice.
+        The listed requestids go to a temporary table, so memory stays flat."""
+        if not (await self.store.counts(self.service.name, unsent=False)).get("pinned"):
             return
-        listed: set[str] = set()
-        async for status in iter_pins(self.client, statuses=(Status.PINNED,)):
-            listed.add(status.requestid)
-        missing = [r for requestid, r in pinned.items() if requestid not in listed]
+        listed = 0
+
+        async def batches() -> AsyncIterator[list[str]]:
+            nonlocal listed
+            batch: list[str] = []
+            async for status in iter_pins(self.client, statuses=(Status.PINNED,)):
+                batch.append(status.requestid)
+                if len(batch) >= 1000:
+                    listed += len(batch)
+                    yield batch
+                    batch = []
+            listed += len(batch)
+            yield batch
+
+        missing = await self.store.missing_from(self.service.name, batches())
         vanished: list[str] = []
         updates: list[RemotePin] = []
         for row in missing[:200]:  # the rest is checked at the next verification
@@ -632,13 +660,12 @@ class ServiceExecutor:
                 updates.append(_apply_status(row, current))
         await self.store.save(updates)
         await self.store.forget(self.service.name, vanished)
-        for cid in vanished:
-            remote.pop(cid, None)
         report.vanished += len(vanished)
+        counts = await self.store.counts(self.service.name, unsent=False)
         (self.log.warning if vanished or updates else self.log.info)(
             "verified the pinned set",
-            pinned=len(pinned),
-            listed=len(listed),
+            pinned=counts.get("pinned", 0),
+            listed=listed,
             vanished=len(vanished),
             changed=len(updates),
             unconfirmed=max(0, len(missing) - 200),

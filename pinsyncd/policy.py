@@ -28,19 +28,23 @@ MFS_NAME = "policy/{peer_id}/mfs"
 
 @dataclass(frozen=True)
 class Directives:
-    """What the policy asks of one service in this cycle."""
+    """What the policy asks of one service in this cycle. The selected local pins themselves
+    stay in the state; the executor asks it for those that need something done."""
 
-    desired: Mapping[str, str]  # CID -> local name: the pins this service should hold
-    wanted: Mapping[str, str] | None = None  # every selected local pin (None: = desired)
+    lost: Mapping[str, int] | None = None  # K of N: CID -> services ahead that lost it
+    spare: int = 0  # a CID is meant for this service when lost on more than `spare` ahead
     gone: frozenset[str] = frozenset()  # absent locally past the grace period: delete
     surplus: frozenset[str] = frozenset()  # K copies pinned ahead of this service: delete
     mfs_root: str | None = None  # the node's MFS root CID, when `sync.mfs` is on
     mfs_name: str | None = None  # its remote name
     rename: bool = False  # replace requests whose name no longer matches the local name
 
-    @property
-    def selected(self) -> Mapping[str, str]:
-        return self.desired if self.wanted is None else self.wanted
+    def meant_for(self, candidates: Mapping[str, str]) -> Mapping[str, str]:
+        """Those of `candidates` (CID -> name) that this service should hold."""
+        lost = self.lost
+        if lost is None:
+            return candidates
+        return {cid: name for cid, name in candidates.items() if lost.get(cid, 0) > self.spare}
 
 
 def mfs_name(peer_id: str) -> str:
@@ -67,31 +71,29 @@ class Policy:
         self,
         store: StateStore,
         service: str,
-        wanted: Mapping[str, str],
         *,
         peer_id: str | None,
         mfs_root: str | None = None,
         now: float | None = None,
     ) -> Directives:
         now = time.time() if now is None else now
-        desired: Mapping[str, str] = wanted
+        lost: Mapping[str, int] | None = None
+        spare = 0
         surplus: frozenset[str] = frozenset()
         if not self.replicated_everywhere:
             ahead = await self._up_ahead_of(store, service, now)
             if len(ahead) >= self.replicas:
                 lost = await store.failed_for_good(ahead, self.max_attempts)
                 spare = len(ahead) - self.replicas
-                desired = {cid: name for cid, name in wanted.items() if lost.get(cid, 0) > spare}
                 if self.sync.trim_extra:
-                    held = await store.pinned_on(ahead, self.replicas)
-                    surplus = frozenset(c for c in held if c in wanted and c not in desired)
+                    surplus = frozenset(await store.surplus(service, ahead, self.replicas))
         gone: frozenset[str] = frozenset()
         if self.sync.unpin == "mirror":
             gone = frozenset(await store.gone_since(service, now - self.sync.unpin_grace))
         mfs = self.sync.mfs and peer_id is not None
         return Directives(
-            desired=desired,
-            wanted=wanted,
+            lost=lost,
+            spare=spare,
             gone=gone,
             surplus=surplus,
             mfs_root=mfs_root if mfs else None,

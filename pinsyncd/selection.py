@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 
 from pinsyncd.cids import InvalidCIDError, cid_forms
 
@@ -56,25 +56,11 @@ class Selector:
     def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> None:
         self._include = _Matcher(include)
         self._exclude = _Matcher(exclude)
-
-    @property
-    def selects_all(self) -> bool:
-        return self._include.empty and self._exclude.empty
+        self.selects_all = self._include.empty and self._exclude.empty
 
     def selected(self, cid: str, name: str) -> bool:
+        if self.selects_all:
+            return True
         if not self._include.empty and not self._include.matches(cid, name):
             return False
         return not self._exclude.matches(cid, name)
-
-    def excluded(self, pins: Mapping[str, str]) -> set[str]:
-        """The CIDs of `pins` (CID -> name) that are not selected."""
-        if self.selects_all:
-            return set()
-        return {cid for cid, name in pins.items() if not self.selected(cid, name)}
-
-    def select(self, pins: Mapping[str, str], excluded: Iterable[str] = ()) -> Mapping[str, str]:
-        """The selected pins; `pins` itself when everything is selected (no copy)."""
-        skip = set(excluded)
-        if not skip:
-            return pins
-        return {cid: name for cid, name in pins.items() if cid not in skip}

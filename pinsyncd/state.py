@@ -14,7 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -273,46 +281,202 @@ class StateStore:
         kinds: Mapping[str, str] | None = None,
         excluded: Collection[str] = (),
     ) -> tuple[int, int, int]:
-        """Store a complete listing; returns (added, removed, renamed). Only the difference is
-        written, so an unchanged pinset of any size costs one read. `kinds` gives the kind of
-        the pins that are not `recursive` (`direct`, `mfs`); `excluded` the CIDs that
-        include/exclude leave out. A CID that leaves the node is noted with the time, for
-        `unpin: mirror`; one that comes back is no longer noted."""
+        """`replace_local_listing` for a listing already in memory (tests, small tools)."""
         kinds = kinds or {}
-        known = {
-            cid: (name, kind, bool(selected))
-            for cid, name, kind, selected in await self._db.execute_fetchall(
-                "SELECT cid, name, kind, selected FROM local_pins"
+        rows = [
+            (cid, name, kinds.get(cid, "recursive"), int(cid not in excluded))
+            for cid, name in pins.items()
+        ]
+
+        async def one_batch() -> AsyncIterator[Sequence[tuple[str, str, str, int]]]:
+            yield rows
+
+        return await self.replace_local_listing(one_batch())
+
+    async def replace_local_listing(
+        self, batches: AsyncIterable[Sequence[tuple[str, str, str, int]]]
+    ) -> tuple[int, int, int]:
+        """Store a complete listing, streamed in batches of (cid, name, kind, selected), and
+        return (added, removed, renamed). The batches go to a temporary table and the
+        difference is made in SQL, so memory does not grow with the pinset, and an unchanged
+        pinset writes nothing to the state. If the stream fails, nothing changes. A CID
+        listed twice keeps its first entry. A CID that leaves the node is noted with the
+        time, for `unpin: mirror`; one that comes back is no longer noted."""
+        await self._db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS listing (cid TEXT PRIMARY KEY, name TEXT NOT NULL, "
+            "kind TEXT NOT NULL, selected INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        async with self._write_lock:
+            await self._db.execute("DELETE FROM temp.listing")
+        async for batch in batches:
+            async with self._write_lock:  # never inside another coroutine's transaction
+                await self._db.executemany(
+                    "INSERT OR IGNORE INTO temp.listing VALUES (?, ?, ?, ?)", batch
+                )
+        now = time.time()
+        try:
+            async with self._transaction():
+                (renamed,) = await self._one(
+                    "SELECT COUNT(*) FROM temp.listing AS t JOIN local_pins AS l "
+                    "ON l.cid = t.cid WHERE l.name != t.name"
+                )
+                new = "NOT EXISTS (SELECT 1 FROM local_pins AS l WHERE l.cid = t.cid)"
+                await self._db.execute(
+                    f"DELETE FROM local_gone WHERE cid IN (SELECT cid FROM temp.listing AS t "
+                    f"WHERE {new})"
+                )
+                added = await self._db.execute(
+                    "INSERT INTO local_pins (cid, name, kind, selected) "
+                    f"SELECT cid, name, kind, selected FROM temp.listing AS t WHERE {new}"
+                )
+                await self._db.execute(
+                    "UPDATE local_pins SET name = t.name, kind = t.kind, selected = t.selected "
+                    "FROM temp.listing AS t WHERE t.cid = local_pins.cid AND (local_pins.name "
+                    "!= t.name OR local_pins.kind != t.kind OR local_pins.selected != t.selected)"
+                )
+                gone = "NOT EXISTS (SELECT 1 FROM temp.listing AS t WHERE t.cid = local_pins.cid)"
+                await self._db.execute(
+                    f"INSERT OR IGNORE INTO local_gone SELECT cid, ? FROM local_pins WHERE {gone}",
+                    (now,),
+                )
+                removed = await self._db.execute(f"DELETE FROM local_pins WHERE {gone}")
+        finally:
+            async with self._write_lock:
+                await self._db.execute("DELETE FROM temp.listing")
+        return added.rowcount, removed.rowcount, renamed
+
+    async def local_counts(self) -> tuple[int, int]:
+        """(pins, selected pins) of the last complete listing."""
+        pins, selected = await self._one(
+            "SELECT COUNT(*), COALESCE(SUM(selected), 0) FROM local_pins"
+        )
+        return pins, selected
+
+    async def selected_pins(self) -> dict[str, str]:
+        """The selected pins of the last complete listing, CID -> name (first contact only:
+        adoption matches a service's pins against all of them)."""
+        rows = await self._db.execute_fetchall("SELECT cid, name FROM local_pins WHERE selected")
+        return {cid: name for cid, name in rows}
+
+    async def mfs_root(self) -> str | None:
+        rows = await self._db.execute_fetchall("SELECT cid FROM local_pins WHERE kind = 'mfs'")
+        return next((cid for (cid,) in rows), None)
+
+    async def reselect(self, selected: Callable[[str, str, str], bool]) -> int:
+        """Apply a new include/exclude to the stored listing (the config changed while the
+        node is offline); returns how many pins changed."""
+        changes: list[tuple[int, str]] = []
+        async with self._db.execute("SELECT cid, name, kind, selected FROM local_pins") as rows:
+            async for cid, name, kind, was in rows:
+                now = selected(cid, name, kind)
+                if now != bool(was):
+                    changes.append((int(now), cid))
+        if changes:
+            async with self._transaction():
+                await self._db.executemany("UPDATE local_pins SET selected=? WHERE cid=?", changes)
+        return len(changes)
+
+    # --- what a cycle needs of one service -------------------------------------------------
+
+    async def plan_view(
+        self,
+        service: str,
+        *,
+        names_of: str | None = None,
+        renamed: bool = False,
+        cids: Collection[str] = (),
+    ) -> tuple[dict[str, str], dict[str, RemotePin]]:
+        """What the planner needs for one service, without loading what needs nothing done:
+
+        - *candidates*: selected local pins (CID -> name) with no live request on the
+          service (none yet, or an errored add, or a failed request), plus, with `renamed`,
+          those whose pinned request carries another name;
+        - *rows*: every request that is not `pinned` (intents, pending, failed, errored),
+          pinned ones named `names_of` (old MFS roots), the rename candidates' and those
+          for `cids` (the policy's deletes).
+
+        At rest, with everything pinned, both are empty, whatever the pinset's size."""
+        candidates = {
+            cid: name
+            for cid, name in await self._db.execute_fetchall(
+                "SELECT l.cid, l.name FROM local_pins AS l LEFT JOIN remote_pins AS r "
+                "ON r.service = ? AND r.cid = l.cid "
+                "WHERE l.selected AND (r.status IS NULL OR r.status IN ('error', 'failed'))",
+                (service,),
             )
         }
-        added: list[tuple[str, str, str, int]] = []
-        changed: list[tuple[str, str, int, str]] = []
-        renamed = 0
-        for cid, name in pins.items():
-            row = (name, kinds.get(cid, "recursive"), cid not in excluded)
-            before = known.get(cid)
-            if before is None:
-                added.append((cid, *row[:2], int(row[2])))
-            elif before != row:
-                changed.append((*row[:2], int(row[2]), cid))
-                renamed += before[0] != name
-        removed = [(cid,) for cid in known if cid not in pins]
-        if added or changed or removed:
-            now = time.time()
-            async with self._transaction():
-                await self._db.executemany("INSERT INTO local_pins VALUES (?, ?, ?, ?)", added)
-                await self._db.executemany(
-                    "UPDATE local_pins SET name=?, kind=?, selected=? WHERE cid=?", changed
-                )
-                await self._db.executemany("DELETE FROM local_pins WHERE cid=?", removed)
-                await self._db.executemany(
-                    "INSERT OR IGNORE INTO local_gone VALUES (?, ?)",
-                    [(cid, now) for (cid,) in removed],
-                )
-                await self._db.executemany(
-                    "DELETE FROM local_gone WHERE cid=?", [(row[0],) for row in added]
-                )
-        return len(added), len(removed), renamed
+        found = await self._db.execute_fetchall(
+            f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? "
+            "AND (status IN ('intent', 'queued', 'pinning', 'failed', 'error') OR name = ?)",
+            (service, names_of),
+        )
+        rows = {row[1]: _remote_from_row(row) for row in found}
+        if renamed:
+            columns = ", ".join(f"r.{c}" for c in _REMOTE_COLUMNS.split(", "))
+            for *row, name in await self._db.execute_fetchall(
+                f"SELECT {columns}, l.name FROM remote_pins AS r JOIN local_pins AS l "
+                "ON l.cid = r.cid WHERE r.service = ? AND r.status = 'pinned' AND l.selected "
+                "AND r.name IS NOT NULL AND r.name != CASE l.name WHEN '' THEN l.cid "
+                "ELSE l.name END",
+                (service,),
+            ):
+                rows[row[1]] = _remote_from_row(row)
+                candidates[row[1]] = name
+        wanted = [cid for cid in cids if cid not in rows]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            for row in await self._db.execute_fetchall(
+                f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? "
+                f"AND cid IN ({','.join('?' * len(chunk))})",
+                (service, *chunk),
+            ):
+                rows[row[1]] = _remote_from_row(row)
+        return candidates, rows
+
+    async def surplus(self, service: str, ahead: Sequence[str], replicas: int) -> set[str]:
+        """CIDs whose request on `service` is an extra copy: still selected locally, and
+        pinned on `replicas` of the services `ahead` of it."""
+        if not ahead or replicas > len(ahead):
+            return set()
+        rows = await self._db.execute_fetchall(
+            "SELECT r.cid FROM remote_pins AS r JOIN local_pins AS l ON l.cid = r.cid "
+            "WHERE r.service = ? AND l.selected AND r.requestid IS NOT NULL "
+            "AND r.status IN ('queued', 'pinning', 'pinned', 'failed') "
+            "AND (SELECT COUNT(*) FROM remote_pins AS p WHERE p.cid = r.cid "
+            f"AND p.status = 'pinned' AND p.service IN ({','.join('?' * len(ahead))})) >= ?",
+            (service, *ahead, replicas),
+        )
+        return {cid for (cid,) in rows}
+
+    async def missing_from(
+        self, service: str, listed: AsyncIterable[Sequence[str]]
+    ) -> list[RemotePin]:
+        """The service's `pinned` requests whose requestid is not among `listed` (batches
+        of requestids from a full listing), via a temporary table: memory stays flat."""
+        await self._db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS listed (requestid TEXT PRIMARY KEY) WITHOUT ROWID"
+        )
+        async with self._write_lock:
+            await self._db.execute("DELETE FROM temp.listed")
+        try:
+            async for batch in listed:
+                async with self._write_lock:
+                    await self._db.executemany(
+                        "INSERT OR IGNORE INTO temp.listed VALUES (?)", [(r,) for r in batch]
+                    )
+            rows = await self._db.execute_fetchall(
+                f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? "
+                "AND status = 'pinned' AND requestid NOT IN (SELECT requestid FROM temp.listed)",
+                (service,),
+            )
+        finally:
+            async with self._write_lock:
+                await self._db.execute("DELETE FROM temp.listed")
+        return [_remote_from_row(row) for row in rows]
+
+    async def _one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...]:
+        rows = await self._db.execute_fetchall(sql, params)
+        return tuple(next(iter(rows)))
 
     async def gone_since(self, service: str, before: float) -> list[str]:
         """CIDs that the service holds (as far as pinsyncd knows) and that have been absent
