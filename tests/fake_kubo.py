@@ -55,6 +55,9 @@ class FakeKubo:
     dials: list[str] = field(default_factory=list)
     stream_faults: list[StreamFault] = field(default_factory=list)
     _runner: web.AppRunner | None = None
+    # The encoded pin/ls stream, kept while the pinset is unchanged (a million pins cost
+    # seconds to encode, so benchmarks would measure this server instead of pinsyncd).
+    _stream_cache: tuple[object, list[bytes]] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -124,9 +127,14 @@ class FakeKubo:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
         with_names = self.names and request.query.get("names") == "true"
+        if fault is None:
+            for block in self.encoded_stream(with_names):
+                await response.write(block)
+            await response.write_eof()
+            return response
         chunk: list[bytes] = []
         for sent, (cid, name) in enumerate(self._iter_pinset()):
-            if fault is not None and sent == fault.after:
+            if sent == fault.after:
                 await response.write(b"".join(chunk))
                 chunk.clear()
                 if fault.kind == "cut":
@@ -137,21 +145,37 @@ class FakeKubo:
                     await response.write(b'{"Message":"fake: datastore closed","Type":"error"}\n')
                     return response
                 await asyncio.sleep(3600)  # stall
-            entry = {"Cid": cid, "Type": "recursive"}
-            if with_names and name:
-                entry["Name"] = name
-            chunk.append(json.dumps(entry).encode() + b"\n")
-            if len(chunk) >= 1000:
-                await response.write(b"".join(chunk))
-                chunk.clear()
+            chunk.append(_pin_line(cid, name, with_names))
         await response.write(b"".join(chunk))
         await response.write_eof()
         return response
+
+    def encoded_stream(self, with_names: bool) -> list[bytes]:
+        """The whole pin/ls stream in blocks of 1000 lines, encoded once per pinset."""
+        key = (self.pins, self.seed, with_names, tuple(self.extra.items()))
+        if self._stream_cache is None or self._stream_cache[0] != key:
+            blocks: list[bytes] = []
+            chunk: list[bytes] = []
+            for cid, name in self._iter_pinset():
+                chunk.append(_pin_line(cid, name, with_names))
+                if len(chunk) >= 1000:
+                    blocks.append(b"".join(chunk))
+                    chunk.clear()
+            blocks.append(b"".join(chunk))
+            self._stream_cache = (key, blocks)
+        return self._stream_cache[1]
 
     def _iter_pinset(self) -> Iterator[tuple[str, str]]:
         for i in range(self.pins):
             yield generated_cid(i, self.seed), f"pin-{i}"
         yield from self.extra.items()
+
+
+def _pin_line(cid: str, name: str, with_names: bool) -> bytes:
+    entry = {"Cid": cid, "Type": "recursive"}
+    if with_names and name:
+        entry["Name"] = name
+    return json.dumps(entry).encode() + b"\n"
 
 
 async def _main() -> None:

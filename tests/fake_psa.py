@@ -511,6 +511,36 @@ class FakePinningService:
             self._force(rec, status, details)
         return self._pin_status(rec, time.monotonic(), copy_=True)
 
+    def seed(
+        self, cids: Iterable[str], *, status: str | None = None, name_prefix: str | None = None
+    ) -> int:
+        """Store many pins at once (no HTTP, no validation, no copies), each with its own
+        ``created``; ``status`` forces their status, ``name_prefix`` names them PREFIX-i.
+        Returns how many were stored. For benchmarks that need a service holding 10^6 pins."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"bad status {status!r}")
+        stored = 0
+        for index, cid in enumerate(cids):
+            pin: dict[str, Any] = {"cid": cid}
+            if name_prefix is not None:
+                pin["name"] = f"{name_prefix}-{index}"
+            self._create(pin).forced = status
+            stored += 1
+        return stored
+
+    @property
+    def pin_count(self) -> int:
+        """How many pins are stored (each request once, whatever its status)."""
+        return len(self._by_id)
+
+    def request_counts(self) -> dict[str, int]:
+        """Recorded requests by Pinning Service operation: ``add`` (POST /pins), ``list``
+        (GET /pins), ``get``, ``replace``, ``delete`` (on /pins/{requestid}), ``other``."""
+        counts = dict.fromkeys(("add", "list", "get", "replace", "delete", "other"), 0)
+        for r in self.requests:
+            counts[_operation(r.method, r.path)] += 1
+        return counts
+
     def set_status(self, target: str, status: str, details: str | None = None) -> list[str]:
         """Force the status of the pin with requestid ``target``, or of every pin of CID
         ``target``; ``details`` goes to ``info.status_details``. Returns the requestids."""
@@ -932,9 +962,19 @@ class FakePinningService:
             total += 1
             if len(page) < f.limit:
                 page.append(rec)
+            elif self.count_mode == "page":
+                break  # the count is the page length: nothing more to look at
         results = [self._pin_status(r, now) for r in page]
         count = total if self.count_mode == "total" else len(results)
         return {"count": count, "results": results}
+
+
+def _operation(method: str, path: str) -> str:
+    if path == "/pins":
+        return {"POST": "add", "GET": "list"}.get(method, "other")
+    if path.startswith("/pins/") and "/" not in path[6:]:
+        return {"GET": "get", "POST": "replace", "DELETE": "delete"}.get(method, "other")
+    return "other"
 
 
 def _check_meta(value: Any, what: str) -> dict[str, str]:

@@ -54,8 +54,14 @@ class Pin(_Wire):
 
     cid: str = Field(min_length=1)
     name: str | None = None
-    origins: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = []
-    meta: Annotated[StringMap, BeforeValidator(lambda v: {} if v is None else v)] = {}
+    # default_factory, not `= []`: pydantic deep-copies a mutable default for every instance,
+    # which was half the cost of validating a page of 1000 pin statuses.
+    origins: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(
+        default_factory=list
+    )
+    meta: Annotated[StringMap, BeforeValidator(lambda v: {} if v is None else v)] = Field(
+        default_factory=dict
+    )
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"cid": self.cid}
@@ -76,8 +82,12 @@ class PinStatus(_Wire):
     created: UtcDatetime
     pin: Pin
     # Required by the spec (minItems 1), but ipfs-cluster and others may send [] or omit it.
-    delegates: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = []
-    info: Annotated[StringMap, BeforeValidator(lambda v: {} if v is None else v)] = {}
+    delegates: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(
+        default_factory=list
+    )
+    info: Annotated[StringMap, BeforeValidator(lambda v: {} if v is None else v)] = Field(
+        default_factory=dict
+    )
 
 
 class PinResults(_Wire):
