@@ -23,7 +23,6 @@ from pinsyncd.state import StateStore
 from pinsyncd.throttle import Throttle
 
 log = structlog.get_logger("pinsyncd.engine")
-LISTING_BATCH = 5000  # local pins written to the state at a time while the node streams them
 
 
 @dataclass
@@ -175,13 +174,8 @@ class SyncEngine:
         root is always selected; if it is also pinned, the pin's entry wins."""
         selected = self.selector.selected
         for pin_type in self.config.sync.pin_types:
-            batch: list[tuple[str, str, str, int]] = []
-            async for pin in self.node.iter_pins(pin_type):
-                batch.append((pin.cid, pin.name, pin_type, int(selected(pin.cid, pin.name))))
-                if len(batch) >= LISTING_BATCH:
-                    yield batch
-                    batch = []
-            yield batch
+            async for pins in self.node.iter_pin_batches(pin_type):
+                yield [(p.cid, p.name, pin_type, int(selected(p.cid, p.name))) for p in pins]
         if self.config.sync.mfs:
             yield [(await self.node.mfs_root(), mfs_name(peer_id), "mfs", 1)]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -248,8 +248,7 @@ class ServiceExecutor:
         plan, desired, remote = await self.plan(directives, state.adopted, node)
         report.unsent = _unsent(desired, remote)
         if plan.adopt:  # a full listing: it also counts as a verification
-            everything = await self.store.remote_pins(self.service.name)
-            await self._adopt(await self.store.selected_pins(), everything, report)
+            await self._adopt(report)
             state = replace(state, adopted=True, last_verified=time.time())
             await self.store.save_service_state(state)
             plan, desired, remote = await self.plan(directives, True, node)
@@ -276,54 +275,69 @@ class ServiceExecutor:
         """`pinsyncd adopt`: list the whole service once and take over its requests for our
         selected CIDs (pins made by `ipfs pin remote add`, a web UI or an earlier install)."""
         report = ServiceReport(self.service.name)
-        remote = await self.store.remote_pins(self.service.name)
-        await self._adopt(await self.store.selected_pins(), remote, report)
+        await self._adopt(report)
         state = await self.store.service_state(self.service.name)
         await self.store.save_service_state(replace(state, adopted=True, last_verified=time.time()))
         report.requests = dict(self.client.requests)
         return report
 
-    async def _adopt(
-        self, local: Mapping[str, str], remote: dict[str, RemotePin], report: ServiceReport
-    ) -> None:
+    async def _adopt(self, report: ServiceReport) -> None:
         """First contact: list everything on the service and take over the requests for our
-        CIDs (and settle our intents), so nothing already there is pinned again."""
+        CIDs (and settle our intents), so nothing already there is pinned again. The listing
+        is handled a page at a time against the state, so memory does not grow with it."""
+        start = time.time()
         by_hash: dict[bytes, str] | None = None
-        best: dict[str, PinStatus] = {}
+        listed = 0
+        chunk: list[PinStatus] = []
+
+        async def take(chunk: list[PinStatus]) -> None:
+            nonlocal by_hash, listed
+            ours = await self.store.known_cids(self.service.name, {s.pin.cid for s in chunk})
+            mapped: list[tuple[str, PinStatus]] = []
+            for status in chunk:
+                cid = status.pin.cid
+                if cid not in ours:
+                    if by_hash is None:  # another spelling of one of our CIDs? (rare)
+                        by_hash = _hash_index(await self.store.known_cids(self.service.name))
+                    try:
+                        cid = by_hash.get(multihash_of(cid), "")
+                    except InvalidCIDError:
+                        continue
+                    if not cid:
+                        continue
+                mapped.append((cid, status))
+            listed += len(mapped)
+            rows = await self.store.remote_rows(self.service.name, [cid for cid, _ in mapped])
+            updates: dict[str, RemotePin] = {}
+            for cid, status in mapped:
+                row = updates.get(cid) or rows.get(cid)
+                if row is not None and row.requestid == status.requestid:
+                    updates[cid] = _apply_status(row, status)
+                elif row is None or row.status in (RemoteStatus.INTENT, RemoteStatus.ERROR):
+                    origin = Origin.CREATED if row is not None else Origin.ADOPTED
+                    base = row or RemotePin(self.service.name, cid, RemoteStatus.QUEUED)
+                    updates[cid] = _apply_status(base.evolve(origin=origin), status)
+                    report.adopted += row is None
+                    report.resolved += row is not None
+                else:  # another request for a CID that already has one
+                    report.duplicates += 1
+                    adopted_now = row.origin is Origin.ADOPTED and row.updated >= start
+                    if adopted_now and _rank(status) > _row_rank(row):
+                        updates[cid] = _apply_status(row, status)
+            await self.store.save(updates.values())
+
         async for status in iter_pins(self.client, statuses=ALL_STATUSES):
-            cid = status.pin.cid
-            if cid not in local and cid not in remote:
-                if by_hash is None:
-                    by_hash = _hash_index([*local, *remote])
-                try:
-                    cid = by_hash.get(multihash_of(cid), "")
-                except InvalidCIDError:
-                    continue
-                if not cid:
-                    continue
-            if cid in best:
-                report.duplicates += 1
-            if cid not in best or _better(status, best[cid]):
-                best[cid] = status
-        updates = []
-        for cid, status in best.items():
-            row = remote.get(cid)
-            if row is not None and row.requestid == status.requestid:
-                updates.append(_apply_status(row, status))
-            elif row is None or row.status in (RemoteStatus.INTENT, RemoteStatus.ERROR):
-                origin = Origin.CREATED if row is not None else Origin.ADOPTED
-                base = row or RemotePin(self.service.name, cid, RemoteStatus.QUEUED)
-                updates.append(_apply_status(base.evolve(origin=origin), status))
-                report.adopted += row is None
-                report.resolved += row is not None
-        for row in updates:
-            remote[row.cid] = row
-        await self.store.save(updates)
+            chunk.append(status)
+            if len(chunk) >= 1000:
+                await take(chunk)
+                chunk = []
+        if chunk:
+            await take(chunk)
         if report.adopted or report.duplicates:
             self.log.info(
                 "adopted existing pins",
                 adopted=report.adopted,
-                listed=len(best),
+                listed=listed,
                 extra_requests_for_same_cid=report.duplicates,
             )
 
@@ -729,8 +743,9 @@ def _rank(status: PinStatus) -> tuple[int, float]:
     return _STATUS_RANK[status.status], status.created.timestamp()
 
 
-def _better(a: PinStatus, b: PinStatus) -> bool:
-    return _rank(a) > _rank(b)
+def _row_rank(row: RemotePin) -> tuple[int, float]:
+    created = _parse_time(row.created).timestamp() if row.created else 0.0
+    return _STATUS_RANK[Status(row.status.value)], created
 
 
 def _apply_status(row: RemotePin, status: PinStatus) -> RemotePin:
@@ -743,7 +758,7 @@ def _apply_status(row: RemotePin, status: PinStatus) -> RemotePin:
     )
 
 
-def _hash_index(cids: Sequence[str]) -> dict[bytes, str]:
+def _hash_index(cids: Iterable[str]) -> dict[bytes, str]:
     index: dict[bytes, str] = {}
     for cid in cids:
         try:

@@ -309,7 +309,7 @@ class StateStore:
         async with self._write_lock:
             await self._db.execute("DELETE FROM temp.listing")
         async for batch in batches:
-            async with self._write_lock:  # never inside another coroutine's transaction
+            async with self._temp_transaction():
                 await self._db.executemany(
                     "INSERT OR IGNORE INTO temp.listing VALUES (?, ?, ?, ?)", batch
                 )
@@ -351,12 +351,6 @@ class StateStore:
             "SELECT COUNT(*), COALESCE(SUM(selected), 0) FROM local_pins"
         )
         return pins, selected
-
-    async def selected_pins(self) -> dict[str, str]:
-        """The selected pins of the last complete listing, CID -> name (first contact only:
-        adoption matches a service's pins against all of them)."""
-        rows = await self._db.execute_fetchall("SELECT cid, name FROM local_pins WHERE selected")
-        return {cid: name for cid, name in rows}
 
     async def mfs_root(self) -> str | None:
         rows = await self._db.execute_fetchall("SELECT cid FROM local_pins WHERE kind = 'mfs'")
@@ -422,7 +416,36 @@ class StateStore:
             ):
                 rows[row[1]] = _remote_from_row(row)
                 candidates[row[1]] = name
-        wanted = [cid for cid in cids if cid not in rows]
+        rows.update(await self.remote_rows(service, [c for c in cids if c not in rows]))
+        return candidates, rows
+
+    async def known_cids(self, service: str, among: Collection[str] | None = None) -> set[str]:
+        """Which of `among` (default: all) are selected local pins or have a row on the
+        service: the CIDs a service's listing is matched against."""
+        if among is None:
+            rows = await self._db.execute_fetchall(
+                "SELECT cid FROM local_pins WHERE selected "
+                "UNION SELECT cid FROM remote_pins WHERE service = ?",
+                (service,),
+            )
+            return {cid for (cid,) in rows}
+        found: set[str] = set()
+        wanted = list(among)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._db.execute_fetchall(
+                f"SELECT cid FROM local_pins WHERE selected AND cid IN ({marks}) "
+                f"UNION SELECT cid FROM remote_pins WHERE service = ? AND cid IN ({marks})",
+                (*chunk, service, *chunk),
+            )
+            found.update(cid for (cid,) in rows)
+        return found
+
+    async def remote_rows(self, service: str, cids: Collection[str]) -> dict[str, RemotePin]:
+        """The service's rows for `cids` (those that have one)."""
+        out: dict[str, RemotePin] = {}
+        wanted = list(dict.fromkeys(cids))
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             for row in await self._db.execute_fetchall(
@@ -430,8 +453,8 @@ class StateStore:
                 f"AND cid IN ({','.join('?' * len(chunk))})",
                 (service, *chunk),
             ):
-                rows[row[1]] = _remote_from_row(row)
-        return candidates, rows
+                out[row[1]] = _remote_from_row(row)
+        return out
 
     async def surplus(self, service: str, ahead: Sequence[str], replicas: int) -> set[str]:
         """CIDs whose request on `service` is an extra copy: still selected locally, and
@@ -460,7 +483,7 @@ class StateStore:
             await self._db.execute("DELETE FROM temp.listed")
         try:
             async for batch in listed:
-                async with self._write_lock:
+                async with self._temp_transaction():
                     await self._db.executemany(
                         "INSERT OR IGNORE INTO temp.listed VALUES (?)", [(r,) for r in batch]
                     )
@@ -642,6 +665,21 @@ class StateStore:
             await self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     # --- plumbing ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _temp_transaction(self) -> AsyncIterator[None]:
+        """A transaction that writes only temporary tables: deferred, so it takes no lock on
+        the state file (readers and other processes are not held up), and one commit per
+        batch rather than one per row."""
+        async with self._write_lock:
+            try:
+                await self._db.execute("BEGIN")
+                yield
+            except BaseException:
+                with contextlib.suppress(aiosqlite.Error):
+                    await asyncio.shield(self._db.execute("ROLLBACK"))
+                raise
+            await self._db.execute("COMMIT")
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
