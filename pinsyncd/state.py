@@ -199,6 +199,8 @@ class StateStore:
         self.path = path
         # One connection serves every coroutine: transactions take turns.
         self._write_lock = asyncio.Lock()
+        # The temporary table of a listing belongs to the connection: one listing at a time.
+        self._listing_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> Self:
@@ -296,43 +298,62 @@ class StateStore:
     async def replace_local_listing(
         self, batches: AsyncIterable[Sequence[tuple[str, str, str, int]]]
     ) -> tuple[int, int, int]:
+        async with self._listing_lock:
+            return await self._replace_local_listing(batches)
+
+    async def _replace_local_listing(
+        self, batches: AsyncIterable[Sequence[tuple[str, str, str, int]]]
+    ) -> tuple[int, int, int]:
         """Store a complete listing, streamed in batches of (cid, name, kind, selected), and
         return (added, removed, renamed). The batches go to a temporary table and the
         difference is made in SQL, so memory does not grow with the pinset, and an unchanged
         pinset writes nothing to the state. If the stream fails, nothing changes. A CID
         listed twice keeps its first entry. A CID that leaves the node is noted with the
         time, for `unpin: mirror`; one that comes back is no longer noted."""
-        await self._db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS listing (cid TEXT PRIMARY KEY, name TEXT NOT NULL, "
-            "kind TEXT NOT NULL, selected INTEGER NOT NULL) WITHOUT ROWID"
-        )
+        # Appended in arrival order and indexed once at the end: inserting a million random
+        # CIDs into a keyed table costs several times more than sorting them once.
         async with self._write_lock:
-            await self._db.execute("DELETE FROM temp.listing")
+            await self._db.execute("DROP TABLE IF EXISTS temp.listing")
+            await self._db.execute(
+                "CREATE TEMP TABLE listing (cid TEXT NOT NULL, name TEXT NOT NULL, "
+                "kind TEXT NOT NULL, selected INTEGER NOT NULL)"
+            )
         async for batch in batches:
             async with self._temp_transaction():
-                await self._db.executemany(
-                    "INSERT OR IGNORE INTO temp.listing VALUES (?, ?, ?, ?)", batch
-                )
+                await self._db.executemany("INSERT INTO temp.listing VALUES (?, ?, ?, ?)", batch)
+        async with self._temp_transaction():
+            # A covering index: every lookup below is answered from it, in CID order.
+            await self._db.execute(
+                "CREATE INDEX temp.listing_by_cid ON listing (cid, name, kind, selected)"
+            )
+            await self._db.execute(  # only the MFS root can be listed twice: the pin counts
+                "DELETE FROM temp.listing WHERE kind = 'mfs' AND EXISTS (SELECT 1 FROM "
+                "temp.listing AS t WHERE t.cid = listing.cid AND t.rowid != listing.rowid)"
+            )
         now = time.time()
+        # Each statement walks one side in CID order and looks up the other by CID, so the
+        # cost grows linearly: a million pins take a few seconds, not minutes.
+        new = (
+            "FROM temp.listing AS t INDEXED BY listing_by_cid WHERE t.cid > '' "
+            "AND NOT EXISTS (SELECT 1 FROM local_pins AS l WHERE l.cid = t.cid)"
+        )
         try:
             async with self._transaction():
                 (renamed,) = await self._one(
-                    "SELECT COUNT(*) FROM temp.listing AS t JOIN local_pins AS l "
-                    "ON l.cid = t.cid WHERE l.name != t.name"
+                    "SELECT COUNT(*) FROM local_pins AS l CROSS JOIN temp.listing AS t "
+                    "ON t.cid = l.cid WHERE l.name != t.name"
                 )
-                new = "NOT EXISTS (SELECT 1 FROM local_pins AS l WHERE l.cid = t.cid)"
-                await self._db.execute(
-                    f"DELETE FROM local_gone WHERE cid IN (SELECT cid FROM temp.listing AS t "
-                    f"WHERE {new})"
-                )
+                await self._db.execute(f"DELETE FROM local_gone WHERE cid IN (SELECT t.cid {new})")
                 added = await self._db.execute(
-                    "INSERT INTO local_pins (cid, name, kind, selected) "
-                    f"SELECT cid, name, kind, selected FROM temp.listing AS t WHERE {new}"
+                    f"INSERT OR IGNORE INTO local_pins (cid, name, kind, selected) "
+                    f"SELECT t.cid, t.name, t.kind, t.selected {new} ORDER BY t.cid"
                 )
                 await self._db.execute(
-                    "UPDATE local_pins SET name = t.name, kind = t.kind, selected = t.selected "
-                    "FROM temp.listing AS t WHERE t.cid = local_pins.cid AND (local_pins.name "
-                    "!= t.name OR local_pins.kind != t.kind OR local_pins.selected != t.selected)"
+                    "UPDATE local_pins SET (name, kind, selected) = (SELECT t.name, t.kind, "
+                    "t.selected FROM temp.listing AS t WHERE t.cid = local_pins.cid) "
+                    "WHERE EXISTS (SELECT 1 FROM temp.listing AS t WHERE t.cid = local_pins.cid "
+                    "AND (t.name != local_pins.name OR t.kind != local_pins.kind "
+                    "OR t.selected != local_pins.selected))"
                 )
                 gone = "NOT EXISTS (SELECT 1 FROM temp.listing AS t WHERE t.cid = local_pins.cid)"
                 await self._db.execute(
@@ -342,7 +363,7 @@ class StateStore:
                 removed = await self._db.execute(f"DELETE FROM local_pins WHERE {gone}")
         finally:
             async with self._write_lock:
-                await self._db.execute("DELETE FROM temp.listing")
+                await self._db.execute("DROP TABLE IF EXISTS temp.listing")
         return added.rowcount, removed.rowcount, renamed
 
     async def local_counts(self) -> tuple[int, int]:
@@ -476,25 +497,28 @@ class StateStore:
     ) -> list[RemotePin]:
         """The service's `pinned` requests whose requestid is not among `listed` (batches
         of requestids from a full listing), via a temporary table: memory stays flat."""
-        await self._db.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS listed (requestid TEXT PRIMARY KEY) WITHOUT ROWID"
-        )
+        table = f'temp."listed:{service}"'  # one per service (names are [A-Za-z0-9_.-])
         async with self._write_lock:
-            await self._db.execute("DELETE FROM temp.listed")
+            await self._db.execute(f"DROP TABLE IF EXISTS {table}")
+            await self._db.execute(f"CREATE TABLE {table} (requestid TEXT NOT NULL)")
         try:
             async for batch in listed:
                 async with self._temp_transaction():
                     await self._db.executemany(
-                        "INSERT OR IGNORE INTO temp.listed VALUES (?)", [(r,) for r in batch]
+                        f"INSERT INTO {table} VALUES (?)", [(r,) for r in batch]
                     )
+            async with self._temp_transaction():
+                await self._db.execute(
+                    f'CREATE INDEX temp."listed_ids:{service}" ON "listed:{service}" (requestid)'
+                )
             rows = await self._db.execute_fetchall(
                 f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? "
-                "AND status = 'pinned' AND requestid NOT IN (SELECT requestid FROM temp.listed)",
+                f"AND status = 'pinned' AND requestid NOT IN (SELECT requestid FROM {table})",
                 (service,),
             )
         finally:
             async with self._write_lock:
-                await self._db.execute("DELETE FROM temp.listed")
+                await self._db.execute(f"DROP TABLE IF EXISTS {table}")
         return [_remote_from_row(row) for row in rows]
 
     async def _one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...]:
