@@ -177,16 +177,6 @@ _REMOTE_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class LocalListing:
-    """The node's last complete listing as stored: CID -> name, the kind of each pin that is
-    not `recursive`, and the CIDs that include/exclude leave out."""
-
-    pins: dict[str, str]
-    kinds: dict[str, str]
-    excluded: set[str]
-
-
 class StateError(Exception):
     """The state file cannot be used (unreadable, from a newer pinsyncd, ...)."""
 
@@ -260,21 +250,6 @@ class StateStore:
         """The last complete listing, CID -> name (selected or not)."""
         rows = await self._db.execute_fetchall("SELECT cid, name FROM local_pins")
         return {cid: name for cid, name in rows}
-
-    async def local_listing(self) -> LocalListing:
-        """The last complete listing with what the engine needs when the node is offline."""
-        pins: dict[str, str] = {}
-        kinds: dict[str, str] = {}
-        excluded: set[str] = set()
-        for cid, name, kind, selected in await self._db.execute_fetchall(
-            "SELECT cid, name, kind, selected FROM local_pins"
-        ):
-            pins[cid] = name
-            if kind != "recursive":
-                kinds[cid] = kind
-            if not selected:
-                excluded.add(cid)
-        return LocalListing(pins, kinds, excluded)
 
     async def replace_local_pins(
         self,

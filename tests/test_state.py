@@ -752,10 +752,22 @@ async def test_kinds_and_selection_are_stored_and_read_back(store: StateStore) -
     await store.replace_local_pins(
         {"a": "x", "b": "y", "r": "policy/p/mfs"}, kinds={"b": "direct", "r": "mfs"}, excluded={"a"}
     )
-    listing = await store.local_listing()
-    assert listing.pins == {"a": "x", "b": "y", "r": "policy/p/mfs"}
-    assert listing.kinds == {"b": "direct", "r": "mfs"}
-    assert listing.excluded == {"a"}
+
+    def stored() -> list[tuple[str, str, str, int]]:
+        db = sqlite3.connect(store.path)
+        try:
+            return db.execute("SELECT cid, name, kind, selected FROM local_pins").fetchall()
+        finally:
+            db.close()
+
+    assert sorted(stored()) == [
+        ("a", "x", "recursive", 0),
+        ("b", "y", "direct", 1),
+        ("r", "policy/p/mfs", "mfs", 1),
+    ]
+    assert await store.local_counts() == (3, 2)
+    assert await store.mfs_root() == "r"
     assert await store.counts("svc") == {"unsent": 2}, "an excluded pin is not waiting to be sent"
     assert await store.replace_local_pins({"a": "x", "b": "y", "r": "policy/p/mfs"}) == (0, 0, 0)
-    assert (await store.local_listing()).excluded == set(), "the new listing's selection counts"
+    assert await store.local_counts() == (3, 3), "the new listing's selection counts"
+    assert await store.mfs_root() is None
