@@ -146,7 +146,7 @@ class ServiceExecutor:
                 self.client.throttle.rate = state.rate
         if state.paused_until > time.time():
             _note_pause(report, state.pause_reason or "paused")
-            desired, remote = await self._view(directives)
+            desired, remote = await self._view(directives, adopted=True)
             report.unsent = _unsent(desired, remote)
             return report
         changes: dict[str, object] = {}
@@ -199,11 +199,18 @@ class ServiceExecutor:
         }
         return report
 
-    async def _view(self, d: Directives) -> tuple[Mapping[str, str], dict[str, RemotePin]]:
+    async def _view(
+        self, d: Directives, adopted: bool
+    ) -> tuple[Mapping[str, str], dict[str, RemotePin]]:
         """From the state: the pins meant for this service that need something done, and the
-        requests the planner must see (see `StateStore.plan_view`)."""
+        requests the planner must see (see `StateStore.plan_view`). Before the first contact
+        nothing is sent, so no candidates are loaded (they would be the whole pinset)."""
         candidates, remote = await self.store.plan_view(
-            self.service.name, names_of=d.mfs_name, renamed=d.rename, cids=d.gone | d.surplus
+            self.service.name,
+            names_of=d.mfs_name,
+            renamed=d.rename,
+            cids=d.gone | d.surplus,
+            candidates=adopted,
         )
         return d.meant_for(candidates), remote
 
@@ -211,7 +218,7 @@ class ServiceExecutor:
         self, d: Directives, adopted: bool, node: NodeView | None = None
     ) -> tuple[ServicePlan, Mapping[str, str], dict[str, RemotePin]]:
         """What a cycle would do now (reads the state, sends nothing), with its inputs."""
-        desired, remote = await self._view(d)
+        desired, remote = await self._view(d, adopted)
         return self._plan(d, desired, remote, adopted, node), desired, remote
 
     def _plan(

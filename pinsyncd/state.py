@@ -375,6 +375,7 @@ class StateStore:
         names_of: str | None = None,
         renamed: bool = False,
         cids: Collection[str] = (),
+        candidates: bool = True,
     ) -> tuple[dict[str, str], dict[str, RemotePin]]:
         """What the planner needs for one service, without loading what needs nothing done:
 
@@ -385,16 +386,21 @@ class StateStore:
           pinned ones named `names_of` (old MFS roots), the rename candidates' and those
           for `cids` (the policy's deletes).
 
-        At rest, with everything pinned, both are empty, whatever the pinset's size."""
-        candidates = {
-            cid: name
-            for cid, name in await self._db.execute_fetchall(
-                "SELECT l.cid, l.name FROM local_pins AS l LEFT JOIN remote_pins AS r "
-                "ON r.service = ? AND r.cid = l.cid "
-                "WHERE l.selected AND (r.status IS NULL OR r.status IN ('error', 'failed'))",
-                (service,),
-            )
-        }
+        At rest, with everything pinned, both are empty, whatever the pinset's size.
+        `candidates=False` leaves the candidates out."""
+        wanted = (
+            {
+                cid: name
+                for cid, name in await self._db.execute_fetchall(
+                    "SELECT l.cid, l.name FROM local_pins AS l LEFT JOIN remote_pins AS r "
+                    "ON r.service = ? AND r.cid = l.cid "
+                    "WHERE l.selected AND (r.status IS NULL OR r.status IN ('error', 'failed'))",
+                    (service,),
+                )
+            }
+            if candidates
+            else {}
+        )
         found = await self._db.execute_fetchall(
             f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? "
             "AND (status IN ('intent', 'queued', 'pinning', 'failed', 'error') OR name = ?)",
@@ -411,9 +417,9 @@ class StateStore:
                 (service,),
             ):
                 rows[row[1]] = _remote_from_row(row)
-                candidates[row[1]] = name
+                wanted[row[1]] = name
         rows.update(await self.remote_rows(service, [c for c in cids if c not in rows]))
-        return candidates, rows
+        return wanted, rows
 
     async def known_cids(self, service: str, among: Collection[str] | None = None) -> set[str]:
         """Which of `among` (default: all) are selected local pins or have a row on the
