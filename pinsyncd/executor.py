@@ -62,6 +62,7 @@ AUTH_RECHECK = 60.0  # a paused service (401/403/409) is asked again at most onc
 PAUSED = "paused: "  # the prefix of a pause that needs the user (token, funds)
 INLINE_WAIT = 5.0  # a Retry-After up to this long is waited out; a longer one pauses
 RETRY_AFTER = "rate limited: waiting for the service's Retry-After"
+ADOPT_BATCH = 10_000  # listed pins matched against the state and written at a time
 
 
 @dataclass(frozen=True)
@@ -335,7 +336,7 @@ class ServiceExecutor:
 
         async for status in iter_pins(self.client, statuses=ALL_STATUSES):
             chunk.append(status)
-            if len(chunk) >= 1000:
+            if len(chunk) >= ADOPT_BATCH:
                 await take(chunk)
                 chunk = []
         if chunk:

@@ -549,7 +549,8 @@ class StateStore:
 
     async def save(self, records: Iterable[RemotePin]) -> None:
         """Insert or update rows, all in one committed transaction."""
-        rows = [_row_from_remote(r) for r in records]
+        # In key order: fewer B-tree pages touched when a large batch is written.
+        rows = sorted((_row_from_remote(r) for r in records), key=lambda row: row[:2])
         if not rows:
             return
         async with self._transaction():
