@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pinsyncd.state import (
+    MIGRATIONS,
     SCHEMA_VERSION,
     Origin,
     RemotePin,
@@ -771,3 +772,33 @@ async def test_kinds_and_selection_are_stored_and_read_back(store: StateStore) -
     assert await store.replace_local_pins({"a": "x", "b": "y", "r": "policy/p/mfs"}) == (0, 0, 0)
     assert await store.local_counts() == (3, 3), "the new listing's selection counts"
     assert await store.mfs_root() is None
+
+
+async def test_a_version_3_file_with_data_is_brought_to_version_4(tmp_path: Path) -> None:
+    """v4 adds pin kinds and selection, and notes as gone the CIDs that services hold but the
+    node no longer lists (so `unpin: mirror` starts their grace period at the upgrade)."""
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        for script in MIGRATIONS[:3]:
+            for statement in (s for s in script.split(";") if s.strip()):
+                db.execute(statement)
+        db.execute("PRAGMA user_version=3")
+        db.execute("INSERT INTO local_pins VALUES ('a', 'photo')")
+        for cid in ("a", "b"):
+            db.execute(
+                "INSERT INTO remote_pins (service, cid, status, requestid, updated) "
+                f"VALUES ('svc', '{cid}', 'pinned', 'r{cid}', 1.0)"
+            )
+    finally:
+        db.close()
+    before = time.time()
+    store = await StateStore.open(path)
+    try:
+        assert pragma(path, "user_version") == SCHEMA_VERSION == 4
+        assert await store.local_counts() == (1, 1)
+        assert await store.gone_since("svc", time.time() + 1) == ["b"]
+        assert await store.gone_since("svc", before - 2) == []
+        assert (await store.service_state("svc")).down_since == 0.0
+    finally:
+        await store.close()
