@@ -672,28 +672,19 @@ class StateStore:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _temp_transaction(self) -> AsyncIterator[None]:
+    def _temp_transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
         """A transaction that writes only temporary tables: deferred, so it takes no lock on
         the state file (readers and other processes are not held up), and one commit per
         batch rather than one per row."""
-        async with self._write_lock:
-            try:
-                await self._db.execute("BEGIN")
-                yield
-            except BaseException:
-                with contextlib.suppress(aiosqlite.Error):
-                    await asyncio.shield(self._db.execute("ROLLBACK"))
-                raise
-            await self._db.execute("COMMIT")
+        return self._transaction("BEGIN")
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
+    async def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[None]:
         async with self._write_lock:
             try:
                 # Inside the try: a BEGIN cancelled while queued still runs in aiosqlite's
                 # thread, and the ROLLBACK queued behind it must undo it.
-                await self._db.execute("BEGIN IMMEDIATE")
+                await self._db.execute(begin)
                 yield
             except BaseException:
                 with contextlib.suppress(aiosqlite.Error):
