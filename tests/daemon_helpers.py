@@ -102,7 +102,10 @@ async def acli(
     return process.returncode, stdout.decode(), stderr.decode()
 
 
-async def start_daemon(config: Path, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+async def start_daemon(
+    config: Path, env: dict[str, str], log: Path, *, log_level: str | None = None
+) -> asyncio.subprocess.Process:
+    level = ["--log-level", log_level] if log_level else []
     with open(log, "ab") as out:  # noqa: ASYNC230 - opening a local log file
         return await asyncio.create_subprocess_exec(
             sys.executable,
@@ -113,6 +116,7 @@ async def start_daemon(config: Path, env: dict[str, str], log: Path) -> asyncio.
             str(config),
             "--log-format",
             "json",
+            *level,
             env=env,
             stdout=out,
             stderr=out,

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -35,7 +34,14 @@ from pinsyncd.psa import (
 from pinsyncd.psa.models import Pin
 from pinsyncd.tokens import Secret
 from tests.cluster_peer import ClusterPeer
-from tests.daemon_helpers import ServiceSpec, acli, log_events, status_json, write_config
+from tests.daemon_helpers import (
+    ServiceSpec,
+    acli,
+    log_events,
+    start_daemon,
+    status_json,
+    write_config,
+)
 from tests.peers import IPFS_BIN, KuboNode
 
 pytestmark = pytest.mark.peers
@@ -121,22 +127,7 @@ async def pinsyncd_daemon(
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`pinsyncd run` as a user runs it (debug logs: the delegate dials are logged there),
     always stopped with SIGTERM at the end."""
-    with open(log, "ab") as out:  # noqa: ASYNC230 - opening a local log file
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pinsyncd",
-            "run",
-            "-c",
-            str(config),
-            "--log-format",
-            "json",
-            "--log-level",
-            "debug",
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
+    process = await start_daemon(config, env, log, log_level="debug")
     try:
         yield process
     finally:
