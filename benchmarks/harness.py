@@ -85,7 +85,7 @@ def machine() -> dict[str, Any]:
 
 
 def ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b else None
+    return round(a / b, 3) if a and b else None
 
 
 # --- subprocess peers ---------------------------------------------------------------------------

@@ -178,8 +178,15 @@ def listing_requests(
     }
 
 
+CONTENDERS = {"bare": BARE, "pinsyncd": PINSYNCD, "sequential": SEQUENTIAL, "kubo": KUBO}
+
+
 def measure(
-    pins: int, kinds: Sequence[ServerKind], kubo_sample: int, rounds: int
+    pins: int,
+    kinds: Sequence[ServerKind],
+    kubo_sample: int,
+    rounds: int,
+    contenders: Sequence[str] = tuple(CONTENDERS.values()),
 ) -> dict[str, Any]:
     timings: list[Timing] = []
     listings: list[dict[str, Any]] = []
@@ -192,23 +199,27 @@ def measure(
             for kind in kinds if round_ % 2 == 0 else list(reversed(kinds)):
                 name, c = kind.name, kind.concurrency
                 tag = f"{name.replace('_', '')}{round_}"
-                with fresh(kind, 0) as (_, target):
-                    timings.append(post_loop(name, target, pins, c, BARE))
-                with fresh(kind, pins) as (servers, target):
-                    work = tmp / f"sync-{tag}"
-                    work.mkdir()
-                    timings.append(pinsyncd_sync(name, servers, target, pins, c, work))
-                    if round_ == 0 and not kind.latency:
-                        listings.append(
-                            listing_requests(name, servers, target, kubo, f"ls{tag}", work)
-                        )
-                with fresh(kind, 0) as (_, target):
-                    sample = min(pins, kind.sequential_pins or pins)
-                    timing = post_loop(name, target, sample, 1, SEQUENTIAL)
-                    timing.extrapolated = sample < pins
-                    timings.append(timing)
-                with fresh(kind, 0) as (_, target):
-                    timings.append(kubo_loop(name, target, kubo, f"add{tag}", kubo_sample, tmp))
+                if BARE in contenders:
+                    with fresh(kind, 0) as (_, target):
+                        timings.append(post_loop(name, target, pins, c, BARE))
+                if PINSYNCD in contenders:
+                    with fresh(kind, pins) as (servers, target):
+                        work = tmp / f"sync-{tag}"
+                        work.mkdir()
+                        timings.append(pinsyncd_sync(name, servers, target, pins, c, work))
+                        if round_ == 0 and not kind.latency and KUBO in contenders:
+                            listings.append(
+                                listing_requests(name, servers, target, kubo, f"ls{tag}", work)
+                            )
+                if SEQUENTIAL in contenders:
+                    with fresh(kind, 0) as (_, target):
+                        sample = min(pins, kind.sequential_pins or pins)
+                        timing = post_loop(name, target, sample, 1, SEQUENTIAL)
+                        timing.extrapolated = sample < pins
+                        timings.append(timing)
+                if KUBO in contenders:
+                    with fresh(kind, 0) as (_, target):
+                        timings.append(kubo_loop(name, target, kubo, f"add{tag}", kubo_sample, tmp))
     return summarize(pins, kinds, timings, listings)
 
 
@@ -224,7 +235,8 @@ def summarize(
             runs = [t for t in mine if t.contender == contender]
             rates[contender] = statistics.median(t.rate() for t in runs)
             post_rates[contender] = statistics.median(t.post_rate() for t in runs)
-        ours, bare = rates[PINSYNCD], rates[BARE]
+        ours, bare = rates.get(PINSYNCD, 0.0), rates.get(BARE, 0.0)
+        sequential, kubo = rates.get(SEQUENTIAL, 0.0), rates.get(KUBO, 0.0)
         servers[kind.name] = {
             "latency_seconds": kind.latency,
             "concurrency": kind.concurrency,
@@ -232,13 +244,15 @@ def summarize(
             "post_phase_rates": {k: round(v, 1) for k, v in post_rates.items()},
             "seconds_for_n": {k: round(pins / v, 2) if v else None for k, v in rates.items()},
             "pinsyncd_vs_bare": ratio(ours, bare),
-            "pinsyncd_vs_bare_post_phase": ratio(post_rates[PINSYNCD], post_rates[BARE]),
-            "bare_vs_sequential": ratio(bare, rates[SEQUENTIAL]),
-            "pinsyncd_vs_sequential": ratio(ours, rates[SEQUENTIAL]),
-            "pinsyncd_vs_kubo_loop": ratio(ours, rates[KUBO]),
-            "met_bare": ours >= 0.9 * bare,
-            "met_sequential": ours >= 10 * rates[SEQUENTIAL],
-            "met_kubo_loop": ours >= 10 * rates[KUBO],
+            "pinsyncd_vs_bare_post_phase": ratio(
+                post_rates.get(PINSYNCD, 0.0), post_rates.get(BARE, 0.0)
+            ),
+            "bare_vs_sequential": ratio(bare, sequential),
+            "pinsyncd_vs_sequential": ratio(ours, sequential),
+            "pinsyncd_vs_kubo_loop": ratio(ours, kubo),
+            "met_bare": ours >= 0.9 * bare if ours and bare else None,
+            "met_sequential": ours >= 10 * sequential if ours and sequential else None,
+            "met_kubo_loop": ours >= 10 * kubo if ours and kubo else None,
         }
     return {
         "pins": pins,
@@ -261,8 +275,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--far-concurrency", type=int, default=16)
     parser.add_argument("--far-sequential-sample", type=int, default=None, help="default 500")
     parser.add_argument("--rounds", type=int, default=1, help="repeat, alternating the order")
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help=f"a comma-separated subset of {','.join(CONTENDERS)} (default: all)",
+    )
+    parser.add_argument(
+        "--servers", default="fake_psa,npm_mock,far", help="a subset of fake_psa,npm_mock,far"
+    )
     parser.add_argument("--quick", action="store_true", help="a small N, for the smoke test")
     args = parser.parse_args(argv)
+    chosen = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in CONTENDERS]
+    if unknown:
+        parser.error(f"unknown contender(s): {', '.join(unknown)}")
+    servers_wanted = {s.strip() for s in args.servers.split(",") if s.strip()}
     pins = args.pins or (200 if args.quick else 10_000)
     sample = args.kubo_sample or (10 if args.quick else 300)
     latency = 0.02 if args.far_latency is None else args.far_latency
@@ -279,7 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sequential_pins=args.far_sequential_sample or (20 if args.quick else 500),
             )
         )
-    result = measure(pins, kinds, sample, args.rounds)
+    kinds = [k for k in kinds if (k.name if not k.latency else "far") in servers_wanted]
+    if not kinds:
+        parser.error("--servers: choose from fake_psa, npm_mock, far")
+    result = measure(pins, kinds, sample, args.rounds, [CONTENDERS[c] for c in chosen])
     rows = []
     for t in result["timings"]:
         rows.append(

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -63,6 +64,7 @@ PAUSED = "paused: "  # the prefix of a pause that needs the user (token, funds)
 INLINE_WAIT = 5.0  # a Retry-After up to this long is waited out; a longer one pauses
 RETRY_AFTER = "rate limited: waiting for the service's Retry-After"
 ADOPT_BATCH = 10_000  # listed pins matched against the state and written at a time
+_REFUSED = (Unauthorized, InsufficientFunds, RateLimited)  # a create that was not applied
 
 
 @dataclass(frozen=True)
@@ -263,14 +265,15 @@ class ServiceExecutor:
         if plan.resolve:
             await self._resolve(plan.resolve, remote, report)
             plan, desired, remote = await self.plan(directives, True, node)
+        created: set[str] = set()
         if send and not self._stopping():
-            await self._send_all(plan.add, plan.replace, remote, node, report)
+            created = await self._send_all(plan.add, plan.replace, remote, node, report)
             await self._remove_all(plan.remove, remote, report)
         if plan.drop:
             await self.store.forget(self.service.name, plan.drop)
             for cid in plan.drop:
                 remote.pop(cid, None)
-        await self._track(remote, report, node)
+        await self._track(remote, report, node, skip=created)
         report.unsent = _unsent(desired, remote)
         if send and time.time() - state.last_verified >= self.verify_interval:
             await self._verify(report)
@@ -385,61 +388,120 @@ class ServiceExecutor:
         remote: dict[str, RemotePin],
         node: NodeView,
         report: ServiceReport,
-    ) -> None:
-        batch_size = max(64, self.service.concurrency * 16)
+    ) -> set[str]:
+        """Send the creates, `concurrency` at a time with no pause between blocks, and return
+        the requestids they created. A block's intents are committed before any of its
+        requests is sent (at most two blocks ahead of the answers); the answers are committed
+        a block at a time while the next block is being sent."""
         work: list[Add | Replace] = [*replaces, *adds]
-        for start in range(0, len(work), batch_size):
-            if self._stopping():
-                break
-            batch = work[start : start + batch_size]
-            previous = {item.cid: remote.get(item.cid) for item in batch}
-            intents = [self._intent(item, previous[item.cid]) for item in batch]
-            await self.store.save(intents)  # committed before anything is sent
-            results = await asyncio.gather(
-                *(self._send_one(i, row, node) for i, row in zip(batch, intents, strict=True)),
-                return_exceptions=True,
-            )
-            updates: list[RemotePin] = []
-            unsent: list[str] = []
-            superseded: list[str] = []
-            halt: BaseException | None = None
-            crash: BaseException | None = None
-            for item, result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    if not isinstance(result, Unauthorized | InsufficientFunds | RateLimited):
-                        crash = crash or result  # outcome unknown: the intent stays
-                        continue
-                    halt = halt or result  # refused, so not applied
-                    result = None
-                if result is None:  # nothing was created: back to what was there before
-                    before = previous[item.cid]
-                    if before is None:
-                        unsent.append(item.cid)
-                    else:
-                        updates.append(before)
+        created: set[str] = set()
+        if not work:
+            return created
+        block = max(64, self.service.concurrency * 16)
+        queue: asyncio.Queue[tuple[Add | Replace, RemotePin] | None] = asyncio.Queue(block)
+        previous: dict[str, RemotePin | None] = {}
+        answers: list[tuple[Add | Replace, RemotePin | BaseException | None]] = []
+        crashed = False
+        settled = 0
+
+        async def sender() -> None:
+            nonlocal crashed
+            while (entry := await queue.get()) is not None:
+                item, intent = entry
+                result: RemotePin | BaseException | None = None
+                if not crashed:  # after a crash nothing more is sent; the intent is undone
+                    try:
+                        result = await self._send_one(item, intent, node)
+                    except Exception as exc:  # judged in _settle
+                        result = exc
+                        crashed = crashed or not isinstance(exc, _REFUSED)
+                answers.append((item, result))
+
+        async def settle() -> BaseException | None:
+            nonlocal settled
+            batch = answers[:]
+            del answers[: len(batch)]
+            settled += len(batch)
+            failure = await self._settle(batch, previous, remote, report, created)
+            if self.progress is not None and batch:
+                self.progress(self.service.name, settled, len(work))
+            return failure
+
+        failure: BaseException | None = None
+        senders = [asyncio.create_task(sender()) for _ in range(self.service.concurrency)]
+        try:
+            for start in range(0, len(work), block):
+                if self._stopping() or self._halted or crashed:
+                    break
+                items = work[start : start + block]
+                intents = []
+                for item in items:
+                    previous[item.cid] = remote.get(item.cid)
+                    intents.append(self._intent(item, previous[item.cid]))
+                await self.store.save(intents)  # committed before anything is sent
+                for entry in zip(items, intents, strict=True):
+                    await queue.put(entry)
+                failure = failure or await settle()
+            for _ in senders:
+                await queue.put(None)
+            await asyncio.gather(*senders)
+        finally:
+            for task in senders:
+                task.cancel()
+        failure = failure or await settle()
+        if failure is not None:
+            raise failure
+        return created
+
+    async def _settle(
+        self,
+        answers: Sequence[tuple[Add | Replace, RemotePin | BaseException | None]],
+        previous: Mapping[str, RemotePin | None],
+        remote: dict[str, RemotePin],
+        report: ServiceReport,
+        created: set[str],
+    ) -> BaseException | None:
+        """Commit a block of answers. A create that was not sent (or refused) goes back to
+        what was there before; one that crashed keeps its intent, to be looked up later.
+        Returns the exception that must end the cycle, if any (a crash before a refusal)."""
+        updates: list[RemotePin] = []
+        unsent: list[str] = []
+        superseded: list[str] = []
+        halt: BaseException | None = None
+        crash: BaseException | None = None
+        for item, result in answers:
+            if isinstance(result, BaseException):
+                if not isinstance(result, _REFUSED):
+                    crash = crash or result  # outcome unknown: the intent stays
                     continue
-                updates.append(result)
-                if result.status is RemoteStatus.ERROR:
-                    report.errors += 1
-                elif result.status is not RemoteStatus.INTENT:
-                    if isinstance(item, Replace):
-                        report.replaced += 1
-                        if item.supersedes and result.requestid != item.requestid:
-                            superseded.append(item.supersedes)  # the old MFS root is gone
-                    else:
-                        report.added += 1
-            for row in updates:
-                remote[row.cid] = row
-            for cid in [*unsent, *superseded]:
-                remote.pop(cid, None)
-            await self.store.save(updates)
-            await self.store.forget(self.service.name, [*unsent, *superseded])
-            if self.progress is not None:
-                self.progress(self.service.name, start + len(batch), len(work))
-            if crash is not None:
-                raise crash
-            if halt is not None:
-                raise halt
+                halt = halt or result  # refused, so not applied
+                result = None
+            if result is None:  # nothing was created: back to what was there before
+                before = previous[item.cid]
+                if before is None:
+                    unsent.append(item.cid)
+                else:
+                    updates.append(before)
+                continue
+            updates.append(result)
+            if result.status is RemoteStatus.ERROR:
+                report.errors += 1
+            elif result.status is not RemoteStatus.INTENT:
+                if result.requestid:
+                    created.add(result.requestid)
+                if isinstance(item, Replace):
+                    report.replaced += 1
+                    if item.supersedes and result.requestid != item.requestid:
+                        superseded.append(item.supersedes)  # the old MFS root is gone
+                else:
+                    report.added += 1
+        for row in updates:
+            remote[row.cid] = row
+        for cid in [*unsent, *superseded]:
+            remote.pop(cid, None)
+        await self.store.save(updates)
+        await self.store.forget(self.service.name, [*unsent, *superseded])
+        return crash or halt
 
     def _intent(self, item: Add | Replace, previous: RemotePin | None) -> RemotePin:
         name = clip_name(item.name or item.cid)
@@ -479,8 +541,8 @@ class ServiceExecutor:
                     return None  # nothing was created; the replace waits for a later cycle
                 else:
                     if current.status is not Status.FAILED:
-                        return _apply_status(intent, current).evolve(
-                            attempts=intent.attempts - 1, last_error=None
+                        return _apply_status(
+                            intent, current, attempts=intent.attempts - 1, last_error=None
                         )
             try:
                 status = await self._create(item, pin, replacing)
@@ -500,7 +562,7 @@ class ServiceExecutor:
                 return self._error(intent, str(exc))
         if status.delegates and node.online and self.dialer is not None:
             self.dialer.submit(status.delegates)
-        return _apply_status(intent, status).evolve(last_error=None)
+        return _apply_status(intent, status, last_error=None)
 
     async def _create(self, item: Add | Replace, pin: Pin, replacing: bool) -> PinStatus:
         """Send the create. A 429 means it was not applied: after a short Retry-After (which
@@ -581,23 +643,29 @@ class ServiceExecutor:
     # --- status tracking --------------------------------------------------------------------
 
     async def _track(
-        self, remote: dict[str, RemotePin], report: ServiceReport, node: NodeView
+        self,
+        remote: dict[str, RemotePin],
+        report: ServiceReport,
+        node: NodeView,
+        skip: Collection[str] = (),
     ) -> None:
         """Follow pending requests by listing (about one request per 1000 pending pins), not
         one GET per pin; only requests that left the pending set are looked up further.
+        Requests in `skip` were created moments ago, in this cycle: they are not listed for
+        (the next status round does it), only updated if a listing shows them anyway.
         While a pin is pending and the node is online, the node keeps (re)connecting to its
         delegates: after an offline window that is what lets the service fetch the blocks."""
-        pending = {
-            r.requestid: r
-            for r in remote.values()
-            if r.status in (RemoteStatus.QUEUED, RemoteStatus.PINNING) and r.requestid
-        }
+        pending: dict[str, RemotePin] = {}
+        fresh: dict[str, RemotePin] = {}
+        for r in remote.values():
+            if r.status in (RemoteStatus.QUEUED, RemoteStatus.PINNING) and r.requestid:
+                (fresh if r.requestid in skip else pending)[r.requestid] = r
         if not pending:
             return
         updates: dict[str, RemotePin] = {}
         redial = node.online and self.dialer is not None
         async for status in iter_pins(self.client, statuses=PENDING_STATUSES):
-            row = pending.pop(status.requestid, None)
+            row = pending.pop(status.requestid, None) or fresh.pop(status.requestid, None)
             if row is not None and status.delegates and redial and self.dialer is not None:
                 self.dialer.keep_connected(status.delegates)
             if row is not None and row.status.value != status.status.value:
@@ -756,13 +824,14 @@ def _row_rank(row: RemotePin) -> tuple[int, float]:
     return _STATUS_RANK[Status(row.status.value)], created
 
 
-def _apply_status(row: RemotePin, status: PinStatus) -> RemotePin:
+def _apply_status(row: RemotePin, status: PinStatus, **changes: Any) -> RemotePin:
     return row.evolve(
         status=RemoteStatus(status.status.value),
         requestid=status.requestid,
         created=status.created.isoformat(),
         name=status.pin.name if status.pin.name is not None else row.name,
         details=status.info.get("status_details"),
+        **changes,
     )
 
 

@@ -103,6 +103,48 @@ async def test_second_cycle_sends_nothing_new(
     assert report.added == 0
 
 
+async def test_a_slow_add_does_not_hold_up_the_adds_after_it(
+    service: FakePinningService, store: StateStore
+) -> None:
+    """No barrier between blocks of adds: while one answer takes a second, the other
+    connections go on through the following blocks (a block is 64 adds here)."""
+    local = local_pins(400)
+    service.inject(Fault("slow", delay=1.0), method="POST", skip=5)
+    executor = executor_for(service, store, concurrency=4)
+    async with executor.client:
+        report = await executor.sync(local, ONLINE)
+    assert report.added == 400 and report.errors == 0
+    posts = [r for r in service.requests if r.method == "POST"]
+    slow = next(r for r in posts if r.fault is not None)
+    during = [r for r in posts if slow.time < r.time < slow.time + 0.9]
+    assert len(during) > 3 * 64, f"only {len(during)} adds went out while one was slow"
+    assert all(len(service.pins_for_cid(cid)) == 1 for cid in local)
+    rows = await store.remote_pins("spec")
+    assert len(rows) == 400 and {r.status for r in rows.values()} == {RemoteStatus.QUEUED}
+
+
+async def test_new_requests_are_not_listed_in_the_cycle_that_made_them(
+    service: FakePinningService, store: StateStore
+) -> None:
+    first = local_pins(30)
+    executor = executor_for(service, store)
+    async with executor.client:
+        await executor.sync(first, ONLINE)
+        lists = service.count(method="GET", path_prefix="/pins")
+        assert lists == 1, "only the first-contact listing: the new requests are not listed"
+        for pin in service.pins:
+            service.set_status(pin["requestid"], "pinning")
+        more = {**first, **local_pins(20)}
+        report = await executor.sync(more, ONLINE)
+    assert report.added == 20
+    assert service.count(method="GET", path_prefix="/pins") > lists, "older ones are tracked"
+    rows = await store.remote_pins("spec")
+    statuses = [rows[cid].status for cid in first]
+    assert statuses == [RemoteStatus.PINNING] * 30
+    new = [rows[cid] for cid in more if cid not in first]
+    assert {r.status for r in new} <= {RemoteStatus.QUEUED, RemoteStatus.PINNING}
+
+
 async def test_adopts_existing_pins_on_first_contact(
     service: FakePinningService, store: StateStore
 ) -> None:
