@@ -48,6 +48,7 @@ from pinsyncd.psa import (
 )
 from pinsyncd.state import (
     UNFINISHED_STATUSES,
+    Listed,
     Origin,
     RemotePin,
     RemoteStatus,
@@ -295,60 +296,44 @@ class ServiceExecutor:
     async def _adopt(self, report: ServiceReport) -> None:
         """First contact: list everything on the service and take over the requests for our
         CIDs (and settle our intents), so nothing already there is pinned again. The listing
-        is handled a page at a time against the state, so memory does not grow with it."""
+        is staged in a temporary table and matched against the state in CID order, a chunk
+        at a time: memory stays flat and the state is written in key order."""
         start = time.time()
-        by_hash: dict[bytes, str] | None = None
-        listed = 0
-        chunk: list[PinStatus] = []
-
-        async def take(chunk: list[PinStatus]) -> None:
-            nonlocal by_hash, listed
-            ours = await self.store.known_cids(self.service.name, {s.pin.cid for s in chunk})
-            mapped: list[tuple[str, PinStatus]] = []
-            for status in chunk:
-                cid = status.pin.cid
-                if cid not in ours:
-                    if by_hash is None:  # another spelling of one of our CIDs? (rare)
-                        by_hash = _hash_index(await self.store.known_cids(self.service.name))
+        matched = 0
+        async with self.store.staging(self.service.name) as staged:
+            batch: list[Listed] = []
+            async for status in iter_pins(self.client, statuses=ALL_STATUSES):
+                batch.append(_listed(status))
+                if len(batch) >= ADOPT_BATCH:
+                    await staged.add(batch)
+                    batch = []
+            if batch:
+                await staged.add(batch)
+            async for chunk in staged.matched(ADOPT_BATCH):
+                matched += len(chunk)
+                await self.store.save(_take_over(chunk, start, report))
+            by_hash: dict[bytes, str] | None = None
+            async for others in staged.unmatched(ADOPT_BATCH):  # foreign, or other spellings
+                if by_hash is None:
+                    by_hash = _hash_index(await self.store.known_cids(self.service.name))
+                mapped: list[Listed] = []
+                for listed in others:
                     try:
-                        cid = by_hash.get(multihash_of(cid), "")
+                        cid = by_hash.get(multihash_of(listed.cid))
                     except InvalidCIDError:
                         continue
-                    if not cid:
-                        continue
-                mapped.append((cid, status))
-            listed += len(mapped)
-            rows = await self.store.remote_rows(self.service.name, [cid for cid, _ in mapped])
-            updates: dict[str, RemotePin] = {}
-            for cid, status in mapped:
-                row = updates.get(cid) or rows.get(cid)
-                if row is not None and row.requestid == status.requestid:
-                    updates[cid] = _apply_status(row, status)
-                elif row is None or row.status in (RemoteStatus.INTENT, RemoteStatus.ERROR):
-                    origin = Origin.CREATED if row is not None else Origin.ADOPTED
-                    base = row or RemotePin(self.service.name, cid, RemoteStatus.QUEUED)
-                    updates[cid] = _apply_status(base.evolve(origin=origin), status)
-                    report.adopted += row is None
-                    report.resolved += row is not None
-                else:  # another request for a CID that already has one
-                    report.duplicates += 1
-                    adopted_now = row.origin is Origin.ADOPTED and row.updated >= start
-                    if adopted_now and _rank(status) > _row_rank(row):
-                        updates[cid] = _apply_status(row, status)
-            await self.store.save(updates.values())
-
-        async for status in iter_pins(self.client, statuses=ALL_STATUSES):
-            chunk.append(status)
-            if len(chunk) >= ADOPT_BATCH:
-                await take(chunk)
-                chunk = []
-        if chunk:
-            await take(chunk)
+                    if cid is not None:
+                        mapped.append(replace(listed, cid=cid))
+                if mapped:
+                    matched += len(mapped)
+                    rows = await self.store.remote_rows(self.service.name, [x.cid for x in mapped])
+                    pairs = [(x, rows.get(x.cid)) for x in mapped]
+                    await self.store.save(_take_over(pairs, start, report))
         if report.adopted or report.duplicates:
             self.log.info(
                 "adopted existing pins",
                 adopted=report.adopted,
-                listed=listed,
+                listed=matched,
                 extra_requests_for_same_cid=report.duplicates,
             )
 
@@ -832,6 +817,55 @@ def _apply_status(row: RemotePin, status: PinStatus, **changes: Any) -> RemotePi
         name=status.pin.name if status.pin.name is not None else row.name,
         details=status.info.get("status_details"),
         **changes,
+    )
+
+
+def _take_over(
+    chunk: Sequence[tuple[Listed, RemotePin | None]], start: float, report: ServiceReport
+) -> list[RemotePin]:
+    """The state's rows after adoption of a chunk of listed requests (with each CID's row as
+    it was before the chunk). A request for a CID with no live row is taken over (or settles
+    our intent); another request for a CID that has one is counted as a duplicate, and
+    among duplicates first seen in this adoption the best (pinned, then newest) is kept."""
+    updates: dict[str, RemotePin] = {}
+    for listed, stored in chunk:
+        row = updates.get(listed.cid) or stored
+        if row is not None and row.requestid == listed.requestid:
+            updates[listed.cid] = _apply_listed(row, listed)
+        elif row is None or row.status in (RemoteStatus.INTENT, RemoteStatus.ERROR):
+            origin = Origin.CREATED if row is not None else Origin.ADOPTED
+            base = row or RemotePin(report.service, listed.cid, RemoteStatus.QUEUED)
+            updates[listed.cid] = _apply_listed(base.evolve(origin=origin), listed)
+            report.adopted += row is None
+            report.resolved += row is not None
+        else:  # another request for a CID that already has one
+            report.duplicates += 1
+            adopted_now = row.origin is Origin.ADOPTED and row.updated >= start
+            rank = (_STATUS_RANK[Status(listed.status.value)], listed.created_ts)
+            if adopted_now and rank > _row_rank(row):
+                updates[listed.cid] = _apply_listed(row, listed)
+    return list(updates.values())
+
+
+def _listed(status: PinStatus) -> Listed:
+    return Listed(
+        status.pin.cid,
+        status.requestid,
+        RemoteStatus(status.status.value),
+        status.created.isoformat(),
+        status.created.timestamp(),
+        status.pin.name,
+        status.info.get("status_details"),
+    )
+
+
+def _apply_listed(row: RemotePin, listed: Listed) -> RemotePin:
+    return row.evolve(
+        status=listed.status,
+        requestid=listed.requestid,
+        created=listed.created,
+        name=listed.name if listed.name is not None else row.name,
+        details=listed.details,
     )
 
 

@@ -77,6 +77,19 @@ class RemotePin:
 
 
 @dataclass(frozen=True, slots=True)
+class Listed:
+    """One request as a service listed it, staged for adoption (`StateStore.staging`)."""
+
+    cid: str
+    requestid: str
+    status: RemoteStatus
+    created: str  # RFC 3339, as the service gave it
+    created_ts: float  # the same, as Unix time (for ranking)
+    name: str | None = None
+    details: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceState:
     """Per-service bookkeeping that must survive restarts."""
 
@@ -502,6 +515,25 @@ class StateStore:
                 await self._db.execute(f"DROP TABLE IF EXISTS {table}")
         return [_remote_from_row(row) for row in rows]
 
+    @contextlib.asynccontextmanager
+    async def staging(self, service: str) -> AsyncIterator[Staging]:
+        """A temporary table for a service's full listing (adoption): filled in arrival
+        order, then read back in CID order next to the state's rows, so that a million
+        listed pins are matched and written walking the state's B-trees in order."""
+        table = f'temp."staged:{service}"'
+        async with self._write_lock:
+            await self._db.execute(f"DROP TABLE IF EXISTS {table}")
+            await self._db.execute(
+                f"CREATE TABLE {table} (cid TEXT NOT NULL, requestid TEXT NOT NULL, "
+                "status TEXT NOT NULL, created TEXT NOT NULL, created_ts REAL NOT NULL, "
+                "name TEXT, details TEXT)"
+            )
+        try:
+            yield Staging(self, service, table)
+        finally:
+            async with self._write_lock:
+                await self._db.execute(f"DROP TABLE IF EXISTS {table}")
+
     async def _one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...]:
         rows = await self._db.execute_fetchall(sql, params)
         return tuple(next(iter(rows)))
@@ -691,6 +723,75 @@ class StateStore:
                     await asyncio.shield(self._db.execute("ROLLBACK"))
                 raise
             await self._db.execute("COMMIT")
+
+
+class Staging:
+    """A service's listing in a temporary table (see `StateStore.staging`)."""
+
+    def __init__(self, store: StateStore, service: str, table: str) -> None:
+        self._store = store
+        self._service = service
+        self._table = table
+        self._indexed = False
+
+    async def add(self, batch: Sequence[Listed]) -> None:
+        async with self._store._temp_transaction():
+            await self._store._db.executemany(
+                f"INSERT INTO {self._table} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (x.cid, x.requestid, x.status.value, x.created, x.created_ts, x.name, x.details)
+                    for x in batch
+                ],
+            )
+
+    async def matched(self, limit: int) -> AsyncIterator[list[tuple[Listed, RemotePin | None]]]:
+        """Listed requests for CIDs the state knows (a selected local pin, or a row on the
+        service), with that row, `limit` at a time in CID order (a CID listed twice comes
+        out twice, side by side; the same request listed twice, once). Each chunk is read
+        after the previous one was written, so it sees what that one wrote."""
+        async for chunk in self._chunks(
+            "(l.cid IS NOT NULL OR r.cid IS NOT NULL)", limit, with_rows=True
+        ):
+            yield chunk
+
+    async def unmatched(self, limit: int) -> AsyncIterator[list[Listed]]:
+        """Listed requests for CIDs the state does not know in that spelling."""
+        async for chunk in self._chunks("l.cid IS NULL AND r.cid IS NULL", limit, with_rows=False):
+            yield [listed for listed, _ in chunk]
+
+    async def _chunks(
+        self, where: str, limit: int, *, with_rows: bool
+    ) -> AsyncIterator[list[tuple[Listed, RemotePin | None]]]:
+        db = self._store._db
+        if not self._indexed:
+            async with self._store._temp_transaction():
+                name = self._table.replace('"staged:', '"staged_by_cid:')
+                await db.execute(  # covering: the chunks are read from it alone, in order
+                    f"CREATE INDEX {name} ON {self._table.split('.', 1)[1]} "
+                    "(cid, requestid, status, created, created_ts, name, details)"
+                )
+            self._indexed = True
+        columns = ", ".join(f"r.{c.strip()}" for c in _REMOTE_COLUMNS.split(","))
+        sql = (
+            f"SELECT a.cid, a.requestid, a.status, a.created, a.created_ts, a.name, a.details, "
+            f"{columns} FROM {self._table} AS a "
+            "LEFT JOIN local_pins AS l ON l.cid = a.cid AND l.selected "
+            "LEFT JOIN remote_pins AS r ON r.service = ? AND r.cid = a.cid "
+            f"WHERE (a.cid, a.requestid) > (?, ?) AND {where} "
+            "ORDER BY a.cid, a.requestid LIMIT ?"
+        )
+        after = ("", "")
+        while True:
+            rows = await db.execute_fetchall(sql, (self._service, *after, limit))
+            if not rows:
+                return
+            chunk: list[tuple[Listed, RemotePin | None]] = []
+            for row in rows:
+                listed = Listed(row[0], row[1], RemoteStatus(row[2]), *row[3:7])
+                remote = _remote_from_row(row[7:]) if with_rows and row[7] is not None else None
+                chunk.append((listed, remote))
+            after = (rows[-1][0], rows[-1][1])
+            yield chunk
 
 
 def _statements(script: str) -> list[str]:
