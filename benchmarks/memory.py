@@ -6,6 +6,10 @@ benchmarks/scale.py for the set-up. Peak RSS is VmHWM from /proc, sampled every 
 Target (issue 7): <= 300 MB.
 
     .venv/bin/python -m benchmarks.memory [--pins 1000000] [--quick]
+
+`--initial` measures another case instead: an initial backup, N local pins and an empty
+service, where the one `sync --once` sends all N adds (not one of the issue's targets; it
+shows how memory grows with the adds of one cycle).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import argparse
 from collections.abc import Sequence
 
 from benchmarks.harness import emit, table
-from benchmarks.scale import measure_scale
+from benchmarks.scale import measure_new, measure_scale
 
 TARGET_MB = 300
 
@@ -25,8 +29,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--pins", type=int, default=None, help="N (default 1000000; quick 20000)")
     parser.add_argument("--quick", action="store_true", help="a small N, for the smoke test")
+    parser.add_argument(
+        "--initial", action="store_true", help="an initial backup: N adds to an empty service"
+    )
     args = parser.parse_args(argv)
     pins = args.pins or (20_000 if args.quick else 1_000_000)
+    if args.initial:
+        result = measure_new(pins)
+        r = result["initial"]
+        print(
+            table(
+                f"peak RSS of pinsyncd sync --once: initial backup of {pins} pins (all adds)",
+                ["run", "peak RSS MiB", "wall s", "CPU s", "adds", "requests"],
+                [
+                    [
+                        "initial",
+                        r["max_rss_mb"],
+                        r["wall_seconds"],
+                        r["cpu_seconds"],
+                        r["adds"],
+                        r["remote_requests"],
+                    ]
+                ],
+            )
+        )
+        emit("memory_initial", args.quick, result)
+        return 0
     result = measure_scale(pins)
     rows = []
     for run in ("first", "idle"):

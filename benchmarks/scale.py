@@ -67,3 +67,19 @@ def measure_scale(pins: int) -> dict[str, Any]:
         "first": describe(first, first_spent),
         "idle": describe(idle, idle_spent),
     }
+
+
+def measure_new(pins: int) -> dict[str, Any]:
+    """An initial backup: N local pins, an empty service, one `pinsyncd sync --once` that
+    sends all N adds (the first cycle of a new install on a large node)."""
+    with (
+        BenchServers(kubo_pins=pins, psa_pins=0, count_mode="page") as servers,
+        tempfile.TemporaryDirectory(prefix="pinsyncd-bench-") as tmp,
+    ):
+        config = write_config(Path(tmp), node_api=servers.kubo_url, endpoint=servers.psa_url)
+        servers.reset()
+        run = run_pinsyncd(["sync", "--once"], config, log_level="debug").check("initial sync")
+        spent = servers.stats()
+        if spent.psa["add"] != pins:
+            raise RuntimeError(f"pinsyncd sent {spent.psa['add']} adds for {pins} pins")
+        return {"pins": pins, "initial": describe(run, spent) | {"adds": spent.psa["add"]}}

@@ -10,9 +10,10 @@ crash, a timeout or a retry can never pin a CID twice on the service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,6 +66,8 @@ PAUSED = "paused: "  # the prefix of a pause that needs the user (token, funds)
 INLINE_WAIT = 5.0  # a Retry-After up to this long is waited out; a longer one pauses
 RETRY_AFTER = "rate limited: waiting for the service's Retry-After"
 ADOPT_BATCH = 10_000  # listed pins matched against the state and written at a time
+WINDOW = 50_000  # pins planned and sent at a time in a cycle
+TRACK_PAGE = 1000  # listed statuses matched against the pending requests at a time
 _REFUSED = (Unauthorized, InsufficientFunds, RateLimited)  # a create that was not applied
 
 
@@ -150,8 +153,7 @@ class ServiceExecutor:
                 self.client.throttle.rate = state.rate
         if state.paused_until > time.time():
             _note_pause(report, state.pause_reason or "paused")
-            desired, remote = await self._view(directives, adopted=True)
-            report.unsent = _unsent(desired, remote)
+            report.unsent = await self._unsent_count(directives)
             return report
         changes: dict[str, object] = {}
         try:
@@ -204,26 +206,40 @@ class ServiceExecutor:
         return report
 
     async def _view(
-        self, d: Directives, adopted: bool
-    ) -> tuple[Mapping[str, str], dict[str, RemotePin]]:
-        """From the state: the pins meant for this service that need something done, and the
-        requests the planner must see (see `StateStore.plan_view`). Before the first contact
-        nothing is sent, so no candidates are loaded (they would be the whole pinset)."""
-        candidates, remote = await self.store.plan_view(
+        self, d: Directives, adopted: bool, *, after: str | None = None
+    ) -> tuple[Mapping[str, str], dict[str, RemotePin], str | None]:
+        """From the state: the pins meant for this service that need something done, the
+        requests the planner must see (see `StateStore.plan_view`), and where the next
+        window of pins starts. With `after` (a cycle), pins come in windows of `WINDOW` CIDs
+        and pending requests are left to `_track`; without it (a dry run), all at once.
+        Before the first contact nothing is sent, so no candidates are loaded."""
+        candidates, remote, next_after = await self.store.plan_view(
             self.service.name,
             names_of=d.mfs_name,
             renamed=d.rename,
             cids=d.gone | d.surplus,
             candidates=adopted,
+            pending=after is None,
+            after=after or "",
+            limit=WINDOW if after is not None else None,
+            include=d.mfs_root,
         )
-        return d.meant_for(candidates), remote
+        return d.meant_for(candidates), remote, next_after
 
     async def plan(
         self, d: Directives, adopted: bool, node: NodeView | None = None
     ) -> tuple[ServicePlan, Mapping[str, str], dict[str, RemotePin]]:
-        """What a cycle would do now (reads the state, sends nothing), with its inputs."""
-        desired, remote = await self._view(d, adopted)
+        """What a cycle would do now, all at once (reads the state, sends nothing)."""
+        desired, remote, _ = await self._view(d, adopted)
         return self._plan(d, desired, remote, adopted, node), desired, remote
+
+    async def _unsent_count(self, d: Directives) -> int:
+        """Pins meant for this service with no request on it, counted a window at a time."""
+        count, after = 0, ""
+        while after is not None:
+            desired, remote, after = await self._view(d, True, after=after)
+            count += _unsent(desired, remote)
+        return count
 
     def _plan(
         self,
@@ -256,26 +272,37 @@ class ServiceExecutor:
         send: bool,
         report: ServiceReport,
     ) -> None:
-        plan, desired, remote = await self.plan(directives, state.adopted, node)
-        report.unsent = _unsent(desired, remote)
-        if plan.adopt:  # a full listing: it also counts as a verification
+        """Adopt (first contact) and resolve, then go through the pins that need something
+        done a window of `WINDOW` CIDs at a time, so memory does not grow with them (an
+        initial backup of a million pins), then track the requests pending from before."""
+        since = time.time()
+        adopted = state.adopted
+        if not adopted:  # a full listing: it also counts as a verification
             await self._adopt(report)
             state = replace(state, adopted=True, last_verified=time.time())
             await self.store.save_service_state(state)
-            plan, desired, remote = await self.plan(directives, True, node)
-        if plan.resolve:
-            await self._resolve(plan.resolve, remote, report)
-            plan, desired, remote = await self.plan(directives, True, node)
-        created: set[str] = set()
-        if send and not self._stopping():
-            created = await self._send_all(plan.add, plan.replace, remote, node, report)
-            await self._remove_all(plan.remove, remote, report)
-        if plan.drop:
-            await self.store.forget(self.service.name, plan.drop)
-            for cid in plan.drop:
-                remote.pop(cid, None)
-        await self._track(remote, report, node, skip=created)
-        report.unsent = _unsent(desired, remote)
+        window: str | None = ""
+        unsent = 0
+        first = True
+        while window is not None:
+            desired, remote, after = await self._view(directives, True, after=window)
+            plan = self._plan(directives, desired, remote, True, node)
+            if first and plan.resolve:
+                await self._resolve(plan.resolve, remote, report)
+                desired, remote, after = await self._view(directives, True, after=window)
+                plan = self._plan(directives, desired, remote, True, node)
+            if send and not self._stopping() and not self._halted:
+                await self._send_all(plan.add, plan.replace, remote, node, report)
+                if first:  # deletes are planned from the rows, the same in every window
+                    await self._remove_all(plan.remove, remote, report)
+            if first and plan.drop:
+                await self.store.forget(self.service.name, plan.drop)
+                for cid in plan.drop:
+                    remote.pop(cid, None)
+            unsent += _unsent(desired, remote)
+            window, first = after, False
+        report.unsent = unsent
+        await self._track(report, node, since)
         if send and time.time() - state.last_verified >= self.verify_interval:
             await self._verify(report)
             latest = await self.store.service_state(self.service.name)
@@ -373,15 +400,14 @@ class ServiceExecutor:
         remote: dict[str, RemotePin],
         node: NodeView,
         report: ServiceReport,
-    ) -> set[str]:
-        """Send the creates, `concurrency` at a time with no pause between blocks, and return
-        the requestids they created. A block's intents are committed before any of its
-        requests is sent (at most two blocks ahead of the answers); the answers are committed
-        a block at a time while the next block is being sent."""
+    ) -> None:
+        """Send the creates, `concurrency` at a time with no pause between blocks. A block's
+        intents are committed before any of its requests is sent (at most two blocks ahead
+        of the answers); the answers are committed a block at a time while the next block
+        is being sent."""
         work: list[Add | Replace] = [*replaces, *adds]
-        created: set[str] = set()
         if not work:
-            return created
+            return
         block = max(64, self.service.concurrency * 16)
         queue: asyncio.Queue[tuple[Add | Replace, RemotePin] | None] = asyncio.Queue(block)
         previous: dict[str, RemotePin | None] = {}
@@ -407,7 +433,7 @@ class ServiceExecutor:
             batch = answers[:]
             del answers[: len(batch)]
             settled += len(batch)
-            failure = await self._settle(batch, previous, remote, report, created)
+            failure = await self._settle(batch, previous, remote, report)
             if self.progress is not None and batch:
                 self.progress(self.service.name, settled, len(work))
             return failure
@@ -436,7 +462,6 @@ class ServiceExecutor:
         failure = failure or await settle()
         if failure is not None:
             raise failure
-        return created
 
     async def _settle(
         self,
@@ -444,7 +469,6 @@ class ServiceExecutor:
         previous: Mapping[str, RemotePin | None],
         remote: dict[str, RemotePin],
         report: ServiceReport,
-        created: set[str],
     ) -> BaseException | None:
         """Commit a block of answers. A create that was not sent (or refused) goes back to
         what was there before; one that crashed keeps its intent, to be looked up later.
@@ -472,8 +496,6 @@ class ServiceExecutor:
             if result.status is RemoteStatus.ERROR:
                 report.errors += 1
             elif result.status is not RemoteStatus.INTENT:
-                if result.requestid:
-                    created.add(result.requestid)
                 if isinstance(item, Replace):
                     report.replaced += 1
                     if item.supersedes and result.requestid != item.requestid:
@@ -627,50 +649,72 @@ class ServiceExecutor:
 
     # --- status tracking --------------------------------------------------------------------
 
-    async def _track(
-        self,
-        remote: dict[str, RemotePin],
-        report: ServiceReport,
-        node: NodeView,
-        skip: Collection[str] = (),
-    ) -> None:
-        """Follow pending requests by listing (about one request per 1000 pending pins), not
-        one GET per pin; only requests that left the pending set are looked up further.
-        Requests in `skip` were created moments ago, in this cycle: they are not listed for
-        (the next status round does it), only updated if a listing shows them anyway.
+    async def _track(self, report: ServiceReport, node: NodeView, since: float) -> None:
+        """Follow the requests pending since before `since` (not those made or looked up in
+        this cycle: the next status round does) by listing, about one request per 1000
+        pending pins, not one GET per pin; only requests that left the pending set are
+        looked up further. The pending requests wait in a temporary table and are matched
+        a page at a time, so memory stays flat however many there are.
         While a pin is pending and the node is online, the node keeps (re)connecting to its
         delegates: after an offline window that is what lets the service fetch the blocks."""
-        pending: dict[str, RemotePin] = {}
-        fresh: dict[str, RemotePin] = {}
-        for r in remote.values():
-            if r.status in (RemoteStatus.QUEUED, RemoteStatus.PINNING) and r.requestid:
-                (fresh if r.requestid in skip else pending)[r.requestid] = r
-        if not pending:
-            return
-        updates: dict[str, RemotePin] = {}
-        redial = node.online and self.dialer is not None
-        async for status in iter_pins(self.client, statuses=PENDING_STATUSES):
-            row = pending.pop(status.requestid, None) or fresh.pop(status.requestid, None)
-            if row is not None and status.delegates and redial and self.dialer is not None:
-                self.dialer.keep_connected(status.delegates)
-            if row is not None and row.status.value != status.status.value:
-                updates[row.cid] = _apply_status(row, status)
-        if pending:
-            oldest = min((r.created for r in pending.values() if r.created), default=None)
-            after = _parse_time(oldest) - timedelta(seconds=1) if oldest else None
-            async for status in iter_pins(
-                self.client, statuses=(Status.PINNED, Status.FAILED), after=after
-            ):
-                row = pending.pop(status.requestid, None)
-                if row is not None:
-                    updates[row.cid] = _apply_status(row, status)
-        vanished: list[str] = []
-        for requestid, row in list(pending.items())[:100]:  # the rest waits for a later round
-            try:
-                updates[row.cid] = _apply_status(row, await self.client.get_pin(requestid))
-            except NotFound:
-                vanished.append(row.cid)
-        for row in updates.values():
+        async with self.store.tracking(self.service.name, before=since) as tracked:
+            if not await tracked.remaining():
+                return
+            redial = node.online and self.dialer is not None
+            pages = _pages(iter_pins(self.client, statuses=PENDING_STATUSES), TRACK_PAGE)
+            async with contextlib.aclosing(pages):
+                async for page in pages:
+                    rows = await tracked.take([status.requestid for status in page])
+                    updates: list[RemotePin] = []
+                    for status in page:
+                        row = rows.get(status.requestid)
+                        if row is None:
+                            continue
+                        if status.delegates and redial and self.dialer is not None:
+                            self.dialer.keep_connected(status.delegates)
+                        if row.status.value != status.status.value:
+                            updates.append(_apply_status(row, status))
+                    await self._record(updates, report)
+            oldest = await tracked.oldest_created() if await tracked.remaining() else None
+            if oldest is not None:  # left the pending set: pinned or failed since `oldest`
+                after = _parse_time(oldest) - timedelta(seconds=1)
+                done = iter_pins(self.client, statuses=(Status.PINNED, Status.FAILED), after=after)
+                async with (
+                    contextlib.aclosing(done),
+                    contextlib.aclosing(_pages(done, TRACK_PAGE)) as pages,
+                ):
+                    async for page in pages:
+                        rows = await tracked.take([status.requestid for status in page])
+                        await self._record(
+                            [
+                                _apply_status(rows[s.requestid], s)
+                                for s in page
+                                if s.requestid in rows
+                            ],
+                            report,
+                        )
+                        if not await tracked.remaining():
+                            break
+            vanished: list[str] = []
+            updates = []
+            for row in await tracked.rest(100):  # the rest waits for a later round
+                assert row.requestid is not None
+                try:
+                    updates.append(_apply_status(row, await self.client.get_pin(row.requestid)))
+                except NotFound:
+                    vanished.append(row.cid)
+            await self._record(updates, report)
+        if vanished:
+            report.vanished += len(vanished)
+            self.log.warning(
+                "pins vanished from the service; they will be added again", count=len(vanished)
+            )
+            await self.store.forget(self.service.name, vanished)
+
+    async def _record(self, updates: Sequence[RemotePin], report: ServiceReport) -> None:
+        """Save status changes found by tracking; a failed pin gets its retry time."""
+        rows: list[RemotePin] = []
+        for row in updates:
             if row.status is RemoteStatus.PINNED:
                 report.became_pinned += 1
             elif row.status is RemoteStatus.FAILED:
@@ -678,7 +722,6 @@ class ServiceExecutor:
                 attempts = max(1, row.attempts)
                 wait = self.retry.after_failed(attempts, self._rng)
                 row = row.evolve(next_attempt=time.time() + wait)
-                updates[row.cid] = row
                 for_good = attempts >= self.retry.max_attempts
                 (self.log.warning if for_good else self.log.debug)(
                     "pin failed for good on the service" if for_good else "pin failed",
@@ -687,16 +730,8 @@ class ServiceExecutor:
                     details=row.details or "(none given)",
                     retry_in=format_duration(wait),
                 )
-            remote[row.cid] = row
-        await self.store.save(updates.values())
-        if vanished:
-            report.vanished += len(vanished)
-            self.log.warning(
-                "pins vanished from the service; they will be added again", count=len(vanished)
-            )
-            await self.store.forget(self.service.name, vanished)
-            for cid in vanished:
-                remote.pop(cid, None)
+            rows.append(row)
+        await self.store.save(rows)
 
     # --- verification -----------------------------------------------------------------------
 
@@ -867,6 +902,17 @@ def _apply_listed(row: RemotePin, listed: Listed) -> RemotePin:
         name=listed.name if listed.name is not None else row.name,
         details=listed.details,
     )
+
+
+async def _pages(statuses: AsyncIterator[PinStatus], size: int) -> AsyncIterator[list[PinStatus]]:
+    page: list[PinStatus] = []
+    async for status in statuses:
+        page.append(status)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def _hash_index(cids: Iterable[str]) -> dict[bytes, str]:

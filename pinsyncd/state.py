@@ -389,37 +389,55 @@ class StateStore:
         renamed: bool = False,
         cids: Collection[str] = (),
         candidates: bool = True,
-    ) -> tuple[dict[str, str], dict[str, RemotePin]]:
+        pending: bool = True,
+        after: str = "",
+        limit: int | None = None,
+        include: str | None = None,
+    ) -> tuple[dict[str, str], dict[str, RemotePin], str | None]:
         """What the planner needs for one service, without loading what needs nothing done:
 
         - *candidates*: selected local pins (CID -> name) with no live request on the
           service (none yet, or an errored add, or a failed request), plus, with `renamed`,
-          those whose pinned request carries another name;
-        - *rows*: every request that is not `pinned` (intents, pending, failed, errored),
-          pinned ones named `names_of` (old MFS roots), the rename candidates' and those
-          for `cids` (the policy's deletes).
+          those whose pinned request carries another name. With `limit`, only a window of
+          them: the first `limit` CIDs above `after` in CID order (and `include`, the MFS
+          root, in every window);
+        - *rows*: every request that is not `pinned` (intents, failed, errored and, with
+          `pending`, queued and pinning ones), pinned ones named `names_of` (old MFS roots),
+          the rename candidates' and those for `cids` (the policy's deletes);
+        - where the next window starts (None: this was the last).
 
-        At rest, with everything pinned, both are empty, whatever the pinset's size.
+        At rest, with everything pinned, the first two are empty, whatever the pinset's size.
         `candidates=False` leaves the candidates out."""
-        wanted = (
-            {
-                cid: name
-                for cid, name in await self._db.execute_fetchall(
-                    "SELECT l.cid, l.name FROM local_pins AS l LEFT JOIN remote_pins AS r "
-                    "ON r.service = ? AND r.cid = l.cid "
-                    "WHERE l.selected AND (r.status IS NULL OR r.status IN ('error', 'failed'))",
-                    (service,),
+        wanted: dict[str, str] = {}
+        next_after: str | None = None
+        if candidates:
+            window = f" AND l.cid > ? ORDER BY l.cid LIMIT {int(limit)}" if limit else ""
+            rows = await self._db.execute_fetchall(
+                "SELECT l.cid, l.name FROM local_pins AS l LEFT JOIN remote_pins AS r "
+                "ON r.service = ? AND r.cid = l.cid "
+                "WHERE l.selected AND (r.status IS NULL OR r.status IN ('error', 'failed'))"
+                + window,
+                (service, after) if limit else (service,),
+            )
+            wanted = dict(rows)
+            if limit and len(rows) >= limit:
+                next_after = rows[-1][0]
+            if include and include not in wanted:
+                wanted.update(
+                    await self._db.execute_fetchall(
+                        "SELECT l.cid, l.name FROM local_pins AS l LEFT JOIN remote_pins AS r "
+                        "ON r.service = ? AND r.cid = l.cid WHERE l.cid = ? AND l.selected "
+                        "AND (r.status IS NULL OR r.status IN ('error', 'failed'))",
+                        (service, include),
+                    )
                 )
-            }
-            if candidates
-            else {}
-        )
+        statuses = "'intent', 'failed', 'error'" + (", 'queued', 'pinning'" if pending else "")
         found = await self._db.execute_fetchall(
             f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? "
-            "AND (status IN ('intent', 'queued', 'pinning', 'failed', 'error') OR name = ?)",
+            f"AND (status IN ({statuses}) OR name = ?)",
             (service, names_of),
         )
-        rows = {row[1]: _remote_from_row(row) for row in found}
+        rows_by_cid = {row[1]: _remote_from_row(row) for row in found}
         if renamed:
             columns = ", ".join(f"r.{c}" for c in _REMOTE_COLUMNS.split(", "))
             for *row, name in await self._db.execute_fetchall(
@@ -429,10 +447,39 @@ class StateStore:
                 "ELSE l.name END",
                 (service,),
             ):
-                rows[row[1]] = _remote_from_row(row)
+                rows_by_cid[row[1]] = _remote_from_row(row)
                 wanted[row[1]] = name
-        rows.update(await self.remote_rows(service, [c for c in cids if c not in rows]))
-        return wanted, rows
+        missing = [c for c in cids if c not in rows_by_cid]
+        rows_by_cid.update(await self.remote_rows(service, missing))
+        return wanted, rows_by_cid, next_after
+
+    @contextlib.asynccontextmanager
+    async def tracking(self, service: str, before: float) -> AsyncIterator[Tracking]:
+        """The service's pending requests (queued or pinning) last updated before `before`,
+        noted in a temporary table. `Tracking.take` hands them out as a listing shows them,
+        so a status round over a million pending pins keeps memory flat."""
+        table = f'temp."tracked:{service}"'
+        async with self._write_lock:
+            await self._db.execute(f"DROP TABLE IF EXISTS {table}")
+            await self._db.execute(
+                f"CREATE TABLE {table} (requestid TEXT NOT NULL, cid TEXT NOT NULL, created TEXT)"
+            )
+        try:
+            async with self._temp_transaction():
+                await self._db.execute(
+                    f"INSERT INTO {table} SELECT requestid, cid, created FROM remote_pins "
+                    "WHERE service = ? AND status IN ('queued', 'pinning') "
+                    "AND requestid IS NOT NULL AND updated < ?",
+                    (service, before),
+                )
+                index = table.replace('"tracked:', '"tracked_by_id:')
+                await self._db.execute(
+                    f"CREATE INDEX {index} ON {table.split('.', 1)[1]} (requestid)"
+                )
+            yield Tracking(self, service, table)
+        finally:
+            async with self._write_lock:
+                await self._db.execute(f"DROP TABLE IF EXISTS {table}")
 
     async def known_cids(self, service: str, among: Collection[str] | None = None) -> set[str]:
         """Which of `among` (default: all) are selected local pins or have a row on the
@@ -792,6 +839,56 @@ class Staging:
                 chunk.append((listed, remote))
             after = (rows[-1][0], rows[-1][1])
             yield chunk
+
+
+class Tracking:
+    """Pending requests still to be accounted for in a status round (`StateStore.tracking`)."""
+
+    def __init__(self, store: StateStore, service: str, table: str) -> None:
+        self._store = store
+        self._service = service
+        self._table = table
+
+    async def remaining(self) -> int:
+        return int((await self._store._one(f"SELECT COUNT(*) FROM {self._table}"))[0])
+
+    async def oldest_created(self) -> str | None:
+        value = (await self._store._one(f"SELECT MIN(created) FROM {self._table}"))[0]
+        return str(value) if value is not None else None
+
+    async def take(self, requestids: Sequence[str]) -> dict[str, RemotePin]:
+        """The rows of those of `requestids` still to be accounted for, which then are."""
+        db = self._store._db
+        out: dict[str, RemotePin] = {}
+        columns = ", ".join(f"r.{c.strip()}" for c in _REMOTE_COLUMNS.split(","))
+        for start in range(0, len(requestids), 500):
+            chunk = requestids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await db.execute_fetchall(
+                f"SELECT {columns} FROM {self._table} AS t JOIN remote_pins AS r "
+                f"ON r.service = ? AND r.cid = t.cid AND r.requestid = t.requestid "
+                f"WHERE t.requestid IN ({marks})",
+                (self._service, *chunk),
+            )
+            if not rows:
+                continue
+            for row in rows:
+                out[row[3]] = _remote_from_row(row)
+            async with self._store._temp_transaction():
+                await db.execute(
+                    f"DELETE FROM {self._table} WHERE requestid IN ({marks})", tuple(chunk)
+                )
+        return out
+
+    async def rest(self, limit: int) -> list[RemotePin]:
+        """Up to `limit` of the rows not yet accounted for."""
+        columns = ", ".join(f"r.{c.strip()}" for c in _REMOTE_COLUMNS.split(","))
+        rows = await self._store._db.execute_fetchall(
+            f"SELECT {columns} FROM {self._table} AS t JOIN remote_pins AS r "
+            f"ON r.service = ? AND r.cid = t.cid AND r.requestid = t.requestid LIMIT ?",
+            (self._service, limit),
+        )
+        return [_remote_from_row(row) for row in rows]
 
 
 def _statements(script: str) -> list[str]:

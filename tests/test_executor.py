@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from pinsyncd import executor as executor_module
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Service
 from pinsyncd.executor import APP_ID, NodeView, ServiceExecutor
+from pinsyncd.policy import Directives
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.state import Origin, RemoteStatus, StateStore
 from pinsyncd.tokens import Secret
@@ -143,6 +145,46 @@ async def test_new_requests_are_not_listed_in_the_cycle_that_made_them(
     assert statuses == [RemoteStatus.PINNING] * 30
     new = [rows[cid] for cid in more if cid not in first]
     assert {r.status for r in new} <= {RemoteStatus.QUEUED, RemoteStatus.PINNING}
+
+
+async def test_a_cycle_goes_through_its_pins_a_window_at_a_time(
+    service: FakePinningService, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With windows of 7 CIDs, 60 pins are all added exactly once; the new MFS root, whose
+    CID sorts after the first window, still replaces the old root in place (nothing is
+    deleted first); a failed request is replaced once; a paused service counts all."""
+    monkeypatch.setattr(executor_module, "WINDOW", 7)
+    local = local_pins(60)
+    ordered = sorted(local)
+    old_root, new_root, failed = random_cid(), ordered[-1], ordered[30]
+    mfs = Directives(mfs_root=new_root, mfs_name="policy/12D3KooWTestPeer/mfs")
+    executor = executor_for(service, store)
+    async with executor.client:
+        await executor.sync({failed: local[failed]}, ONLINE)  # first contact, one pin
+        (failing,) = service.pins_for_cid(failed)
+        service.set_status(failing["requestid"], "failed")
+        old = service.add_pin(old_root, name=mfs.mfs_name, status="pinned")
+        await store.replace_local_pins({**local, old_root: ""})
+        await executor.sync(Directives(), ONLINE, send=False)  # learns of the failure
+        rows = await store.remote_pins("spec")
+        await store.save([rows[failed].evolve(next_attempt=0.0)])
+        await executor._adopt(executor_module.ServiceReport("spec"))  # knows the old root
+        await store.replace_local_pins(local)  # the node's MFS moved on to new_root
+        service.requests.clear()
+        report = await executor.sync(mfs, ONLINE)
+    assert report.added == 58 and report.replaced == 2 and report.unsent == 0
+    assert service.count(method="DELETE") == 0
+    assert all(len(service.pins_for_cid(cid)) == 1 for cid in local)
+    assert service.pins_for_cid(old_root) == [], "replaced in place by the new root"
+    replaced = {r.path for r in service.requests if r.method == "POST" and r.path != "/pins"}
+    assert replaced == {f"/pins/{failing['requestid']}", f"/pins/{old['requestid']}"}
+
+    paused = executor_for(service, store, name="other")
+    await store.save_service_state(
+        replace(await store.service_state("other"), adopted=True, paused_until=time.time() + 60)
+    )
+    async with paused.client:
+        assert (await paused.sync(Directives(), ONLINE)).unsent == 60
 
 
 async def test_adopts_existing_pins_on_first_contact(
