@@ -36,20 +36,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     pins = args.pins or (20_000 if args.quick else 1_000_000)
     if args.initial:
         result = measure_new(pins)
-        r = result["initial"]
         print(
             table(
-                f"peak RSS of pinsyncd sync --once: initial backup of {pins} pins (all adds)",
+                f"peak RSS of pinsyncd sync --once: initial backup of {pins} pins (all adds), "
+                f"then a cycle that follows the {pins} pending requests",
                 ["run", "peak RSS MiB", "wall s", "CPU s", "adds", "requests"],
                 [
                     [
-                        "initial",
-                        r["max_rss_mb"],
-                        r["wall_seconds"],
-                        r["cpu_seconds"],
-                        r["adds"],
-                        r["remote_requests"],
+                        run,
+                        result[run]["max_rss_mb"],
+                        result[run]["wall_seconds"],
+                        result[run]["cpu_seconds"],
+                        result[run]["adds"],
+                        result[run]["remote_requests"],
                     ]
+                    for run in ("initial", "tracking")
                 ],
             )
         )

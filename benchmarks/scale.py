@@ -71,7 +71,8 @@ def measure_scale(pins: int) -> dict[str, Any]:
 
 def measure_new(pins: int) -> dict[str, Any]:
     """An initial backup: N local pins, an empty service, one `pinsyncd sync --once` that
-    sends all N adds (the first cycle of a new install on a large node)."""
+    sends all N adds (the first cycle of a new install on a large node); then one more,
+    which has nothing to send and follows the N pending requests (a status round)."""
     with (
         BenchServers(kubo_pins=pins, psa_pins=0, count_mode="page") as servers,
         tempfile.TemporaryDirectory(prefix="pinsyncd-bench-") as tmp,
@@ -82,4 +83,11 @@ def measure_new(pins: int) -> dict[str, Any]:
         spent = servers.stats()
         if spent.psa["add"] != pins:
             raise RuntimeError(f"pinsyncd sent {spent.psa['add']} adds for {pins} pins")
-        return {"pins": pins, "initial": describe(run, spent) | {"adds": spent.psa["add"]}}
+        servers.reset()
+        track = run_pinsyncd(["sync", "--once"], config, log_level="debug").check("second sync")
+        tracked = servers.stats()
+        return {
+            "pins": pins,
+            "initial": describe(run, spent) | {"adds": spent.psa["add"]},
+            "tracking": describe(track, tracked) | {"adds": tracked.psa["add"]},
+        }

@@ -188,6 +188,7 @@ _REMOTE_COLUMNS = (
     "service, cid, status, requestid, created, name, origin, attempts, next_attempt, "
     "last_error, details, updated"
 )
+_R_COLUMNS = ", ".join(f"r.{c}" for c in _REMOTE_COLUMNS.split(", "))  # the same, of `r`
 
 
 class StateError(Exception):
@@ -439,9 +440,8 @@ class StateStore:
         )
         rows_by_cid = {row[1]: _remote_from_row(row) for row in found}
         if renamed:
-            columns = ", ".join(f"r.{c}" for c in _REMOTE_COLUMNS.split(", "))
             for *row, name in await self._db.execute_fetchall(
-                f"SELECT {columns}, l.name FROM remote_pins AS r JOIN local_pins AS l "
+                f"SELECT {_R_COLUMNS}, l.name FROM remote_pins AS r JOIN local_pins AS l "
                 "ON l.cid = r.cid WHERE r.service = ? AND r.status = 'pinned' AND l.selected "
                 "AND r.name IS NOT NULL AND r.name != CASE l.name WHEN '' THEN l.cid "
                 "ELSE l.name END",
@@ -818,10 +818,9 @@ class Staging:
                     "(cid, requestid, status, created, created_ts, name, details)"
                 )
             self._indexed = True
-        columns = ", ".join(f"r.{c.strip()}" for c in _REMOTE_COLUMNS.split(","))
         sql = (
             f"SELECT a.cid, a.requestid, a.status, a.created, a.created_ts, a.name, a.details, "
-            f"{columns} FROM {self._table} AS a "
+            f"{_R_COLUMNS} FROM {self._table} AS a "
             "LEFT JOIN local_pins AS l ON l.cid = a.cid AND l.selected "
             "LEFT JOIN remote_pins AS r ON r.service = ? AND r.cid = a.cid "
             f"WHERE (a.cid, a.requestid) > (?, ?) AND {where} "
@@ -860,12 +859,11 @@ class Tracking:
         """The rows of those of `requestids` still to be accounted for, which then are."""
         db = self._store._db
         out: dict[str, RemotePin] = {}
-        columns = ", ".join(f"r.{c.strip()}" for c in _REMOTE_COLUMNS.split(","))
         for start in range(0, len(requestids), 500):
             chunk = requestids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = await db.execute_fetchall(
-                f"SELECT {columns} FROM {self._table} AS t JOIN remote_pins AS r "
+                f"SELECT {_R_COLUMNS} FROM {self._table} AS t JOIN remote_pins AS r "
                 f"ON r.service = ? AND r.cid = t.cid AND r.requestid = t.requestid "
                 f"WHERE t.requestid IN ({marks})",
                 (self._service, *chunk),
@@ -882,9 +880,8 @@ class Tracking:
 
     async def rest(self, limit: int) -> list[RemotePin]:
         """Up to `limit` of the rows not yet accounted for."""
-        columns = ", ".join(f"r.{c.strip()}" for c in _REMOTE_COLUMNS.split(","))
         rows = await self._store._db.execute_fetchall(
-            f"SELECT {columns} FROM {self._table} AS t JOIN remote_pins AS r "
+            f"SELECT {_R_COLUMNS} FROM {self._table} AS t JOIN remote_pins AS r "
             f"ON r.service = ? AND r.cid = t.cid AND r.requestid = t.requestid LIMIT ?",
             (self._service, limit),
         )
