@@ -253,16 +253,18 @@ class BenchServers:
 
 
 class NpmMock:
-    """The npm mock-ipfs-pinning-service behind benchmarks/npm_mock.js (request counters)."""
+    """The npm mock-ipfs-pinning-service through peers/npm/mock-psa.js, with its request
+    counters on (`--count`)."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
     def __enter__(self) -> Self:
-        script = ROOT / "benchmarks" / "npm_mock.js"
+        script = ROOT / "peers" / "npm" / "mock-psa.js"
         self.process = subprocess.Popen(
-            ["node", str(script), "--port", "0", "--token", TOKEN], stdout=subprocess.PIPE
+            ["node", str(script), "--port", "0", "--token", TOKEN, "--count"],
+            stdout=subprocess.PIPE,
         )
         port = _read_json_line(self.process, 30, "npm mock")["port"]
         self.url = f"http://127.0.0.1:{port}"

@@ -156,10 +156,12 @@ class ServiceExecutor:
             report.unsent = await self._unsent_count(directives)
             return report
         changes: dict[str, object] = {}
+        report.unsent = -1  # set by a cycle that goes through all its windows
         try:
             await self._cycle(state, directives, node, send, report)
         except NotSent:
             changes = {}  # stopping: nothing more was sent, nothing to judge the service by
+            report.unsent = state.unsent or 0  # as last counted: no recount while stopping
         except (Unauthorized, InsufficientFunds) as exc:
             reason = self._pause_reason(exc)
             changes = self._pause(state, reason, AUTH_RECHECK, str(exc))
@@ -192,6 +194,8 @@ class ServiceExecutor:
         if changes.get("pause_reason"):
             _note_pause(report, str(changes["pause_reason"]))
         state = await self.store.service_state(self.service.name)
+        if report.unsent < 0:  # the cycle ended early: count what is left to send
+            report.unsent = await self._unsent_count(directives) if state.adopted else 0
         throttle = self.client.throttle
         changes["rate"] = throttle.rate if throttle.rate != throttle.ceiling else None
         changes["unsent"] = report.unsent
@@ -213,6 +217,7 @@ class ServiceExecutor:
         window of pins starts. With `after` (a cycle), pins come in windows of `WINDOW` CIDs
         and pending requests are left to `_track`; without it (a dry run), all at once.
         Before the first contact nothing is sent, so no candidates are loaded."""
+        first = not after  # the MFS root is planned in the first window, whatever its CID
         candidates, remote, next_after = await self.store.plan_view(
             self.service.name,
             names_of=d.mfs_name,
@@ -222,8 +227,10 @@ class ServiceExecutor:
             pending=after is None,
             after=after or "",
             limit=WINDOW if after is not None else None,
-            include=d.mfs_root,
+            include=d.mfs_root if first else None,
         )
+        if not first and d.mfs_root:
+            candidates.pop(d.mfs_root, None)
         return d.meant_for(candidates), remote, next_after
 
     async def plan(
@@ -276,8 +283,7 @@ class ServiceExecutor:
         done a window of `WINDOW` CIDs at a time, so memory does not grow with them (an
         initial backup of a million pins), then track the requests pending from before."""
         since = time.time()
-        adopted = state.adopted
-        if not adopted:  # a full listing: it also counts as a verification
+        if not state.adopted:  # a full listing: it also counts as a verification
             await self._adopt(report)
             state = replace(state, adopted=True, last_verified=time.time())
             await self.store.save_service_state(state)

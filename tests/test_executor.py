@@ -185,6 +185,7 @@ async def test_a_cycle_goes_through_its_pins_a_window_at_a_time(
     )
     async with paused.client:
         assert (await paused.sync(Directives(), ONLINE)).unsent == 60
+        assert (await paused.sync(mfs, ONLINE)).unsent == 60, "the MFS root counted once"
 
 
 async def test_adopts_existing_pins_on_first_contact(
@@ -344,6 +345,7 @@ async def test_auth_and_funds_errors_pause_the_service(
     async with executor.client:
         report = await executor.sync(local, ONLINE)
         assert report.paused and words in report.paused
+        assert report.unsent == 20, "what was not sent is counted"
         posts = service.count(method="POST")
         assert posts <= 16, "sending stops after the first batch"
         again = await executor.sync(local, ONLINE)

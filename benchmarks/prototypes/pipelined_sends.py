@@ -1,6 +1,9 @@
-"""Prototype for the throughput miss: the executor sends adds in batches of 128 with a barrier
+"""(Done: `ServiceExecutor._send_all` now works this way, so the `executor` variant below
+measures the pipelined executor; `batched` still rebuilds the old structure.)
+
+Prototype for the throughput miss: the executor sent adds in batches of 128 with a barrier
 between them (commit 128 intents, send them, wait for the last answer, commit 128 results),
-so the connections idle while SQLite works and while the batch's slowest requests finish.
+so the connections idled while SQLite works and while the batch's slowest requests finish.
 The prototype keeps every rule (an intent is committed before its add is sent; results are
 committed in groups) but overlaps the three: intents are committed a block ahead, `C`
 workers send without a barrier, results are committed in groups as they come.
