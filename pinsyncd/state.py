@@ -434,10 +434,15 @@ class StateStore:
                 )
         statuses = "'intent', 'failed', 'error'" + (", 'queued', 'pinning'" if pending else "")
         found = await self._db.execute_fetchall(
-            f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? "
-            f"AND (status IN ({statuses}) OR name = ?)",
-            (service, names_of),
+            f"SELECT {_REMOTE_COLUMNS} FROM remote_pins INDEXED BY remote_pins_by_status "
+            f"WHERE service = ? AND status IN ({statuses})",
+            (service,),
         )
+        if names_of is not None:  # the MFS roots: a scan of the service's rows
+            found += await self._db.execute_fetchall(
+                f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? AND name = ?",
+                (service, names_of),
+            )
         rows_by_cid = {row[1]: _remote_from_row(row) for row in found}
         if renamed:
             for *row, name in await self._db.execute_fetchall(
@@ -468,7 +473,8 @@ class StateStore:
             async with self._temp_transaction():
                 await self._db.execute(
                     f"INSERT INTO {table} SELECT requestid, cid, created FROM remote_pins "
-                    "WHERE service = ? AND status IN ('queued', 'pinning') "
+                    "INDEXED BY remote_pins_by_status WHERE service = ? "
+                    "AND status IN ('queued', 'pinning') "
                     "AND requestid IS NOT NULL AND updated < ?",
                     (service, before),
                 )
@@ -863,7 +869,8 @@ class Tracking:
             chunk = requestids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = await db.execute_fetchall(
-                f"SELECT {_R_COLUMNS} FROM {self._table} AS t JOIN remote_pins AS r "
+                # CROSS JOIN: from the few listed ids to the rows, not the other way round.
+                f"SELECT {_R_COLUMNS} FROM {self._table} AS t CROSS JOIN remote_pins AS r "
                 f"ON r.service = ? AND r.cid = t.cid AND r.requestid = t.requestid "
                 f"WHERE t.requestid IN ({marks})",
                 (self._service, *chunk),
@@ -881,7 +888,7 @@ class Tracking:
     async def rest(self, limit: int) -> list[RemotePin]:
         """Up to `limit` of the rows not yet accounted for."""
         rows = await self._store._db.execute_fetchall(
-            f"SELECT {_R_COLUMNS} FROM {self._table} AS t JOIN remote_pins AS r "
+            f"SELECT {_R_COLUMNS} FROM {self._table} AS t CROSS JOIN remote_pins AS r "
             f"ON r.service = ? AND r.cid = t.cid AND r.requestid = t.requestid LIMIT ?",
             (self._service, limit),
         )
