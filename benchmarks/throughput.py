@@ -361,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 s["met_kubo_loop"],
             ],
         ]
+    target_rows = [row for row in target_rows if row[2] is not None]  # contenders not run
     print(table("ratios of rates", ["server", "ratio", "value", "target", "met"], target_rows))
     print()
     list_rows = [
@@ -373,13 +374,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         for entry in result["listing"]
     ]
-    print(
-        table(
-            "requests to list every pin (server-side counts)",
-            ["server", "pins", "Kubo `pin remote ls` requests", "listed", "pinsyncd adopt lists"],
-            list_rows,
+    if list_rows:  # measured with the Kubo contender
+        print(
+            table(
+                "requests to list every pin (server-side counts)",
+                [
+                    "server",
+                    "pins",
+                    "Kubo `pin remote ls` requests",
+                    "listed",
+                    "pinsyncd adopt lists",
+                ],
+                list_rows,
+            )
         )
-    )
     emit("throughput", args.quick, result)
     return 0
 
