@@ -664,7 +664,7 @@ class ServiceExecutor:
         While a pin is pending and the node is online, the node keeps (re)connecting to its
         delegates: after an offline window that is what lets the service fetch the blocks."""
         async with self.store.tracking(self.service.name, before=since) as tracked:
-            if not await tracked.remaining():
+            if not tracked.remaining():
                 return
             redial = node.online and self.dialer is not None
             pages = _pages(iter_pins(self.client, statuses=PENDING_STATUSES), TRACK_PAGE)
@@ -681,7 +681,7 @@ class ServiceExecutor:
                         if row.status.value != status.status.value:
                             updates.append(_apply_status(row, status))
                     await self._record(updates, report)
-            oldest = await tracked.oldest_created() if await tracked.remaining() else None
+            oldest = await tracked.oldest_created() if tracked.remaining() else None
             if oldest is not None:  # left the pending set: pinned or failed since `oldest`
                 after = _parse_time(oldest) - timedelta(seconds=1)
                 done = iter_pins(self.client, statuses=(Status.PINNED, Status.FAILED), after=after)
@@ -699,7 +699,7 @@ class ServiceExecutor:
                             ],
                             report,
                         )
-                        if not await tracked.remaining():
+                        if not tracked.remaining():
                             break
             vanished: list[str] = []
             updates = []

@@ -400,8 +400,8 @@ class StateStore:
         - *candidates*: selected local pins (CID -> name) with no live request on the
           service (none yet, or an errored add, or a failed request), plus, with `renamed`,
           those whose pinned request carries another name. With `limit`, only a window of
-          them: the first `limit` CIDs above `after` in CID order (and `include`, the MFS
-          root, in every window);
+          them: the first `limit` CIDs above `after` in CID order, and `include` (the MFS
+          root) whatever its CID;
         - *rows*: every request that is not `pinned` (intents, failed, errored and, with
           `pending`, queued and pinning ones), pinned ones named `names_of` (old MFS roots),
           the rename candidates' and those for `cids` (the policy's deletes);
@@ -471,7 +471,7 @@ class StateStore:
             )
         try:
             async with self._temp_transaction():
-                await self._db.execute(
+                noted = await self._db.execute(
                     f"INSERT INTO {table} SELECT requestid, cid, created FROM remote_pins "
                     "INDEXED BY remote_pins_by_status WHERE service = ? "
                     "AND status IN ('queued', 'pinning') "
@@ -482,7 +482,7 @@ class StateStore:
                 await self._db.execute(
                     f"CREATE INDEX {index} ON {table.split('.', 1)[1]} (requestid)"
                 )
-            yield Tracking(self, service, table)
+            yield Tracking(self, service, table, noted.rowcount)
         finally:
             async with self._write_lock:
                 await self._db.execute(f"DROP TABLE IF EXISTS {table}")
@@ -849,13 +849,15 @@ class Staging:
 class Tracking:
     """Pending requests still to be accounted for in a status round (`StateStore.tracking`)."""
 
-    def __init__(self, store: StateStore, service: str, table: str) -> None:
+    def __init__(self, store: StateStore, service: str, table: str, count: int) -> None:
         self._store = store
         self._service = service
         self._table = table
+        self._left = count
 
-    async def remaining(self) -> int:
-        return int((await self._store._one(f"SELECT COUNT(*) FROM {self._table}"))[0])
+    def remaining(self) -> int:
+        """How many are still to be accounted for (kept here: a COUNT would scan)."""
+        return self._left
 
     async def oldest_created(self) -> str | None:
         value = (await self._store._one(f"SELECT MIN(created) FROM {self._table}"))[0]
@@ -880,9 +882,10 @@ class Tracking:
             for row in rows:
                 out[row[3]] = _remote_from_row(row)
             async with self._store._temp_transaction():
-                await db.execute(
+                done = await db.execute(
                     f"DELETE FROM {self._table} WHERE requestid IN ({marks})", tuple(chunk)
                 )
+                self._left -= done.rowcount
         return out
 
     async def rest(self, limit: int) -> list[RemotePin]:

@@ -210,6 +210,40 @@ async def test_adopts_existing_pins_on_first_contact(
     assert foreign not in rows
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 10_000])
+async def test_adoption_keeps_the_best_of_several_requests_for_a_cid(
+    service: FakePinningService,
+    store: StateStore,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk: int,
+) -> None:
+    """Another tool left several requests for some CIDs: the pinned (else the newest) one is
+    adopted and the rest counted, whether or not they fall in the same chunk of the staged
+    listing, and in whichever spelling they were made."""
+    from multiformats import CID
+
+    monkeypatch.setattr(executor_module, "ADOPT_BATCH", chunk)
+    a, b, c = (random_cid(version=0) for _ in range(3))
+    service.add_pin(a, status="queued")
+    best_a = service.add_pin(a, status="pinned")["requestid"]
+    service.add_pin(a, status="failed")
+    service.add_pin(b, status="failed")
+    best_b = service.add_pin(b, status="queued")["requestid"]
+    best_c = service.add_pin(CID.decode(c).set(version=1).encode("base32"), status="pinned")[
+        "requestid"
+    ]
+    service.add_pin(c, status="queued")
+    executor = executor_for(service, store)
+    async with executor.client:
+        report = await executor.sync({a: "a", b: "b", c: "c"}, ONLINE, send=False)
+    assert report.adopted == 3 and report.duplicates == 4
+    rows = await store.remote_pins("spec")
+    assert rows[a].requestid == best_a and rows[a].status is RemoteStatus.PINNED
+    assert rows[b].requestid == best_b and rows[b].status is RemoteStatus.QUEUED
+    assert rows[c].requestid == best_c and rows[c].status is RemoteStatus.PINNED
+    assert service.count(method="POST") == 0
+
+
 async def test_lost_answer_is_looked_up_not_resent(
     service: FakePinningService, store: StateStore
 ) -> None:

@@ -802,3 +802,34 @@ async def test_a_version_3_file_with_data_is_brought_to_version_4(tmp_path: Path
         assert (await store.service_state("svc")).down_since == 0.0
     finally:
         await store.close()
+
+
+# --- status tracking and adoption staging -------------------------------------------------------
+
+
+async def test_tracking_hands_out_pending_requests_once_and_counts_what_is_left(
+    store: StateStore,
+) -> None:
+    old, fresh = 1_700_000_000.0, 1_800_000_000.0
+    rows = [
+        pin(f"q{i}", RemoteStatus.QUEUED, requestid=f"r{i}", created=f"2024-01-0{i + 1}")
+        for i in range(5)
+    ]
+    rows += [
+        pin("p", RemoteStatus.PINNING, requestid="rp", created="2024-02-01"),
+        pin("done", RemoteStatus.PINNED, requestid="rd"),
+        pin("new", RemoteStatus.QUEUED, requestid="rn", updated=fresh),  # made this cycle
+        RemotePin("else", "other", RemoteStatus.QUEUED, requestid="rx", updated=old),
+    ]
+    await store.save(rows)
+    async with store.tracking("svc", before=fresh - 1) as tracked:
+        assert tracked.remaining() == 6
+        assert await tracked.oldest_created() == "2024-01-01"
+        taken = await tracked.take(["r0", "rp", "rd", "rn", "rx", "nope"])
+        assert set(taken) == {"r0", "rp"} and taken["rp"].cid == "p"
+        assert tracked.remaining() == 4
+        assert await tracked.take(["r0"]) == {}, "each request is handed out once"
+        assert {row.cid for row in await tracked.rest(10)} == {"q1", "q2", "q3", "q4"}
+        assert len(await tracked.rest(2)) == 2
+    async with store.tracking("svc", before=fresh - 1) as again:
+        assert again.remaining() == 6, "a new round starts from the state again"
