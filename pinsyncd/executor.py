@@ -458,14 +458,16 @@ class ServiceExecutor:
                 await self.store.save(intents)  # committed before anything is sent
                 for entry in zip(items, intents, strict=True):
                     await queue.put(entry)
-                failure = failure or await settle()
+                found = await settle()  # always: every answer is committed, even after a failure
+                failure = failure or found
             for _ in senders:
                 await queue.put(None)
             await asyncio.gather(*senders)
         finally:
             for task in senders:
                 task.cancel()
-        failure = failure or await settle()
+        found = await settle()
+        failure = failure or found
         if failure is not None:
             raise failure
 

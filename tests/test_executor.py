@@ -125,6 +125,23 @@ async def test_a_slow_add_does_not_hold_up_the_adds_after_it(
     assert len(rows) == 400 and {r.status for r in rows.values()} == {RemoteStatus.QUEUED}
 
 
+async def test_a_refusal_mid_stream_still_commits_every_answer(
+    service: FakePinningService, store: StateStore
+) -> None:
+    """The token is refused after 100 adds (two blocks in): the answers already on their way
+    are committed as what they are, nothing is left as an intent to look up later."""
+    local = local_pins(300)
+    service.inject(Fault("status", status=401), method="POST", skip=100, times=None)
+    executor = executor_for(service, store, concurrency=4)
+    async with executor.client:
+        report = await executor.sync(local, ONLINE)
+    accepted = service.count(method="POST", status=202)
+    assert report.paused and report.added == accepted >= 100
+    rows = await store.remote_pins("spec")
+    assert {r.status for r in rows.values()} == {RemoteStatus.QUEUED}
+    assert len(rows) == accepted and report.unsent == 300 - accepted
+
+
 async def test_new_requests_are_not_listed_in_the_cycle_that_made_them(
     service: FakePinningService, store: StateStore
 ) -> None:
