@@ -248,6 +248,9 @@ class BenchServers:
         body = {"count": count, "start": start, "seed": self.seed, "status": status}
         _http_json(f"{self.control}/psa/seed", body)
 
+    def force_psa(self, status: str) -> None:
+        _http_json(f"{self.control}/psa/force", {"status": status})
+
     def set_kubo(self, pins: int) -> None:
         _http_json(f"{self.control}/kubo", {"pins": pins})
 

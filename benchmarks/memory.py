@@ -39,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             table(
                 f"peak RSS of pinsyncd sync --once: initial backup of {pins} pins (all adds), "
-                f"then a cycle that follows the {pins} pending requests",
+                f"then a cycle that follows the {pins} pending requests, then one that finds "
+                "them all pinned",
                 ["run", "peak RSS MiB", "wall s", "CPU s", "adds", "requests"],
                 [
                     [
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         result[run]["adds"],
                         result[run]["remote_requests"],
                     ]
-                    for run in ("initial", "tracking")
+                    for run in ("initial", "tracking", "all_pinned")
                 ],
             )
         )

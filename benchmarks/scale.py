@@ -72,7 +72,8 @@ def measure_scale(pins: int) -> dict[str, Any]:
 def measure_new(pins: int) -> dict[str, Any]:
     """An initial backup: N local pins, an empty service, one `pinsyncd sync --once` that
     sends all N adds (the first cycle of a new install on a large node); then one more,
-    which has nothing to send and follows the N pending requests (a status round)."""
+    which has nothing to send and follows the N pending requests (a status round); then,
+    once the service has pinned them all, one that finds them pinned."""
     with (
         BenchServers(kubo_pins=pins, psa_pins=0, count_mode="page") as servers,
         tempfile.TemporaryDirectory(prefix="pinsyncd-bench-") as tmp,
@@ -86,8 +87,13 @@ def measure_new(pins: int) -> dict[str, Any]:
         servers.reset()
         track = run_pinsyncd(["sync", "--once"], config, log_level="debug").check("second sync")
         tracked = servers.stats()
+        servers.force_psa("pinned")
+        servers.reset()
+        done = run_pinsyncd(["sync", "--once"], config, log_level="debug").check("third sync")
+        settled = servers.stats()
         return {
             "pins": pins,
             "initial": describe(run, spent) | {"adds": spent.psa["add"]},
             "tracking": describe(track, tracked) | {"adds": tracked.psa["add"]},
+            "all_pinned": describe(done, settled) | {"adds": settled.psa["add"]},
         }

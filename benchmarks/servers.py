@@ -59,6 +59,7 @@ class BenchPeers:
         app.router.add_post("/reset", self._reset)
         app.router.add_post("/psa/seed", self._seed)
         app.router.add_post("/kubo", self._set_kubo)
+        app.router.add_post("/psa/force", self._force)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -100,6 +101,15 @@ class BenchPeers:
             body.get("status"),
         )
         return web.json_response({"stored": stored})
+
+    async def _force(self, request: web.Request) -> web.Response:
+        """Every stored pin takes `status` (e.g. all pinned, as after a backup completes)."""
+        status = str((await request.json())["status"])
+        forced = 0
+        for rec in self.psa._live():
+            self.psa._force(rec, status, None)
+            forced += 1
+        return web.json_response({"forced": forced})
 
     async def _set_kubo(self, request: web.Request) -> web.Response:
         body = await request.json()
