@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ],
             )
         )
-        emit("memory_initial", args.quick, result)
+        emit("memory", args.quick, {"case": "initial backup", **result})
         return 0
     result = measure_scale(pins)
     rows = []

@@ -99,6 +99,15 @@ def test_memory() -> None:
     assert isinstance(r["met"], bool)
 
 
+def test_memory_of_an_initial_backup() -> None:
+    r = run_benchmark("memory", "--initial", "--pins", "2000")
+    assert r["initial"]["adds"] == 2000 and r["initial"]["remote_requests"] == 2001
+    assert r["tracking"]["adds"] == 0 and r["all_pinned"]["adds"] == 0
+    assert r["all_pinned"]["services"]["bench"]["pinned"] == 2000
+    for run in ("initial", "tracking", "all_pinned"):
+        number(r[run]["max_rss_mb"], positive=True)
+
+
 def test_cycle_time() -> None:
     r = run_benchmark("cycle_time")
     assert len(r["runs"]) == 2
