@@ -412,25 +412,21 @@ class StateStore:
         wanted: dict[str, str] = {}
         next_after: str | None = None
         if candidates:
-            window = f" AND l.cid > ? ORDER BY l.cid LIMIT {int(limit)}" if limit else ""
-            rows = await self._db.execute_fetchall(
+            select = (
                 "SELECT l.cid, l.name FROM local_pins AS l LEFT JOIN remote_pins AS r "
                 "ON r.service = ? AND r.cid = l.cid "
                 "WHERE l.selected AND (r.status IS NULL OR r.status IN ('error', 'failed'))"
-                + window,
-                (service, after) if limit else (service,),
+            )
+            window = f" AND l.cid > ? ORDER BY l.cid LIMIT {int(limit)}" if limit else ""
+            rows = await self._db.execute_fetchall(
+                select + window, (service, after) if limit else (service,)
             )
             wanted = dict(rows)
             if limit and len(rows) >= limit:
                 next_after = rows[-1][0]
             if include and include not in wanted:
                 wanted.update(
-                    await self._db.execute_fetchall(
-                        "SELECT l.cid, l.name FROM local_pins AS l LEFT JOIN remote_pins AS r "
-                        "ON r.service = ? AND r.cid = l.cid WHERE l.cid = ? AND l.selected "
-                        "AND (r.status IS NULL OR r.status IN ('error', 'failed'))",
-                        (service, include),
-                    )
+                    await self._db.execute_fetchall(select + " AND l.cid = ?", (service, include))
                 )
         statuses = "'intent', 'failed', 'error'" + (", 'queued', 'pinning'" if pending else "")
         found = await self._db.execute_fetchall(
@@ -463,29 +459,18 @@ class StateStore:
         """The service's pending requests (queued or pinning) last updated before `before`,
         noted in a temporary table. `Tracking.take` hands them out as a listing shows them,
         so a status round over a million pending pins keeps memory flat."""
-        table = f'temp."tracked:{service}"'
-        async with self._write_lock:
-            await self._db.execute(f"DROP TABLE IF EXISTS {table}")
-            await self._db.execute(
-                f"CREATE TABLE {table} (requestid TEXT NOT NULL, cid TEXT NOT NULL, created TEXT)"
-            )
-        try:
+        columns = "requestid TEXT NOT NULL, cid TEXT NOT NULL, created TEXT"
+        async with self._temp_table("tracked", service, columns) as table:
             async with self._temp_transaction():
                 noted = await self._db.execute(
-                    f"INSERT INTO {table} SELECT requestid, cid, created FROM remote_pins "
+                    f"INSERT INTO {table.name} SELECT requestid, cid, created FROM remote_pins "
                     "INDEXED BY remote_pins_by_status WHERE service = ? "
                     "AND status IN ('queued', 'pinning') "
                     "AND requestid IS NOT NULL AND updated < ?",
                     (service, before),
                 )
-                index = table.replace('"tracked:', '"tracked_by_id:')
-                await self._db.execute(
-                    f"CREATE INDEX {index} ON {table.split('.', 1)[1]} (requestid)"
-                )
-            yield Tracking(self, service, table, noted.rowcount)
-        finally:
-            async with self._write_lock:
-                await self._db.execute(f"DROP TABLE IF EXISTS {table}")
+                await self._db.execute(table.index("requestid"))
+            yield Tracking(self, service, table.name, noted.rowcount)
 
     async def known_cids(self, service: str, among: Collection[str] | None = None) -> set[str]:
         """Which of `among` (default: all) are selected local pins or have a row on the
@@ -544,28 +529,19 @@ class StateStore:
     ) -> list[RemotePin]:
         """The service's `pinned` requests whose requestid is not among `listed` (batches
         of requestids from a full listing), via a temporary table: memory stays flat."""
-        table = f'temp."listed:{service}"'  # one per service (names are [A-Za-z0-9_.-])
-        async with self._write_lock:
-            await self._db.execute(f"DROP TABLE IF EXISTS {table}")
-            await self._db.execute(f"CREATE TABLE {table} (requestid TEXT NOT NULL)")
-        try:
+        async with self._temp_table("listed", service, "requestid TEXT NOT NULL") as table:
             async for batch in listed:
                 async with self._temp_transaction():
                     await self._db.executemany(
-                        f"INSERT INTO {table} VALUES (?)", [(r,) for r in batch]
+                        f"INSERT INTO {table.name} VALUES (?)", [(r,) for r in batch]
                     )
             async with self._temp_transaction():
-                await self._db.execute(
-                    f'CREATE INDEX temp."listed_ids:{service}" ON "listed:{service}" (requestid)'
-                )
+                await self._db.execute(table.index("requestid"))
             rows = await self._db.execute_fetchall(
-                f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? "
-                f"AND status = 'pinned' AND requestid NOT IN (SELECT requestid FROM {table})",
+                f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? AND status = "
+                f"'pinned' AND requestid NOT IN (SELECT requestid FROM {table.name})",
                 (service,),
             )
-        finally:
-            async with self._write_lock:
-                await self._db.execute(f"DROP TABLE IF EXISTS {table}")
         return [_remote_from_row(row) for row in rows]
 
     @contextlib.asynccontextmanager
@@ -573,19 +549,26 @@ class StateStore:
         """A temporary table for a service's full listing (adoption): filled in arrival
         order, then read back in CID order next to the state's rows, so that a million
         listed pins are matched and written walking the state's B-trees in order."""
-        table = f'temp."staged:{service}"'
-        async with self._write_lock:
-            await self._db.execute(f"DROP TABLE IF EXISTS {table}")
-            await self._db.execute(
-                f"CREATE TABLE {table} (cid TEXT NOT NULL, requestid TEXT NOT NULL, "
-                "status TEXT NOT NULL, created TEXT NOT NULL, created_ts REAL NOT NULL, "
-                "name TEXT, details TEXT)"
-            )
-        try:
+        columns = (
+            "cid TEXT NOT NULL, requestid TEXT NOT NULL, status TEXT NOT NULL, "
+            "created TEXT NOT NULL, created_ts REAL NOT NULL, name TEXT, details TEXT"
+        )
+        async with self._temp_table("staged", service, columns) as table:
             yield Staging(self, service, table)
+
+    @contextlib.asynccontextmanager
+    async def _temp_table(self, kind: str, service: str, columns: str) -> AsyncIterator[_Temp]:
+        """A temporary table of `columns` for one service, there for the duration (a
+        leftover of a cancelled run is dropped first)."""
+        table = _Temp(kind, service)
+        async with self._write_lock:
+            await self._db.execute(f"DROP TABLE IF EXISTS {table.name}")
+            await self._db.execute(f"CREATE TABLE {table.name} ({columns})")
+        try:
+            yield table
         finally:
             async with self._write_lock:
-                await self._db.execute(f"DROP TABLE IF EXISTS {table}")
+                await self._db.execute(f"DROP TABLE IF EXISTS {table.name}")
 
     async def _one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...]:
         rows = await self._db.execute_fetchall(sql, params)
@@ -778,19 +761,38 @@ class StateStore:
             await self._db.execute("COMMIT")
 
 
+@dataclass(frozen=True)
+class _Temp:
+    """A per-service temporary table, `temp."kind:service"` (names are [A-Za-z0-9_.-])."""
+
+    kind: str
+    service: str
+
+    @property
+    def name(self) -> str:
+        return f'temp."{self.kind}:{self.service}"'
+
+    def index(self, columns: str) -> str:
+        """The statement that indexes it on `columns`, once it is filled."""
+        return (
+            f'CREATE INDEX temp."{self.kind}_index:{self.service}" '
+            f'ON "{self.kind}:{self.service}" ({columns})'
+        )
+
+
 class Staging:
     """A service's listing in a temporary table (see `StateStore.staging`)."""
 
-    def __init__(self, store: StateStore, service: str, table: str) -> None:
+    def __init__(self, store: StateStore, service: str, table: _Temp) -> None:
         self._store = store
         self._service = service
-        self._table = table
+        self._temp = table
         self._indexed = False
 
     async def add(self, batch: Sequence[Listed]) -> None:
         async with self._store._temp_transaction():
             await self._store._db.executemany(
-                f"INSERT INTO {self._table} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO {self._temp.name} VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (x.cid, x.requestid, x.status.value, x.created, x.created_ts, x.name, x.details)
                     for x in batch
@@ -818,15 +820,13 @@ class Staging:
         db = self._store._db
         if not self._indexed:
             async with self._store._temp_transaction():
-                name = self._table.replace('"staged:', '"staged_by_cid:')
                 await db.execute(  # covering: the chunks are read from it alone, in order
-                    f"CREATE INDEX {name} ON {self._table.split('.', 1)[1]} "
-                    "(cid, requestid, status, created, created_ts, name, details)"
+                    self._temp.index("cid, requestid, status, created, created_ts, name, details")
                 )
             self._indexed = True
         sql = (
             f"SELECT a.cid, a.requestid, a.status, a.created, a.created_ts, a.name, a.details, "
-            f"{_R_COLUMNS} FROM {self._table} AS a "
+            f"{_R_COLUMNS} FROM {self._temp.name} AS a "
             "LEFT JOIN local_pins AS l ON l.cid = a.cid AND l.selected "
             "LEFT JOIN remote_pins AS r ON r.service = ? AND r.cid = a.cid "
             f"WHERE (a.cid, a.requestid) > (?, ?) AND {where} "
