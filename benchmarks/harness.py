@@ -171,7 +171,24 @@ def _stats(data: dict[str, Any]) -> PeerStats:
     )
 
 
-class BenchServers:
+class _PeerProcess:
+    """A peer in a subprocess that prints one JSON line (its ports) once it listens, and is
+    stopped when the `with` block ends."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _start(self, args: Sequence[str], timeout: float, what: str) -> dict[str, Any]:
+        self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE)
+        return _read_json_line(self.process, timeout, what)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+
+class BenchServers(_PeerProcess):
     """`python -m benchmarks.servers` as a subprocess: FakeKubo + FakePinningService."""
 
     def __init__(
@@ -202,24 +219,15 @@ class BenchServers:
             self.args += ["--latency", str(latency)]
         if transition_after is not None:
             self.args += ["--transition-after", str(transition_after)]
+        super().__init__()
         self.seed = seed
         self.start_timeout = start_timeout
-        self.process: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
 
     def __enter__(self) -> Self:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.servers", *self.args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-        )
-        self.ports = _read_json_line(self.process, self.start_timeout, "benchmarks.servers")
+        args = [sys.executable, "-m", "benchmarks.servers", *self.args]
+        self.ports = self._start(args, self.start_timeout, "benchmarks.servers")
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
 
     @property
     def pid(self) -> int:
@@ -255,28 +263,19 @@ class BenchServers:
         _http_json(f"{self.control}/kubo", {"pins": pins})
 
 
-class NpmMock:
+class NpmMock(_PeerProcess):
     """The npm mock-ipfs-pinning-service through peers/npm/mock-psa.js, with its request
     counters on (`--count`)."""
 
     def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__()
         self.url = ""
 
     def __enter__(self) -> Self:
         script = ROOT / "peers" / "npm" / "mock-psa.js"
-        self.process = subprocess.Popen(
-            ["node", str(script), "--port", "0", "--token", TOKEN, "--count"],
-            stdout=subprocess.PIPE,
-        )
-        port = _read_json_line(self.process, 30, "npm mock")["port"]
-        self.url = f"http://127.0.0.1:{port}"
+        args = ["node", str(script), "--port", "0", "--token", TOKEN, "--count"]
+        self.url = f"http://127.0.0.1:{self._start(args, 30, 'npm mock')['port']}"
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
 
     @property
     def psa_url(self) -> str:
