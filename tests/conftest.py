@@ -12,10 +12,58 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests import loopback_guard
 from tests.cluster_peer import ClusterPeer
 from tests.peers import KuboNode, MockPinningService, install_peers
 
 SEEDED_PINS = 3000
+
+
+class DialGuard:
+    """What the loopback guard recorded during one test (see tests/loopback_guard.py)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.expected: set[str] = set()
+
+    def take(self) -> list[str]:
+        """The addresses recorded since the last call."""
+        addresses, self.offset = loopback_guard.recorded(self.path, self.offset)
+        return addresses
+
+    def expect(self, address: str) -> None:
+        """A test of the guard itself: this one off-loopback address is its to check."""
+        self.expected.add(address)
+
+
+@pytest.fixture(scope="session")
+def _dial_record(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("loopback-guard") / "dials.jsonl"
+    saved = {k: os.environ.get(k) for k in (loopback_guard.RECORD_ENV, "PYTHONPATH")}
+    os.environ[loopback_guard.RECORD_ENV] = str(path)
+    os.environ["PYTHONPATH"] = loopback_guard.PYTHONPATH
+    loopback_guard.install()
+    try:
+        yield path
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def dial_guard(_dial_record: Path) -> Iterator[DialGuard]:
+    """Every test: fail it if pinsyncd asked a node to dial anything off loopback."""
+    guard = DialGuard(_dial_record)
+    guard.take()  # what earlier tests recorded was judged after them
+    yield guard
+    offending = [a for a in guard.take() if loopback_guard.leaves_this_machine(a)]
+    unexpected = sorted(set(offending) - guard.expected)
+    if unexpected:
+        pytest.fail(f"pinsyncd asked a node to dial off this machine: {unexpected}")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests import loopback_guard
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -65,7 +67,7 @@ def write_config(
     path.write_text("\n".join(lines) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PINSYNCD_")}
     env.update({s.env_var: s.token for s in services})
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = loopback_guard.PYTHONPATH  # pinsyncd from this checkout, guarded
     return env
 
 

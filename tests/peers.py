@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.loopback_guard import ADDR_FILTERS
+
 ROOT = Path(__file__).resolve().parent.parent
 IPFS_BIN = ROOT / ".peers" / "bin" / "ipfs"
 NPM_DIR = ROOT / "peers" / "npm"
@@ -77,8 +79,16 @@ class KuboNode:
         return {**os.environ, "IPFS_PATH": str(self.repo)}
 
     def init(self) -> None:
+        """A new repo: loopback only (`--profile test`), and unable to dial anything else
+        (`Swarm.AddrFilters`), whatever address a peer hands it."""
         subprocess.run(
             [str(IPFS_BIN), "init", "--profile", "test", "--empty-repo"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [str(IPFS_BIN), "config", "--json", "Swarm.AddrFilters", json.dumps(ADDR_FILTERS)],
             env=self.env,
             check=True,
             capture_output=True,
@@ -143,7 +153,8 @@ class KuboNode:
 
 @dataclass
 class MockPinningService:
-    """The npm `mock-ipfs-pinning-service`, started on 127.0.0.1 through its `setup()`."""
+    """The npm `mock-ipfs-pinning-service`, started on 127.0.0.1 through its `setup()`. Its
+    delegates are on loopback (peers/npm/mock-psa.js refuses any other)."""
 
     token: str
     delegates: str | None = None
@@ -155,7 +166,11 @@ class MockPinningService:
         if self.delegates:
             args += ["--delegates", self.delegates]
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE)
-        port = read_port_line(self.process, 30, "mock-ipfs-pinning-service")
+        try:
+            port = read_port_line(self.process, 30, "mock-ipfs-pinning-service")
+        except RuntimeError:
+            self.stop()
+            raise
         self.url = f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:

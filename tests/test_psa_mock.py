@@ -46,7 +46,7 @@ async def test_all_five_operations(mock_psa: MockPinningService) -> None:
         )
         assert added.status is Status.QUEUED
         assert added.pin.cid == cid and added.pin.name == "backup"
-        assert added.delegates, "the mock returns its default delegates"
+        assert added.delegates, "the mock returns its (loopback) delegates"
 
         fetched = await client.get_pin(added.requestid)
         assert fetched.requestid == added.requestid and fetched.created == added.created

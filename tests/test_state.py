@@ -31,6 +31,7 @@ from pinsyncd.state import (
     StateStore,
 )
 from pinsyncd.status import read_status, render_table
+from tests import loopback_guard
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = {"local_pins", "local_gone", "remote_pins", "services", "meta"}
@@ -523,7 +524,7 @@ async def python(code: str, *args: str) -> asyncio.subprocess.Process:
         "-c",
         code,
         *args,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": loopback_guard.PYTHONPATH},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -5,6 +5,11 @@
 //
 //   node mock-psa.js --port 0 --token SECRET [--delegates a,b] [--count]
 //
+// Delegates are what a client's node is asked to dial. The package's own default is an
+// address in a public range (203.0.113.42), so this wrapper hands out a loopback delegate
+// unless told otherwise, and refuses any delegate that is not on 127.0.0.0/8: nothing that
+// runs here is ever asked to dial off this machine.
+//
 // The mock never changes a pin's status by itself. For tests this wrapper adds one route
 // outside the API: POST /__admin/status {"cid": "..." or "cids": [...], "status": "pinned"} sets
 // the status of the stored pins for those CIDs (what RESEARCH.md does by re-posting with a
@@ -18,6 +23,19 @@
 
 const { setup } = require("mock-ipfs-pinning-service")
 const express = require("express")
+
+// A well-formed multiaddr on loopback; no peer listens there, so a dial fails at once.
+const LOOPBACK_DELEGATE =
+  "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWGBoSpdSqfj8YYGCBkNPjRgyJyymfmx3hmhxTTJ9nh8KX"
+
+function loopbackOnly(delegates) {
+  for (const address of delegates.split(",")) {
+    if (!/^\/ip4\/127\.\d+\.\d+\.\d+\/|^\/dns4\/localhost\//.test(address)) {
+      throw new Error(`mock-psa.js: delegate ${address} is not on loopback; refused`)
+    }
+  }
+  return delegates
+}
 
 function option(name, fallback) {
   const index = process.argv.indexOf(`--${name}`)
@@ -95,7 +113,7 @@ function counting(mock) {
 async function main() {
   const port = Number(option("port", "0"))
   const token = option("token", null)
-  const delegates = option("delegates", null)
+  const delegates = loopbackOnly(option("delegates", LOOPBACK_DELEGATE))
   const app = await setup({ token, delegates, loglevel: "error" })
   app.use("/__admin", adminRoutes(app))
   const served = process.argv.includes("--count") ? counting(app) : app
