@@ -12,7 +12,7 @@ from pathlib import Path
 from pinsyncd import __version__
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from pinsyncd.durations import format_duration, parse_duration
-from pinsyncd.logs import CurrentStream, configure_logging, register_secrets
+from pinsyncd.logs import CurrentStream, configure_logging
 from pinsyncd.state import StateError
 
 
@@ -109,7 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level=args.log_level, json=json_logs, stream=stream)  # type: ignore[arg-type]
     config_path: Path = args.config or default_config_path()
     try:
-        config = load_config(config_path)
+        # Tokens are read later, by the commands that send requests: `status` and
+        # `sync --dry-run` need none, nor does a command the running daemon carries out.
+        config = load_config(config_path, tokens=False)
+        return _dispatch(args, config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem.render(exc.filename), file=sys.stderr)
@@ -119,9 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EX_CONFIG
-    register_secrets(s.token for s in config.services)
-    try:
-        return _dispatch(args, config)
     except StateError as exc:
         print(f"pinsyncd: {exc}", file=sys.stderr)
         return 1
@@ -133,10 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
     from pinsyncd import commands
 
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     if args.command == "check-config":
-        return _check_config(config)
+        return _check_config(config.load_tokens())
     if args.command == "status":
         return commands.show_status(config, as_json=args.json, failed=args.failed)
     if args.command == "sync":
@@ -153,6 +151,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
 
 
 def _check_config(config: Config) -> int:
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{config.source}: OK")
     print(f"  node     {config.node.api}")
     print(f"  interval {format_duration(config.sync.interval)}")

@@ -10,20 +10,23 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from pinsyncd import control, outcome
 from pinsyncd.cids import InvalidCIDError, parse_cid
 from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
-from pinsyncd.durations import format_duration
-from pinsyncd.engine import CycleReport, SyncEngine
-from pinsyncd.logs import redact_text
+from pinsyncd.engine import SyncEngine
+from pinsyncd.lock import EX_LOCKED, Holder, StateLock
+from pinsyncd.logs import redact_text, register_secrets
 from pinsyncd.planner import ServicePlan
 from pinsyncd.progress import SendProgress
 from pinsyncd.psa import PinningServiceError
-from pinsyncd.state import UNFINISHED_STATUSES, StateStore
+from pinsyncd.state import StateStore
 from pinsyncd.status import read_failed, read_status, render_failed, render_table
 
 log = structlog.get_logger("pinsyncd")
@@ -34,8 +37,101 @@ def fail(message: str) -> int:
     return 1
 
 
+DAEMON_SILENT_AFTER = 10.0
+"""How long a command waits for a daemon that holds the state file but does not answer on
+its control socket (it is starting, or cannot make the socket) before it gives up."""
+
+
 def run_daemon(config: Config) -> int:
-    return asyncio.run(Daemon(config).run())
+    return asyncio.run(Daemon(with_tokens(config)).run())
+
+
+def with_tokens(config: Config, services: list[str] | None = None) -> Config:
+    """The config with the tokens (of `services`, default all) read now, for a command about
+    to send requests; a token that cannot be read is a config error (exit 78)."""
+    config = config.load_tokens(services)
+    register_secrets(s.token for s in config.services)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return config
+
+
+def as_writer(
+    config: Config,
+    command: str,
+    alone: Callable[[Config], Coroutine[Any, Any, int]],
+    request: dict[str, Any],
+    *,
+    tokens: bool | list[str] = True,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Run a command that calls services or writes the state as the state file's one writer:
+    take its lock and run `alone` (with the tokens read, when it needs them), or, when the
+    daemon holds the lock, ask the daemon to do it (`request` on its control socket) and
+    show its progress; when another one-shot command holds it, wait for it to finish."""
+    lock = StateLock(config.state_path)
+    waited_for: Holder | None = None
+    silent_since: float | None = None
+    while True:
+        holder = lock.try_acquire(command)
+        if holder is None:
+            try:
+                if tokens:
+                    config = with_tokens(config, None if tokens is True else tokens)
+                return asyncio.run(alone(config))
+            finally:
+                lock.release()
+        if holder.is_daemon:
+            answer = asyncio.run(_ask_daemon(config, holder, command, request))
+            if answer is not None:
+                return answer
+            silent_since = silent_since or time.monotonic()
+            if time.monotonic() - silent_since >= DAEMON_SILENT_AFTER:
+                print(
+                    f"pinsyncd: {holder.describe()} holds the state file {config.state_path} "
+                    f"but does not answer on {control.socket_path(config.state_path)}; "
+                    "try again once it has started (or run `systemctl reload pinsyncd`)",
+                    file=sys.stderr,
+                )
+                return EX_LOCKED
+        elif holder != waited_for:
+            waited_for = holder
+            print(
+                f"pinsyncd: waiting for {holder.describe()} to finish with the state file "
+                f"{config.state_path}",
+                file=sys.stderr,
+            )
+        sleep(0.2)
+
+
+async def _ask_daemon(
+    config: Config, holder: Holder, command: str, request: dict[str, Any]
+) -> int | None:
+    path = control.socket_path(config.state_path)
+    told = False
+
+    def on_line(line: dict[str, Any]) -> None:
+        nonlocal told
+        if not told:
+            told = True
+            print(
+                f"pinsyncd: {holder.describe()} runs on {config.state_path}; it does the "
+                f"{command} now",
+                file=sys.stderr,
+            )
+        if "print" in line:
+            print(line["print"])
+        elif "log" in line:
+            fields = {k: v for k, v in line.items() if k != "log"}
+            log.info(str(line["log"]), **fields)
+
+    answer = await control.ask(path, command, request, on_line)
+    if answer is None:
+        return None
+    code, error = answer
+    if error:
+        fail(error)
+    return code
 
 
 def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
@@ -56,7 +152,14 @@ def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
 
 
 def sync_once(config: Config, *, wait: bool, timeout: float | None) -> int:
-    return asyncio.run(_sync_once(config, wait=wait, give_up_after=timeout))
+    """One cycle (and with `wait`, until every pin is pinned or failed); beside a running
+    daemon, the daemon runs it."""
+
+    async def alone(config: Config) -> int:
+        return await _sync_once(config, wait=wait, give_up_after=timeout)
+
+    request = {"wait": wait, "timeout": timeout}
+    return as_writer(config, "sync", alone, request)
 
 
 async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None) -> int:
@@ -70,54 +173,25 @@ async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None)
         with progress:
             report = await engine.cycle()
         log_cycle(report)
-        remaining = await _unfinished(store, report)
+        remaining = await outcome.unfinished(store, report.services)
         while wait and remaining and time.monotonic() < deadline:
             pause = min(config.sync.status_interval, max(0.0, deadline - time.monotonic()))
             await asyncio.sleep(pause)
             report = await engine.cycle()
             log_cycle(report)
-            remaining = await _unfinished(store, report)
+            remaining = await outcome.unfinished(store, report.services)
         # Give the dials to the services' delegates a moment before this process (and
         # perhaps the node's only connection to them) goes away.
         await engine.dialer.drain(within=10.0)
     finally:
         await engine.close()
         await store.close()
-    problems = _problems(report)
+    problems = outcome.problems(report.node_error, report.services)
     if wait and remaining:
-        waited = f" after {format_duration(give_up_after)}" if give_up_after else ""
-        detail = ", ".join(f"{name}: {n}" for name, n in remaining.items())
-        problems.append(f"gave up waiting{waited}; not yet pinned or failed: {detail}")
+        problems.append(outcome.gave_up(remaining, give_up_after))
     if problems:
         return fail("; ".join(problems))
     return 0
-
-
-async def _unfinished(store: StateStore, report: CycleReport) -> dict[str, int]:
-    """Per service that is not paused: pins that are neither pinned nor failed yet."""
-    left: dict[str, int] = {}
-    for name, service_report in report.services.items():
-        if service_report.paused:
-            continue
-        counts = await store.counts(name, unsent=False)
-        count = sum(counts.get(s, 0) for s in UNFINISHED_STATUSES) + service_report.unsent
-        if count:
-            left[name] = count
-    return left
-
-
-def _problems(report: CycleReport) -> list[str]:
-    problems = []
-    if report.node_error:
-        problems.append(report.node_error)
-    for name, service_report in report.services.items():
-        if service_report.paused:
-            problems.append(f"{name}: {service_report.paused}")
-        elif service_report.error:
-            problems.append(service_report.error)
-        elif service_report.backoff:
-            problems.append(f"{name}: {service_report.backoff}")
-    return problems
 
 
 def dry_run(config: Config) -> int:
@@ -192,7 +266,7 @@ def _print_plan(name: str, endpoint: str, plan: ServicePlan) -> None:
 
 def retry(config: Config, *, service: str | None, cids: list[str]) -> int:
     """Clear the backoff of failed pins (and of paused services) so that they are tried at
-    the daemon's next cycle. Safe while the daemon runs."""
+    the next cycle; beside a running daemon, the daemon does it and tries them at once."""
     names = [s.name for s in config.services]
     if service is not None and service not in names:
         return fail(f"no service named {service!r} in {config.source} (have: {', '.join(names)})")
@@ -201,7 +275,13 @@ def retry(config: Config, *, service: str | None, cids: list[str]) -> int:
             parse_cid(cid)
         except InvalidCIDError as exc:
             return fail(str(exc))
-    return asyncio.run(_retry(config, [service] if service else names, cids or None))
+    services = [service] if service else names
+
+    async def alone(config: Config) -> int:
+        return await _retry(config, services, cids or None)
+
+    request = {"services": services, "cids": cids or None}
+    return as_writer(config, "retry", alone, request, tokens=False)
 
 
 async def _retry(config: Config, services: list[str], cids: list[str] | None) -> int:
@@ -210,18 +290,20 @@ async def _retry(config: Config, services: list[str], cids: list[str] | None) ->
         pins, paused = await store.clear_backoff(services, cids)
     finally:
         await store.close()
-    print(
-        f"{pins} pin{'s' * (pins != 1)} and {paused} paused service{'s' * (paused != 1)} "
-        "will be tried again at the next cycle"
-    )
+    print(outcome.retried_line(pins, paused))
     return 0
 
 
 def adopt(config: Config, *, service: str) -> int:
-    """List the service once and record its existing pins of our CIDs, so none is re-added."""
+    """List the service once and record its existing pins of our CIDs, so none is re-added;
+    beside a running daemon, the daemon does it."""
     if service not in [s.name for s in config.services]:
         return fail(f"no service named {service!r} in {config.source}")
-    return asyncio.run(_adopt(config, service))
+
+    async def alone(config: Config) -> int:
+        return await _adopt(config, service)
+
+    return as_writer(config, "adopt", alone, {"service": service}, tokens=[service])
 
 
 async def _adopt(config: Config, service: str) -> int:
@@ -232,17 +314,12 @@ async def _adopt(config: Config, service: str) -> int:
         if node.node_error:
             print(f"node unreachable; using the last listing of {node.local_pins} pins")
         try:
-            report = await engine.executors[service].adopt()
+            report = await engine.adopt(service)
         except PinningServiceError as exc:
             return fail(str(exc))
     finally:
         await engine.close()
         await store.close()
-    print(
-        f"{service}: {report.adopted} existing pin{'s' * (report.adopted != 1)} adopted, "
-        f"{report.resolved} of pinsyncd's own settled, for {node.local_pins} local pins "
-        f"({sum(report.requests.values())} requests)"
-    )
-    if report.duplicates:
-        print(f"{service}: {report.duplicates} CIDs have more than one request on the service")
+    for line in outcome.adopted_lines(service, report, node.local_pins):
+        print(line)
     return 0

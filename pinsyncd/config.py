@@ -6,8 +6,8 @@ import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,7 +25,7 @@ from pydantic import (
 from yarl import URL
 
 from pinsyncd.durations import parse_duration
-from pinsyncd.tokens import Secret, TokenError, token_from_env, token_from_file
+from pinsyncd.tokens import Token, TokenError, TokenSource
 
 DEFAULT_CONFIG_PATH = Path("/etc/pinsyncd/config.yaml")
 EX_CONFIG = 78  # sysexits.h: configuration error; the unit sets RestartPreventExitStatus=78
@@ -146,11 +146,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _peer_id(value: str) -> str:
+    if not re.fullmatch(r"(Qm|12D3Koo|k51|bafz)[1-9A-HJ-NP-Za-km-z]{20,120}", value.strip()):
+        raise ValueError(f"{value!r} is not a peer id (like 12D3KooW... or Qm...; `ipfs id`)")
+    return value.strip()
+
+
 class NodeConfig(_Section):
     """The local IPFS node whose pins are backed up."""
 
     api: Annotated[str, AfterValidator(node_api_url)] = "http://127.0.0.1:5001"
     timeout: Duration = 60.0
+    previous_peer_ids: list[Annotated[str, AfterValidator(_peer_id)]] = []
+    """Peer ids this node had before (a new identity, a repo restored elsewhere): requests
+    made under them are this device's own, to adopt and manage."""
 
 
 PinType = Literal["recursive", "direct"]
@@ -313,7 +322,7 @@ class Service:
 
     name: str
     endpoint: str
-    token: Secret
+    token: Token  # read when a request is about to be sent (`Config.load_tokens`)
     concurrency: int
     timeout: float
     rate_limit: float | None = None
@@ -332,6 +341,29 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     warnings: tuple[str, ...] = field(default=())
+
+    def load_tokens(self, services: Collection[str] | None = None) -> Config:
+        """Read the tokens (of `services`, default all) now; raise ConfigError naming each
+        one that cannot be read, with its line. The commands that send requests call this
+        before they start; those that only read the state never do, and need no token."""
+        problems: list[Problem] = []
+        warnings: list[str] = []
+        for index, service in enumerate(self.services):
+            token = service.token
+            if not isinstance(token, TokenSource) or (
+                services is not None and service.name not in services
+            ):
+                continue
+            try:
+                loaded = token.load()
+            except TokenError as exc:
+                problems.append(Problem(token.key, str(exc), token.line))
+                continue
+            if loaded.warning:
+                warnings.append(f"services[{index}] ({service.name}): {loaded.warning}")
+        if problems:
+            raise ConfigError(str(self.source), problems)
+        return replace(self, warnings=(*self.warnings, *warnings))
 
     @property
     def replicas(self) -> int:
@@ -361,8 +393,11 @@ def default_state_path(env: Mapping[str, str]) -> Path:
     return base / "pinsyncd" / "state.db"
 
 
-def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Config:
-    """Read, validate and resolve the config at `path`; raise ConfigError listing every problem."""
+def load_config(
+    path: Path | str, env: Mapping[str, str] | None = None, *, tokens: bool = True
+) -> Config:
+    """Read, validate and resolve the config at `path`; raise ConfigError listing every problem.
+    With `tokens=False` the tokens are not read yet (see `Config.load_tokens`)."""
     env = os.environ if env is None else env
     path = Path(path)
     filename = str(path)
@@ -373,7 +408,7 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(filename, [Problem("", f"cannot read: {reason}")]) from None
-    return parse_config(text, filename=filename, env=env, source=path)
+    return parse_config(text, filename=filename, env=env, source=path, tokens=tokens)
 
 
 def parse_config(
@@ -382,6 +417,7 @@ def parse_config(
     filename: str = "<config>",
     env: Mapping[str, str] | None = None,
     source: Path | None = None,
+    tokens: bool = True,
 ) -> Config:
     env = os.environ if env is None else env
     data, lines = _load_yaml(text, filename)
@@ -398,36 +434,28 @@ def parse_config(
         message = f"is {replicas}, but only {listed} service(s) are listed"
         raise ConfigError(filename, [Problem(_render_loc(loc), message, _line_for(loc, lines))])
 
-    problems: list[Problem] = []
-    warnings: list[str] = []
-    services: list[Service] = []
+    services = []
     for index, svc in enumerate(parsed.services):
         key = "token_env" if svc.token_env is not None else "token_file"
-        try:
-            if svc.token_env is not None:
-                loaded = token_from_env(svc.token_env, env)
-            else:
-                assert svc.token_file is not None
-                loaded = token_from_file(svc.token_file, env)
-        except TokenError as exc:
-            loc = ("services", index, key)
-            problems.append(Problem(_render_loc(loc), str(exc), _line_for(loc, lines)))
-            continue
-        if loaded.warning:
-            warnings.append(f"services[{index}] ({svc.name}): {loaded.warning}")
+        loc = ("services", index, key)
+        token = TokenSource(
+            "env" if svc.token_env is not None else "file",
+            svc.token_env if svc.token_env is not None else str(svc.token_file),
+            env,
+            key=_render_loc(loc),
+            line=_line_for(loc, lines),
+        )
         services.append(
             Service(
                 svc.name,
                 svc.endpoint,
-                loaded.secret,
+                token,
                 svc.concurrency,
                 svc.timeout,
                 svc.rate_limit,
                 svc.priority,
             )
         )
-    if problems:
-        raise ConfigError(filename, problems)
 
     base_dir = source.parent if source is not None else Path.cwd()
     if parsed.state.path is not None:
@@ -436,7 +464,7 @@ def parse_config(
             state_path = (base_dir / state_path).resolve()
     else:
         state_path = default_state_path(env)
-    return Config(
+    config = Config(
         source=source or Path(filename),
         node=parsed.node,
         sync=parsed.sync,
@@ -444,8 +472,8 @@ def parse_config(
         services=tuple(services),
         retry=parsed.retry,
         http=parsed.http,
-        warnings=tuple(warnings),
     )
+    return config.load_tokens() if tokens else config
 
 
 def _raw_service_problems(data: Any, lines: _Lines) -> list[Problem]:

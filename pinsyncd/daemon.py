@@ -9,6 +9,10 @@ on its own schedule, reload the config when it changes, and stop cleanly.
   config replaces the running one without a restart: the loops stop as above, a new engine
   starts on the same state (a service removed keeps its state, one added starts syncing).
   An invalid one is rejected with one log line per problem, and the old config keeps running.
+- One daemon per state file: it holds the state file's lock (`pinsyncd.lock`) while it runs.
+  A second `run` refuses at once (exit 75); a one-shot command that holds the lock is waited
+  for. Beside it, `sync --once`, `adopt` and `retry` ask it over its control socket
+  (`pinsyncd.control`) to do the work now, and show its progress.
 - Under systemd (Type=notify): READY=1 once config and state are loaded, STATUS= with a
   one-line summary, WATCHDOG=1 from the event loop when WatchdogSec= is set, RELOADING=1 and
   STOPPING=1.
@@ -20,19 +24,25 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
+from pinsyncd import outcome
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config, ConfigError, load_config
+from pinsyncd.control import ControlServer, Emit, socket_path
 from pinsyncd.durations import format_duration
 from pinsyncd.engine import CycleReport, SyncEngine
 from pinsyncd.executor import ServiceReport
 from pinsyncd.http_api import HttpApi
+from pinsyncd.lock import EX_LOCKED, Holder, StateLock
 from pinsyncd.logs import register_secrets
 from pinsyncd.metrics import Metrics, outcome_of
 from pinsyncd.notify import Notifier
-from pinsyncd.psa import RateLimited
+from pinsyncd.psa import PinningServiceError, RateLimited
 from pinsyncd.state import StateStore
 from pinsyncd.status import read_status
 
@@ -65,6 +75,15 @@ class Daemon:
         self.reloads = 0
         self.metrics: Metrics | None = None
         self._last_listing = time.monotonic()
+        self._lock = StateLock(config.state_path)
+        self._store: StateStore | None = None
+        # What the control socket's commands wait on: listings and cycles done so far.
+        self._node_wake = asyncio.Event()
+        self._wake: dict[str, asyncio.Event] = {}
+        self._listings = 0
+        self._started: Counter[str] = Counter()  # service -> cycles started
+        self._finished: Counter[str] = Counter()  # service -> the last finished cycle's number
+        self._progress = asyncio.Event()  # set (and replaced) after every listing and cycle
 
     def stop(self) -> None:
         """Stop as on SIGTERM: send nothing new, let requests under way finish."""
@@ -107,8 +126,44 @@ class Daemon:
         self.reload()
 
     async def _run(self) -> int:
+        refused = await self._take_lock()
+        if refused is not None:
+            return refused
+        try:
+            return await self._run_locked()
+        finally:
+            self._lock.release()
+
+    async def _take_lock(self) -> int | None:
+        """Become the state file's one writer: None once the lock is held; an exit code when
+        another daemon holds it (or the daemon was stopped while waiting for a one-shot
+        command to finish with it)."""
+        path = self.config.state_path
+        waited_for: Holder | None = None
+        while (holder := self._lock.try_acquire("run")) is not None:
+            if holder.is_daemon:
+                log.error(
+                    f"{holder.describe()} already runs on the state file {path}; "
+                    "not starting a second one"
+                )
+                return EX_LOCKED
+            if holder != waited_for:
+                waited_for = holder
+                log.info(f"waiting for {holder.describe()} to finish with the state file {path}")
+            self.notifier.send("EXTEND_TIMEOUT_USEC=5000000")  # systemd: still starting
+            if await self._sleep(0.25, generation=False):
+                return 0
+        return None
+
+    async def _run_locked(self) -> int:
         store = await StateStore.open(self.config.state_path)
+        self._store = store
         api = await self._start_http()
+        control = ControlServer(
+            socket_path(self.config.state_path),
+            {"sync": self._sync_now, "adopt": self._adopt_now, "retry": self._retry_now},
+        )
+        await control.start()
         log.info(
             "pinsyncd started",
             node=self.config.node.api,
@@ -125,6 +180,7 @@ class Daemon:
                     group.create_task(self._watchdog(self.notifier.watchdog_interval))
                 group.create_task(self._generations(store))
         finally:
+            await control.stop()
             if api is not None:
                 await api.stop()
             await store.close()
@@ -218,7 +274,7 @@ class Daemon:
     def _try_reload(self) -> None:
         path = self.config.source
         try:
-            config = load_config(path)
+            config = load_config(path)  # tokens included: the daemon sends requests
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("config rejected", problem=problem.render(exc.filename))
@@ -282,6 +338,7 @@ class Daemon:
         pinset changed, every `status_interval` while it has pending pins, when its backoff
         ends, and at least every `interval`."""
         wake = {name: asyncio.Event() for name in engine.executors}
+        self._wake = wake
         self._services = {}
         self._record_node(await engine.refresh_node())
         async with asyncio.TaskGroup() as group:
@@ -290,6 +347,8 @@ class Daemon:
                 group.create_task(self._service_loop(engine, name, wake[name]))
 
     def _record_node(self, report: CycleReport) -> None:
+        self._listings += 1
+        self._progressed()
         self.cycles += 1
         self._node = report
         self._last_listing = time.monotonic()
@@ -300,7 +359,8 @@ class Daemon:
         self.notifier.status(self._summary())
 
     async def _node_loop(self, engine: SyncEngine, wake: dict[str, asyncio.Event]) -> None:
-        while not await self._sleep(self.config.sync.interval, self._halt):
+        while not await self._sleep(self.config.sync.interval, self._halt, self._node_wake):
+            self._node_wake.clear()
             report = await engine.refresh_node()
             self._record_node(report)
             if report.local_added or report.local_removed or report.node_came_back:
@@ -312,10 +372,14 @@ class Daemon:
         while not self._halt.is_set():
             wake.clear()
             started = time.monotonic()
+            self._started[name] += 1
+            number = self._started[name]
             report = await engine.sync_service(name)
             if self.metrics is not None:
                 self.metrics.observe_cycle(name, time.monotonic() - started)
             self._services[name] = report
+            self._finished[name] = number
+            self._progressed()
             log_service(report)
             self.notifier.status(self._summary())
             delay = sync.status_interval if report.pending else sync.interval
@@ -336,6 +400,121 @@ class Daemon:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
         return self._stop.is_set() or (generation and self._halt.is_set())
+
+    # --- the control socket: commands typed beside the daemon ---------------------------
+
+    def _progressed(self) -> None:
+        event, self._progress = self._progress, asyncio.Event()
+        event.set()
+
+    async def _until(self, done: Callable[[], bool], within: float | None = None) -> bool:
+        """Wait until `done()` (True), `within` seconds pass or the daemon stops (False)."""
+        deadline = time.monotonic() + within if within is not None else float("inf")
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0 or await self._sleep(min(left, 3600), self._progress, generation=False):
+                return False
+        return True
+
+    async def _list_now(self, emit: Emit) -> CycleReport | None:
+        """A node listing now (None: the daemon stops first)."""
+        listings = self._listings
+        self._node_wake.set()
+        if not await self._until(lambda: self._listings > listings):
+            return None
+        node = self._node
+        assert node is not None
+        await emit(
+            {
+                "log": "node listed" if node.node_online else "node unreachable",
+                "local_pins": node.local_pins,
+                "local_added": node.local_added,
+                "local_removed": node.local_removed,
+            }
+        )
+        return node
+
+    async def _cycle_now(self, names: list[str], emit: Emit) -> dict[str, ServiceReport] | None:
+        """A cycle of each of `names` that starts from now; their reports (None: stopping)."""
+        targets = {name: self._started[name] + 1 for name in names if name in self._wake}
+        for name in targets:
+            self._wake[name].set()
+        if not await self._until(
+            lambda: all(self._finished[n] >= t or n not in self._wake for n, t in targets.items())
+        ):
+            return None
+        reports = {n: self._services[n] for n in targets if n in self._services}
+        for report in reports.values():
+            await emit(
+                {"log": "service cycle", "service": report.service, **_service_fields(report)}
+            )
+        return reports
+
+    async def _sync_now(self, request: dict[str, Any], emit: Emit) -> tuple[int, str | None]:
+        """`sync --once [--wait] [--timeout]` beside the daemon: a listing and a cycle of
+        every service now, then (with wait) their status rounds until all is settled."""
+        stopping = (1, "the daemon is stopping; nothing more was done")
+        wait = bool(request.get("wait"))
+        timeout = request.get("timeout")
+        give_up = float(timeout) if isinstance(timeout, int | float) and timeout > 0 else None
+        deadline = time.monotonic() + give_up if give_up else float("inf")
+        node = await self._list_now(emit)
+        if node is None:
+            return stopping
+        reports = await self._cycle_now(list(self._wake), emit)
+        if reports is None:
+            return stopping
+        assert self._store is not None
+        remaining = await outcome.unfinished(self._store, reports)
+        while wait and remaining and time.monotonic() < deadline:
+            seen = {name: self._finished[name] for name in remaining}
+            await self._until(
+                lambda seen=seen: any(self._finished[n] > c for n, c in seen.items()),
+                within=deadline - time.monotonic(),
+            )
+            if self._stop.is_set():
+                return stopping
+            for name, count in seen.items():
+                if self._finished[name] > count and name in self._services:
+                    reports[name] = self._services[name]
+                    await emit(
+                        {"log": "service cycle", "service": name, **_service_fields(reports[name])}
+                    )
+            remaining = await outcome.unfinished(self._store, reports)
+        problems = outcome.problems(node.node_error, reports)
+        if wait and remaining:
+            problems.append(outcome.gave_up(remaining, give_up))
+        return (1, "; ".join(problems)) if problems else (0, None)
+
+    async def _adopt_now(self, request: dict[str, Any], emit: Emit) -> tuple[int, str | None]:
+        """`adopt --service S` beside the daemon, between that service's cycles."""
+        name = request.get("service")
+        engine = self._engine
+        if engine is None or name not in engine.executors:
+            return 1, f"the daemon has no service named {name!r} (its config: {self.config.source})"
+        node = await self._list_now(emit)
+        if node is None or self._engine is not engine:
+            return 1, "the daemon is stopping or reloading its config; try again"
+        try:
+            report = await engine.adopt(str(name))
+        except PinningServiceError as exc:
+            return 1, str(exc)
+        for line in outcome.adopted_lines(str(name), report, node.local_pins):
+            await emit({"print": line})
+        self._wake[str(name)].set()
+        return 0, None
+
+    async def _retry_now(self, request: dict[str, Any], emit: Emit) -> tuple[int, str | None]:
+        """`retry` beside the daemon: clear the backoff, and try those services now."""
+        wanted = request.get("services") or list(self._wake)
+        cids = request.get("cids") or None
+        names = [n for n in wanted if isinstance(n, str) and n in self._wake]
+        assert self._store is not None
+        pins, paused = await self._store.clear_backoff(names, cids)
+        for name in names:
+            self._wake[name].set()
+        await emit({"print": outcome.retried_line(pins, paused, now=True)})
+        return 0, None
 
     def _summary(self) -> str:
         """The one-line STATUS= for systemctl status."""

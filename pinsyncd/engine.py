@@ -75,6 +75,7 @@ class SyncEngine:
                 retry=retry,
                 verify_interval=config.sync.verify_interval,
                 stopping=stopping,
+                previous_peer_ids=config.node.previous_peer_ids,
             )
             for s in config.services
         }
@@ -83,7 +84,7 @@ class SyncEngine:
         self._node_was_online: bool | None = None
         self.selection_key = repr((config.sync.include, config.sync.exclude))
         self.mfs_root: str | None = None
-        self.peer_id: str | None = None
+        self.peer_id: str | None = None  # the node's, once listed (also from the state)
         self.node_view = NodeView(online=False)
 
     def interrupt(self) -> None:
@@ -106,7 +107,7 @@ class SyncEngine:
         else:
             report = CycleReport(started=time.time())
             await self._use_stored_listing(report)
-            self.node_view = NodeView(online=False)
+            self.node_view = NodeView(online=False, peer_id=self.peer_id)
         results = await asyncio.gather(
             *(self.sync_service(name, send=send) for name in self.executors)
         )
@@ -135,6 +136,10 @@ class SyncEngine:
             log.exception("service cycle crashed", service=name)
             return ServiceReport(name, error=f"internal error: {exc!r}")
 
+    async def adopt(self, name: str) -> ServiceReport:
+        """`pinsyncd adopt` on one service, from the current node listing."""
+        return await self.executors[name].adopt(self.node_view)
+
     async def _read_node(self, report: CycleReport) -> NodeView:
         try:
             identity = await self.node.identity()
@@ -147,7 +152,7 @@ class SyncEngine:
                 log.warning("local node unreachable; working from the last listing", error=str(exc))
             self._node_was_online = False
             await self._use_stored_listing(report)
-            return NodeView(online=False)
+            return NodeView(online=False, peer_id=self.peer_id)
         if self._node_was_online is False:
             # Pins that failed while the node, usually their only provider, was away get a
             # fresh try now, with fresh origins, rather than after their backoff.

@@ -25,6 +25,7 @@ from pinsyncd.cids import InvalidCIDError, multihash_of
 from pinsyncd.config import Service
 from pinsyncd.delegates import DelegateDialer
 from pinsyncd.durations import format_duration
+from pinsyncd.ownership import Claim, claim_of, meta_for
 from pinsyncd.planner import Add, Remove, Replace, ServicePlan, plan_service
 from pinsyncd.policy import Directives
 from pinsyncd.psa import (
@@ -42,6 +43,7 @@ from pinsyncd.psa import (
     RateLimited,
     ServerError,
     Status,
+    TokenUnavailable,
     Unauthorized,
     clip_name,
     find_pins,
@@ -57,9 +59,6 @@ from pinsyncd.state import (
     StateStore,
 )
 
-APP_ID = "8541372b-2ac2-4ba6-88a8-d93f4c524155"
-"""meta.app_id on every pin pinsyncd creates (the spec's suggestion for per-app filtering)."""
-
 _STATUS_RANK = {Status.PINNED: 3, Status.PINNING: 2, Status.QUEUED: 1, Status.FAILED: 0}
 AUTH_RECHECK = 60.0  # a paused service (401/403/409) is asked again at most once a minute
 PAUSED = "paused: "  # the prefix of a pause that needs the user (token, funds)
@@ -69,6 +68,10 @@ ADOPT_BATCH = 10_000  # listed pins matched against the state and written at a t
 WINDOW = 50_000  # pins planned and sent at a time in a cycle
 TRACK_PAGE = 1000  # listed statuses matched against the pending requests at a time
 _REFUSED = (Unauthorized, InsufficientFunds, RateLimited)  # a create that was not applied
+
+
+class NodeNotListed(PinningServiceError):
+    """Adoption was asked for before the node was ever listed (its peer id is not known)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class ServiceReport:
     vanished: int = 0
     errors: int = 0
     duplicates: int = 0
+    others: int = 0  # requests of other devices found (never adopted, never touched)
     removed: dict[str, int] = field(default_factory=dict)  # reason -> requests deleted
     pending: int = 0
     unsent: int = 0  # pins meant for this service with no request on it yet
@@ -113,8 +117,12 @@ class ServiceExecutor:
         verify_interval: float = 86400.0,
         stopping: Callable[[], bool] = lambda: False,
         rng: random.Random | None = None,
+        previous_peer_ids: Iterable[str] = (),
     ) -> None:
         self.service = service
+        self.previous_peer_ids = frozenset(previous_peer_ids)
+        """Peer ids this node had before: their requests are ours too."""
+        self._turn = asyncio.Lock()  # one cycle or adoption at a time on this service
         self.client = client
         self.store = store
         self.dialer = dialer
@@ -134,12 +142,22 @@ class ServiceExecutor:
     def intent_grace(self) -> float:
         return intent_grace(self.service)
 
+    def ours(self, node: NodeView) -> frozenset[str]:
+        """The peer ids whose requests this device owns."""
+        return self.previous_peer_ids | ({node.peer_id} if node.peer_id else set())
+
     async def sync(
         self, directives: Directives | Mapping[str, str], node: NodeView, *, send: bool = True
     ) -> ServiceReport:
         """One cycle on this service: bring it to what `directives` ask of the selected local
         pins in the state. Given a plain mapping instead, that mapping is first stored as the
         node's listing (for tests and one-off use). `send=False` tracks and resolves only."""
+        async with self._turn:
+            return await self._sync(directives, node, send=send)
+
+    async def _sync(
+        self, directives: Directives | Mapping[str, str], node: NodeView, *, send: bool
+    ) -> ServiceReport:
         if not isinstance(directives, Directives):
             await self.store.replace_local_pins(directives)
             directives = Directives()
@@ -284,7 +302,12 @@ class ServiceExecutor:
         initial backup of a million pins), then track the requests pending from before."""
         since = time.time()
         if not state.adopted:  # a full listing: it also counts as a verification
-            await self._adopt(report)
+            if not node.peer_id:
+                # Whose requests are ours is known only from the node's peer id, and what to
+                # adopt only from its pins: first contact waits for the node's first listing.
+                report.backoff = "waiting for the node's first listing before first contact"
+                return
+            await self._adopt(report, node)
             state = replace(state, adopted=True, last_verified=time.time())
             await self.store.save_service_state(state)
         window: str | None = ""
@@ -294,7 +317,7 @@ class ServiceExecutor:
             desired, remote, after = await self._view(directives, True, after=window)
             plan = self._plan(directives, desired, remote, True, node)
             if first and plan.resolve:
-                await self._resolve(plan.resolve, remote, report)
+                await self._resolve(plan.resolve, remote, report, node)
                 desired, remote, after = await self._view(directives, True, after=window)
                 plan = self._plan(directives, desired, remote, True, node)
             if send and not self._stopping() and not self._halted:
@@ -316,27 +339,45 @@ class ServiceExecutor:
 
     # --- adoption and resolution ------------------------------------------------------------
 
-    async def adopt(self) -> ServiceReport:
+    async def adopt(self, node: NodeView) -> ServiceReport:
         """`pinsyncd adopt`: list the whole service once and take over its requests for our
-        selected CIDs (pins made by `ipfs pin remote add`, a web UI or an earlier install)."""
+        selected CIDs that are ours or unclaimed (pins made by `ipfs pin remote add`, a web UI
+        or an earlier install); other devices' requests are left alone."""
+        if not node.peer_id:
+            raise NodeNotListed(
+                self.service.name,
+                "adopt",
+                "the node has never been listed: its peer id tells "
+                "this device's requests from other devices'; start the node and try again",
+            )
+        async with self._turn:
+            return await self._adopt_alone(node)
+
+    async def _adopt_alone(self, node: NodeView) -> ServiceReport:
         report = ServiceReport(self.service.name)
-        await self._adopt(report)
+        await self._adopt(report, node)
         state = await self.store.service_state(self.service.name)
         await self.store.save_service_state(replace(state, adopted=True, last_verified=time.time()))
         report.requests = dict(self.client.requests)
         return report
 
-    async def _adopt(self, report: ServiceReport) -> None:
+    async def _adopt(self, report: ServiceReport, node: NodeView) -> None:
         """First contact: list everything on the service and take over the requests for our
-        CIDs (and settle our intents), so nothing already there is pinned again. The listing
+        CIDs that are ours or unclaimed (and settle our intents), so nothing already there
+        is pinned again; another device's requests are counted and left alone. The listing
         is staged in a temporary table and matched against the state in CID order, a chunk
         at a time: memory stays flat and the state is written in key order."""
         start = time.time()
         matched = 0
+        ours = self.ours(node)
         async with self.store.staging(self.service.name) as staged:
             batch: list[Listed] = []
             async for status in iter_pins(self.client, statuses=ALL_STATUSES):
-                batch.append(_listed(status))
+                claim = claim_of(status.pin.meta, ours)
+                if claim is Claim.OTHER:
+                    report.others += 1
+                    continue
+                batch.append(_listed(status, owned=claim is Claim.OURS))
                 if len(batch) >= ADOPT_BATCH:
                     await staged.add(batch)
                     batch = []
@@ -362,23 +403,32 @@ class ServiceExecutor:
                     rows = await self.store.remote_rows(self.service.name, [x.cid for x in mapped])
                     pairs = [(x, rows.get(x.cid)) for x in mapped]
                     await self.store.save(_take_over(pairs, start, report))
-        if report.adopted or report.duplicates:
+        if report.adopted or report.duplicates or report.others:
             self.log.info(
                 "adopted existing pins",
                 adopted=report.adopted,
                 listed=matched,
                 extra_requests_for_same_cid=report.duplicates,
+                other_devices_requests=report.others,
             )
 
     async def _resolve(
-        self, cids: Sequence[str], remote: dict[str, RemotePin], report: ServiceReport
+        self,
+        cids: Sequence[str],
+        remote: dict[str, RemotePin],
+        report: ServiceReport,
+        node: NodeView,
     ) -> None:
-        """Settle intents: the request was created (take it) or it was not (add again)."""
+        """Settle intents: the request was created (take it) or it was not (add again).
+        Another device's requests for the CID are not ours to take."""
         found = await find_pins(self.client, cids)
+        ours = self.ours(node)
         updates: list[RemotePin] = []
         lost: list[str] = []
         for cid in cids:
-            matches = found.get(multihash_of(cid), [])
+            claims = [(claim_of(s.pin.meta, ours), s) for s in found.get(multihash_of(cid), [])]
+            mine = [s for claim, s in claims if claim is Claim.OURS]
+            matches = mine or [s for claim, s in claims if claim is Claim.UNCLAIMED]
             row = remote[cid]
             if not matches:
                 lost.append(cid)
@@ -387,7 +437,7 @@ class ServiceExecutor:
                 report.duplicates += len(matches) - 1
                 self.log.warning("more than one request for a CID", cid=cid, requests=len(matches))
             best = max(matches, key=_rank)
-            updates.append(_apply_status(row, best))
+            updates.append(_apply_status(row, best, owned=bool(mine)))
         report.resolved += len(updates)
         for row in updates:
             remote[row.cid] = row
@@ -521,12 +571,15 @@ class ServiceExecutor:
     def _intent(self, item: Add | Replace, previous: RemotePin | None) -> RemotePin:
         name = clip_name(item.name or item.cid)
         base = previous or RemotePin(self.service.name, item.cid, RemoteStatus.INTENT)
+        replacing = isinstance(item, Replace)
         return base.evolve(
             status=RemoteStatus.INTENT,
             name=name,
             attempts=base.attempts + 1,
-            requestid=item.requestid if isinstance(item, Replace) else base.requestid,
-            origin=Origin.CREATED if previous is None else base.origin,
+            requestid=item.requestid if replacing else base.requestid,
+            # An add makes a new request of ours (the one it follows, if any, is left alone).
+            origin=base.origin if previous is not None and replacing else Origin.CREATED,
+            owned=True,
         )
 
     async def _send_one(
@@ -577,7 +630,10 @@ class ServiceExecutor:
                 return self._error(intent, str(exc))
         if status.delegates and node.online and self.dialer is not None:
             self.dialer.submit(status.delegates)
-        return _apply_status(intent, status, last_error=None)
+        # A service that keeps one request per CID (ipfs-cluster) may answer with another
+        # device's request: then it is shared, and not ours to delete.
+        owned = claim_of(status.pin.meta, self.ours(node)) is not Claim.OTHER
+        return _apply_status(intent, status, last_error=None, owned=owned)
 
     async def _create(self, item: Add | Replace, pin: Pin, replacing: bool) -> PinStatus:
         """Send the create. A 429 means it was not applied: after a short Retry-After (which
@@ -597,12 +653,7 @@ class ServiceExecutor:
         raise AssertionError("unreachable")
 
     def _meta(self, local_name: str, node: NodeView) -> dict[str, str]:
-        meta = {"app_id": APP_ID}
-        if node.peer_id:
-            meta["node"] = node.peer_id
-        if local_name:
-            meta["local_name"] = clip_name(local_name, 1000)
-        return meta
+        return meta_for(node.peer_id, clip_name(local_name, 1000) if local_name else "")
 
     def _error(self, intent: RemotePin, message: str) -> RemotePin:
         delay = self.retry.delay(max(1, intent.attempts), self._rng)
@@ -802,6 +853,8 @@ class ServiceExecutor:
             )
 
     def _pause_reason(self, exc: PinningServiceError) -> str:
+        if isinstance(exc, TokenUnavailable):
+            return f"{PAUSED}{str(exc).split(': ', 2)[-1]}"
         if isinstance(exc, Unauthorized):
             return f"{PAUSED}the token from {self.service.token.source} was refused"
         return f"{PAUSED}the service says the account has insufficient funds"
@@ -873,12 +926,15 @@ def _take_over(
     updates: dict[str, RemotePin] = {}
     for listed, stored in chunk:
         row = updates.get(listed.cid) or stored
-        if row is not None and row.requestid == listed.requestid:
-            updates[listed.cid] = _apply_listed(row, listed)
+        if row is not None and row.requestid == listed.requestid:  # known: its claim may be
+            owned = row.owned or listed.owned  # news to a state from before ownership
+            updates[listed.cid] = _apply_listed(row.evolve(owned=owned), listed)
         elif row is None or row.status in (RemoteStatus.INTENT, RemoteStatus.ERROR):
             origin = Origin.CREATED if row is not None else Origin.ADOPTED
             base = row or RemotePin(report.service, listed.cid, RemoteStatus.QUEUED)
-            updates[listed.cid] = _apply_listed(base.evolve(origin=origin), listed)
+            updates[listed.cid] = _apply_listed(
+                base.evolve(origin=origin, owned=listed.owned), listed
+            )
             report.adopted += row is None
             report.resolved += row is not None
         else:  # another request for a CID that already has one
@@ -890,7 +946,7 @@ def _take_over(
     return list(updates.values())
 
 
-def _listed(status: PinStatus) -> Listed:
+def _listed(status: PinStatus, *, owned: bool) -> Listed:
     return Listed(
         status.pin.cid,
         status.requestid,
@@ -899,6 +955,7 @@ def _listed(status: PinStatus) -> Listed:
         status.created.timestamp(),
         status.pin.name,
         status.info.get("status_details"),
+        owned,
     )
 
 

@@ -11,13 +11,19 @@ from typing import Any, TextIO
 
 import structlog
 
-from pinsyncd.tokens import Secret
+from pinsyncd.tokens import Token, TokenSource
 
 _secrets: set[str] = set()
 
 
-def register_secrets(secrets: Iterable[Secret]) -> None:
-    _secrets.update(s.reveal() for s in secrets if len(s.reveal()) >= 4)
+def register_secrets(secrets: Iterable[Token]) -> None:
+    """Redact these tokens' values wherever they would appear (tokens not yet read are
+    skipped: the client registers a token when it reads it)."""
+    for secret in secrets:
+        if isinstance(secret, TokenSource) and not secret.loaded:
+            continue
+        if len(secret.reveal()) >= 4:
+            _secrets.add(secret.reveal())
 
 
 def _redact_value(value: Any) -> Any:

@@ -11,7 +11,10 @@ No I/O and no clock of its own (`now` comes in), so it can be property-tested. T
   has passed;
 - a request is deleted only when the policy says so (`gone`: unpinned locally past the grace
   period; `surplus`: K copies are pinned ahead of this service) or when it is an older MFS
-  root; and only a request pinsyncd knows by its requestid, so never another tool's pin;
+  root; and only a request this device owns (`RemotePin.owned`), known by its requestid: never
+  another device's or another tool's, even one it adopted;
+- only an owned request is replaced; a failed one that is not ours gets a new request of ours
+  beside it;
 - a new MFS root replaces the previous root's request, so blocks the two share stay pinned;
 - with `rename`, a pinned request whose name no longer matches the local name is replaced;
 - nothing is added before the service's existing pins have been adopted, nor while the
@@ -101,7 +104,7 @@ def plan_service(
         if cid in gone or cid in surplus:
             if row.status is RemoteStatus.ERROR:
                 plan.drop.append(cid)
-            elif row.requestid and row.status in _REMOVABLE:
+            elif row.requestid and row.status in _REMOVABLE and row.owned:
                 why = "unpinned locally" if cid in gone else "extra copy"
                 plan.remove.append(Remove(cid, row.requestid, why))
         elif (
@@ -110,6 +113,7 @@ def plan_service(
             and cid != mfs_root
             and row.requestid
             and row.status in _REMOVABLE
+            and row.owned
         ):
             old_roots.append(row)
     if plan.adopt:
@@ -124,7 +128,7 @@ def plan_service(
             else:
                 plan.add.append(Add(cid, name))
         elif row.status is RemoteStatus.ERROR or (
-            row.status is RemoteStatus.FAILED and not row.requestid
+            row.status is RemoteStatus.FAILED and not (row.requestid and row.owned)
         ):
             if row.next_attempt <= now:
                 plan.add.append(Add(cid, name))
@@ -140,6 +144,7 @@ def plan_service(
                 plan.waiting += 1
         elif (
             rename
+            and row.owned
             and row.status is RemoteStatus.PINNED
             and row.requestid
             and row.name is not None

@@ -71,6 +71,7 @@ class RemotePin:
     last_error: str | None = None
     details: str | None = None  # the service's info.status_details
     updated: float = 0.0
+    owned: bool = True  # this device's own request (see `pinsyncd.ownership`): it may delete it
 
     def evolve(self, **changes: Any) -> RemotePin:
         return replace(self, updated=time.time(), **changes)
@@ -87,6 +88,7 @@ class Listed:
     created_ts: float  # the same, as Unix time (for ranking)
     name: str | None = None
     details: str | None = None
+    owned: bool = True  # made by this device (else unclaimed: adoptable, never deleted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +172,14 @@ ALTER TABLE services ADD COLUMN unsent INTEGER;
 """v4: pin kinds and include/exclude selection, when a CID left the node (for `unpin:
 mirror`), and since when a service is down (for failover)."""
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+_V5 = """
+ALTER TABLE remote_pins ADD COLUMN owned INTEGER NOT NULL DEFAULT 1;
+UPDATE remote_pins SET owned = 0 WHERE origin = 'adopted';
+"""
+"""v5: whose a request is. Requests adopted before v5 may be another device's (adoption did
+not look at `meta.node`), so they are kept and followed, but never deleted or replaced."""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 """MIGRATIONS[i] brings a file at version i to version i + 1."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -186,7 +195,7 @@ for every service."""
 
 _REMOTE_COLUMNS = (
     "service, cid, status, requestid, created, name, origin, attempts, next_attempt, "
-    "last_error, details, updated"
+    "last_error, details, updated, owned"
 )
 _R_COLUMNS = ", ".join(f"r.{c}" for c in _REMOTE_COLUMNS.split(", "))  # the same, of `r`
 
@@ -551,7 +560,8 @@ class StateStore:
         listed pins are matched and written walking the state's B-trees in order."""
         columns = (
             "cid TEXT NOT NULL, requestid TEXT NOT NULL, status TEXT NOT NULL, "
-            "created TEXT NOT NULL, created_ts REAL NOT NULL, name TEXT, details TEXT"
+            "created TEXT NOT NULL, created_ts REAL NOT NULL, name TEXT, details TEXT, "
+            "owned INTEGER NOT NULL"
         )
         async with self._temp_table("staged", service, columns) as table:
             yield Staging(self, service, table)
@@ -624,7 +634,7 @@ class StateStore:
         async with self._transaction():
             await self._db.executemany(
                 f"INSERT OR REPLACE INTO remote_pins ({_REMOTE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
@@ -792,9 +802,18 @@ class Staging:
     async def add(self, batch: Sequence[Listed]) -> None:
         async with self._store._temp_transaction():
             await self._store._db.executemany(
-                f"INSERT INTO {self._temp.name} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO {self._temp.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (x.cid, x.requestid, x.status.value, x.created, x.created_ts, x.name, x.details)
+                    (
+                        x.cid,
+                        x.requestid,
+                        x.status.value,
+                        x.created,
+                        x.created_ts,
+                        x.name,
+                        x.details,
+                        int(x.owned),
+                    )
                     for x in batch
                 ],
             )
@@ -821,12 +840,14 @@ class Staging:
         if not self._indexed:
             async with self._store._temp_transaction():
                 await db.execute(  # covering: the chunks are read from it alone, in order
-                    self._temp.index("cid, requestid, status, created, created_ts, name, details")
+                    self._temp.index(
+                        "cid, requestid, status, created, created_ts, name, details, owned"
+                    )
                 )
             self._indexed = True
         sql = (
-            f"SELECT a.cid, a.requestid, a.status, a.created, a.created_ts, a.name, a.details, "
-            f"{_R_COLUMNS} FROM {self._temp.name} AS a "
+            "SELECT a.cid, a.requestid, a.status, a.created, a.created_ts, a.name, a.details, "
+            f"a.owned, {_R_COLUMNS} FROM {self._temp.name} AS a "
             "LEFT JOIN local_pins AS l ON l.cid = a.cid AND l.selected "
             "LEFT JOIN remote_pins AS r ON r.service = ? AND r.cid = a.cid "
             f"WHERE (a.cid, a.requestid) > (?, ?) AND {where} "
@@ -839,8 +860,8 @@ class Staging:
                 return
             chunk: list[tuple[Listed, RemotePin | None]] = []
             for row in rows:
-                listed = Listed(row[0], row[1], RemoteStatus(row[2]), *row[3:7])
-                remote = _remote_from_row(row[7:]) if with_rows and row[7] is not None else None
+                listed = Listed(row[0], row[1], RemoteStatus(row[2]), *row[3:7], bool(row[7]))
+                remote = _remote_from_row(row[8:]) if with_rows and row[8] is not None else None
                 chunk.append((listed, remote))
             after = (rows[-1][0], rows[-1][1])
             yield chunk
@@ -916,6 +937,7 @@ def _row_from_remote(r: RemotePin) -> tuple[object, ...]:
         r.last_error,
         r.details,
         r.updated or time.time(),
+        int(r.owned),
     )
 
 
@@ -933,4 +955,5 @@ def _remote_from_row(row: Any) -> RemotePin:
         last_error=row[9],
         details=row[10],
         updated=row[11],
+        owned=bool(row[12]),
     )

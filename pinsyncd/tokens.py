@@ -1,4 +1,6 @@
-"""Access tokens: read from an environment variable or a file, never shown in logs or errors."""
+"""Access tokens: read from an environment variable or a file, never shown in logs or errors.
+A `TokenSource` reads its token only when a request is about to be sent, so the commands that
+send nothing (`status`, `sync --dry-run`) need no token at all."""
 
 import re
 import stat
@@ -88,3 +90,65 @@ def token_from_file(raw_path: str, env: Mapping[str, str]) -> LoadedToken:
     if mode & (stat.S_IRGRP | stat.S_IROTH):
         warning = f"token file {path} is readable by other users; chmod 600 it"
     return LoadedToken(Secret(value, str(path)), warning)
+
+
+class TokenSource:
+    """Where one service's token comes from (`token_env` or `token_file`), read the first
+    time it is needed and kept; like `Secret`, its repr and str never reveal the value.
+    `key` and `line` say where the config names it, for error messages."""
+
+    __slots__ = ("_env", "_secret", "key", "kind", "line", "name", "source")
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        env: Mapping[str, str],
+        *,
+        key: str = "",
+        line: int | None = None,
+    ) -> None:
+        self.kind = kind  # "env" or "file"
+        self.name = name  # the variable's name, or the path as written
+        self._env = env
+        self.key = key
+        self.line = line
+        self.source = f"${name}" if kind == "env" else name
+        self._secret: Secret | None = None
+
+    def load(self) -> LoadedToken:
+        """Read the token (again); raises TokenError naming the source, never the value."""
+        if self.kind == "env":
+            loaded = token_from_env(self.name, self._env)
+        else:
+            loaded = token_from_file(self.name, self._env)
+        self._secret = loaded.secret
+        self.source = loaded.secret.source
+        return loaded
+
+    @property
+    def loaded(self) -> bool:
+        return self._secret is not None
+
+    def reveal(self) -> str:
+        """The token, read now if it was not yet; raises TokenError if it cannot be."""
+        return (self._secret or self.load().secret).reveal()
+
+    def __repr__(self) -> str:
+        return f"TokenSource(from {self.source})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TokenSource) and (other.kind, other.name, other._secret) == (
+            self.kind,
+            self.name,
+            self._secret,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.name))
+
+
+Token = Secret | TokenSource
+"""A service's token: a value already read, or where to read it when a request needs it."""

@@ -51,6 +51,7 @@ class FakeKubo:
         default_factory=lambda: ["/ip4/127.0.0.1/tcp/4001", "/ip4/203.0.113.7/tcp/4001"]
     )
     port: int = 0
+    peer_id: str = PEER_ID  # another one makes another device
     calls: Counter[str] = field(default_factory=Counter)
     dials: list[str] = field(default_factory=list)
     stream_faults: list[StreamFault] = field(default_factory=list)
@@ -109,8 +110,8 @@ class FakeKubo:
         self.calls["id"] += 1
         return web.json_response(
             {
-                "ID": PEER_ID,
-                "Addresses": [f"{a}/p2p/{PEER_ID}" for a in self.addresses],
+                "ID": self.peer_id,
+                "Addresses": [f"{a}/p2p/{self.peer_id}" for a in self.addresses],
                 "AgentVersion": "kubo/0.42.0-fake",
             }
         )

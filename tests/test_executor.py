@@ -14,7 +14,8 @@ import pytest
 from pinsyncd import executor as executor_module
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Service
-from pinsyncd.executor import APP_ID, NodeView, ServiceExecutor
+from pinsyncd.executor import NodeView, ServiceExecutor
+from pinsyncd.ownership import APP_ID, meta_for
 from pinsyncd.policy import Directives
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.state import Origin, RemoteStatus, StateStore
@@ -85,11 +86,24 @@ async def test_no_origins_while_the_node_is_offline(
     local = local_pins(3)
     executor = executor_for(service, store)
     async with executor.client:
-        await executor.sync(local, NodeView(online=False))
+        await executor.sync(local, NodeView(online=False, peer_id="12D3KooWTestPeer"))
     for cid in local:
         (pin,) = service.pins_for_cid(cid)
         assert "origins" not in pin["pin"]
-        assert "node" not in pin["pin"]["meta"]
+        assert pin["pin"]["meta"]["node"] == "12D3KooWTestPeer", "still says whose it is"
+
+
+async def test_no_first_contact_before_the_node_was_listed(
+    service: FakePinningService, store: StateStore
+) -> None:
+    """Without the node's peer id, this device's requests cannot be told from another
+    device's: nothing is listed, adopted or sent until the node has been listed once."""
+    executor = executor_for(service, store)
+    async with executor.client:
+        report = await executor.sync(local_pins(3), NodeView(online=False))
+    assert service.pin_count == 0 and sum(service.request_counts().values()) == 0
+    assert report.backoff and "first listing" in report.backoff
+    assert not (await store.service_state("spec")).adopted
 
 
 async def test_second_cycle_sends_nothing_new(
@@ -180,12 +194,13 @@ async def test_a_cycle_goes_through_its_pins_a_window_at_a_time(
         await executor.sync({failed: local[failed]}, ONLINE)  # first contact, one pin
         (failing,) = service.pins_for_cid(failed)
         service.set_status(failing["requestid"], "failed")
-        old = service.add_pin(old_root, name=mfs.mfs_name, status="pinned")
+        ours = meta_for(ONLINE.peer_id, "")  # the old root is this device's own request
+        old = service.add_pin(old_root, name=mfs.mfs_name, status="pinned", meta=ours)
         await store.replace_local_pins({**local, old_root: ""})
         await executor.sync(Directives(), ONLINE, send=False)  # learns of the failure
         rows = await store.remote_pins("spec")
         await store.save([rows[failed].evolve(next_attempt=0.0)])
-        await executor._adopt(executor_module.ServiceReport("spec"))  # knows the old root
+        await executor._adopt(executor_module.ServiceReport("spec"), ONLINE)  # the old root
         await store.replace_local_pins(local)  # the node's MFS moved on to new_root
         service.requests.clear()
         report = await executor.sync(mfs, ONLINE)

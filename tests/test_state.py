@@ -796,7 +796,7 @@ async def test_a_version_3_file_with_data_is_brought_to_version_4(tmp_path: Path
     before = time.time()
     store = await StateStore.open(path)
     try:
-        assert pragma(path, "user_version") == SCHEMA_VERSION == 4
+        assert pragma(path, "user_version") == SCHEMA_VERSION == 5
         assert await store.local_counts() == (1, 1)
         assert await store.gone_since("svc", time.time() + 1) == ["b"]
         assert await store.gone_since("svc", before - 2) == []

@@ -71,7 +71,8 @@ def _intent(cid: str, name: str) -> Any:
 
 
 async def _send(client: Any, intent: Any) -> Any:
-    from pinsyncd.executor import APP_ID, _apply_status
+    from pinsyncd.executor import _apply_status
+    from pinsyncd.ownership import APP_ID
     from pinsyncd.psa import Pin
 
     pin = Pin(cid=intent.cid, name=intent.name, meta={"app_id": APP_ID})

@@ -13,6 +13,7 @@ from pinsyncd.psa.errors import (
     RateLimited,
     RedirectRefused,
     ServerError,
+    TokenUnavailable,
     Unauthorized,
 )
 from pinsyncd.psa.models import (
@@ -46,6 +47,7 @@ __all__ = [
     "RedirectRefused",
     "ServerError",
     "Status",
+    "TokenUnavailable",
     "Unauthorized",
     "clip_name",
     "find_pins",

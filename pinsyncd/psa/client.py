@@ -24,6 +24,7 @@ from yarl import URL
 
 from pinsyncd import __version__
 from pinsyncd.cids import InvalidCIDError, multihash_of
+from pinsyncd.logs import register_secrets
 from pinsyncd.psa.errors import (
     MalformedResponse,
     NetworkError,
@@ -32,6 +33,7 @@ from pinsyncd.psa.errors import (
     RateLimited,
     RedirectRefused,
     ServerError,
+    TokenUnavailable,
     Unauthorized,
     error_class_for,
     retry_after_seconds,
@@ -47,7 +49,7 @@ from pinsyncd.psa.models import (
     format_timestamp,
 )
 from pinsyncd.throttle import Blocked, Interrupted, Throttle
-from pinsyncd.tokens import Secret
+from pinsyncd.tokens import Token, TokenError, TokenSource
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -62,7 +64,7 @@ class PinningServiceClient:
         self,
         name: str,
         endpoint: str,
-        token: Secret,
+        token: Token,
         *,
         timeout: float = 30.0,
         connections: int = 8,
@@ -261,7 +263,7 @@ class PinningServiceClient:
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
         session = self._session_for_call()
         headers = {
-            "Authorization": f"Bearer {self._token.reveal()}",
+            "Authorization": f"Bearer {self._reveal_token(operation)}",
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
@@ -289,6 +291,19 @@ class PinningServiceClient:
             except aiohttp.ClientError as exc:
                 raise NetworkError(self.name, operation, _client_error_reason(exc)) from None
         raise RedirectRefused(self.name, operation, f"more than {_MAX_REDIRECTS} redirects")
+
+    def _reveal_token(self, operation: str) -> str:
+        """The token, read from its file or variable the first time a request needs it."""
+        token = self._token
+        if isinstance(token, TokenSource) and not token.loaded:
+            try:
+                token.load()
+            except TokenError as exc:
+                raise TokenUnavailable(
+                    self.name, operation, f"the token cannot be read: {exc}"
+                ) from None
+            register_secrets([token])
+        return token.reveal()
 
     def _follow(
         self, operation: str, method: str, url: URL, response: aiohttp.ClientResponse

@@ -43,6 +43,10 @@ class Unauthorized(PinningServiceError):
     """401/403: the token is missing, wrong or revoked."""
 
 
+class TokenUnavailable(Unauthorized):
+    """The token could not be read (its file or variable is missing): nothing was sent."""
+
+
 class NotFound(PinningServiceError):
     """404: no such pin request (it was removed, replaced or never existed)."""
 
