@@ -216,7 +216,10 @@ async def test_status_dry_run_and_metrics_need_no_token(tmp_path: Path) -> None:
     credentials.mkdir()
     (credentials / "spec").write_text(TOKEN)
     (credentials / "spec").chmod(0o600)
-    async with FakeKubo(pins=30) as node, FakePinningService(token=TOKEN, transition_after=0.3) as service:
+    async with (
+        FakeKubo(pins=30) as node,
+        FakePinningService(token=TOKEN, transition_after=0.3) as service,
+    ):
         config = tmp_path / "config.yaml"
         env = write_config(
             config,
