@@ -69,6 +69,7 @@ def remote_pin(draw: st.DrawFn, cid: str, now: float, grace: float) -> RemotePin
         attempts=draw(st.sampled_from([0, 1, 7])),
         next_attempt=now + draw(offsets),
         updated=now - grace + draw(offsets),
+        owned=draw(st.booleans()),
     )
 
 
@@ -176,9 +177,10 @@ def check_liveness(s: Scenario, plan: ServicePlan) -> None:
             continue
         due = row.next_attempt <= s.now
         if row.status is RemoteStatus.ERROR or (
-            row.status is RemoteStatus.FAILED and row.requestid is None
+            row.status is RemoteStatus.FAILED and not (row.requestid and row.owned)
         ):
-            # never reached the service (or no request left to replace): add again when due
+            # never reached the service, or no request of ours to replace (none left, or
+            # another's that stays as it is): a request of our own when due
             assert (cid in adds) == due, row
             if due:
                 assert adds[cid] == name
@@ -209,7 +211,12 @@ def check_waiting(s: Scenario, plan: ServicePlan) -> None:
         and row.status in (RemoteStatus.ERROR, RemoteStatus.FAILED)
         and (
             row.next_attempt > s.now
-            or (row.status is RemoteStatus.FAILED and row.requestid and not s.node_online)
+            or (
+                row.status is RemoteStatus.FAILED
+                and row.requestid
+                and row.owned
+                and not s.node_online
+            )
         )
     )
     assert plan.waiting == young_intents + (retries_not_due if s.adopted else 0)
@@ -245,6 +252,7 @@ def check_deletes_only_known_requests_the_policy_gave_up(s: Scenario, plan: Serv
         assert item.cid not in s.local
         assert item.cid in s.gone | s.surplus
         assert row.requestid and item.requestid == row.requestid
+        assert row.owned, "only this device's own requests are ever deleted"
         assert row.status not in (RemoteStatus.INTENT, RemoteStatus.ERROR)
         assert item.reason == ("unpinned locally" if item.cid in s.gone else "extra copy")
     for cid in plan.drop:
@@ -255,11 +263,19 @@ def check_deletes_only_known_requests_the_policy_gave_up(s: Scenario, plan: Serv
         assert plan.remove == [] and plan.drop == []
 
 
+def check_replaces_only_owned_requests(s: Scenario, plan: ServicePlan) -> None:
+    """A replace deletes the request it replaces: only ever one of this device's own."""
+    by_requestid = {r.requestid: r for r in s.remote.values() if r.requestid}
+    for item in plan.replace:
+        assert by_requestid[item.requestid].owned, item
+
+
 @FAST
 @given(scenarios())
 def test_safety_rules_hold_for_any_input(s: Scenario) -> None:
     plan = s.plan()
     check_deletes_only_known_requests_the_policy_gave_up(s, plan)
+    check_replaces_only_owned_requests(s, plan)
     check_never_sends_a_cid_with_a_live_request(s, plan)
     check_each_cid_at_most_once_and_only_local_ones_sent(s, plan)
     check_paused_and_adoption_gates(s, plan)
