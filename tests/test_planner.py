@@ -265,9 +265,9 @@ def check_deletes_only_known_requests_the_policy_gave_up(s: Scenario, plan: Serv
 
 def check_replaces_only_owned_requests(s: Scenario, plan: ServicePlan) -> None:
     """A replace deletes the request it replaces: only ever one of this device's own."""
-    by_requestid = {r.requestid: r for r in s.remote.values() if r.requestid}
     for item in plan.replace:
-        assert by_requestid[item.requestid].owned, item
+        replaced = s.remote[item.supersedes or item.cid]
+        assert replaced.requestid == item.requestid and replaced.owned, item
 
 
 @FAST
