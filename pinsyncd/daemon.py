@@ -445,9 +445,7 @@ class Daemon:
             return None
         reports = {n: self._services[n] for n in targets if n in self._services}
         for report in reports.values():
-            await emit(
-                {"log": "service cycle", "service": report.service, **_service_fields(report)}
-            )
+            await emit(_cycle_line(report))
         return reports
 
     async def _sync_now(self, request: dict[str, Any], emit: Emit) -> tuple[int, str | None]:
@@ -477,9 +475,7 @@ class Daemon:
             for name, count in seen.items():
                 if self._finished[name] > count and name in self._services:
                     reports[name] = self._services[name]
-                    await emit(
-                        {"log": "service cycle", "service": name, **_service_fields(reports[name])}
-                    )
+                    await emit(_cycle_line(reports[name]))
             remaining = await outcome.unfinished(self._store, reports)
         problems = outcome.problems(node.node_error, reports)
         if wait and remaining:
@@ -544,6 +540,11 @@ def log_node(report: CycleReport) -> None:
         local_removed=report.local_removed,
         seconds=round(report.duration, 2),
     )
+
+
+def _cycle_line(report: ServiceReport) -> dict[str, Any]:
+    """A service cycle as a progress line for a command the daemon runs for a shell."""
+    return {"log": "service cycle", "service": report.service, **_service_fields(report)}
 
 
 def log_service(report: ServiceReport) -> None:

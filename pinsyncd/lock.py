@@ -45,10 +45,6 @@ class StateLock:
         self.path = lock_path(state_path)
         self._fd: int | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def try_acquire(self, command: str) -> Holder | None:
         """Take the lock for `command`: None when taken, else who holds it."""
         if self._fd is not None:
