@@ -172,6 +172,10 @@ async def test_kill_9_leaves_no_stale_lock(service: FakePinningService, tmp_path
             assert "waiting for" not in log.read_text()
             code, _, err = await acli(["sync", "--once", "-c", str(config)], env)
             assert code == 0 and f"(PID {second.pid})" in err, "and answers on its socket"
+            # Adds the first daemon had under way when killed are intents: the second one
+            # settles them by lookup once their grace time is over, never by a second add.
+            cids = list(node.pinset())
+            await eventually(lambda: each_once(service, cids) == {1: 20}, "20 pinned once")
         finally:
             assert await stop(second) == 0
         assert each_once(service, list(node.pinset())) == {1: 20}
