@@ -81,7 +81,9 @@ async def run_cycles(config: Config, count: int = 1, *, send: bool = True) -> li
 async def test_transient_failures_back_off_and_the_backoff_survives_a_restart(
     tmp_path: Path, node: FakeKubo, service: FakePinningService
 ) -> None:
-    config = make_config(tmp_path, node, [("spec", service)], retry="base: 2s\n  cap: 2s")
+    # Full jitter draws the wait from [0, cap]: with a 2 s cap it was sometimes a few ms, over
+    # before the "restarted" run began. An hour makes that a one-in-ten-thousand chance.
+    config = make_config(tmp_path, node, [("spec", service)], retry="base: 1h\n  cap: 1h")
     service.inject(Fault("status", status=503), method="GET", times=None)
     (report,) = await run_cycles(config)
     spec = report.services["spec"]
