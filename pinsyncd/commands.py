@@ -138,7 +138,7 @@ def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
     names = [s.name for s in config.services]
     if failed:
         rows = read_failed(config.state_path, names)
-        print(json.dumps(rows, indent=2) if as_json else render_failed(rows))
+        print(redact_text(json.dumps(rows, indent=2) if as_json else render_failed(rows)))
         return 0
     status = read_status(
         config.state_path,
@@ -147,7 +147,8 @@ def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
         replicas=config.replicas,
         stuck_after=config.sync.stuck_after,
     )
-    print(json.dumps(status, indent=2) if as_json else render_table(status))
+    # Stored text is scrubbed when written; this also covers a file from an older pinsyncd.
+    print(redact_text(json.dumps(status, indent=2) if as_json else render_table(status)))
     return 0
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from pinsyncd.logs import redact_text
 from pinsyncd.metrics import Metrics
 
 log = structlog.get_logger("pinsyncd.http")
@@ -105,12 +107,18 @@ class HttpApi:
         healthy, reason = self._health()
         if healthy:
             return web.Response(text="ok\n")
-        return web.Response(status=503, text=f"{reason}\n")
+        return web.Response(status=503, text=f"{redact_text(reason)}\n")
 
     async def _status_json(self, _request: web.Request) -> web.Response:
         try:
             document = await asyncio.to_thread(self._status)
         except Exception as exc:
             log.warning("cannot read the status", error=str(exc))
-            return web.json_response({"error": str(exc)}, status=503)
-        return web.json_response(document)
+            return web.json_response({"error": redact_text(str(exc))}, status=503)
+        return web.json_response(document, dumps=_scrubbed_json)
+
+
+def _scrubbed_json(document: object) -> str:
+    """JSON without any configured token (stored text is scrubbed already; this is the last
+    line of defence for a file written by an older pinsyncd)."""
+    return redact_text(json.dumps(document))

@@ -30,6 +30,8 @@ from typing import Any, Self
 
 import aiosqlite
 
+from pinsyncd.logs import redact_text
+
 
 class RemoteStatus(StrEnum):
     INTENT = "intent"  # an add was decided and may have been sent; the outcome is not known
@@ -727,9 +729,9 @@ class StateStore:
                     state.name,
                     int(state.adopted),
                     state.paused_until,
-                    state.pause_reason,
+                    _scrub(state.pause_reason),
                     state.last_cycle,
-                    state.last_error,
+                    _scrub(state.last_error),
                     state.failures,
                     state.rate,
                     state.last_verified,
@@ -746,7 +748,9 @@ class StateStore:
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._transaction():
-            await self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+            await self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, redact_text(value))
+            )
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -810,8 +814,8 @@ class Staging:
                         x.status.value,
                         x.created,
                         x.created_ts,
-                        x.name,
-                        x.details,
+                        _scrub(x.name),
+                        _scrub(x.details),
                         int(x.owned),
                     )
                     for x in batch
@@ -919,6 +923,12 @@ class Tracking:
         return [_remote_from_row(row) for row in rows]
 
 
+def _scrub(text: str | None) -> str | None:
+    """Text a server sent (names, errors, status details) without any configured token: a
+    server may echo the Authorization header anywhere, and nothing stored may hold it."""
+    return redact_text(text) if text else text
+
+
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
@@ -930,12 +940,12 @@ def _row_from_remote(r: RemotePin) -> tuple[object, ...]:
         r.status.value,
         r.requestid,
         r.created,
-        r.name,
+        _scrub(r.name),
         r.origin.value,
         r.attempts,
         r.next_attempt,
-        r.last_error,
-        r.details,
+        _scrub(r.last_error),
+        _scrub(r.details),
         r.updated or time.time(),
         int(r.owned),
     )

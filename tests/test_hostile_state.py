@@ -1,0 +1,114 @@
+"""Hostile input that reaches the state file: servers that echo the token, a corrupt or full
+state file, wall-clock steps, repeated crashes, rows that can no longer be acted on. The real
+daemon and CLI run as subprocesses against loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from tests.daemon_helpers import ServiceSpec, acli, start_daemon, write_config
+from tests.fake_kubo import FakeKubo
+from tests.fake_psa import FakePinningService, Fault
+
+TOKEN = "s3cr3t-T0KEN-echoed-4f2a9c"
+
+
+async def wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for: {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def state_file_bytes(directory: Path) -> dict[str, bytes]:
+    """The state file and its WAL and SHM files, as they are on disk now."""
+    return {p.name: p.read_bytes() for p in directory.glob("state.db*") if p.is_file()}
+
+
+async def test_a_token_echoed_everywhere_is_found_nowhere(tmp_path: Path) -> None:
+    """A service echoes the token in its status details, a pin's name, a non-JSON 200 body,
+    an HTML 500 page and a Failure's details. Afterwards the token is in no state file (main,
+    WAL, SHM), no debug log line, no CLI output and no HTTP endpoint."""
+    async with (
+        FakeKubo(pins=12) as node,
+        FakePinningService(
+            token=TOKEN,
+            transition_after=0.2,
+            info={"status_details": f"authorized by Bearer {TOKEN}"},
+        ) as svc,
+    ):
+        cids = sorted(node.pinset())
+        svc.fail_cids = {cids[0]}  # `status --failed` prints its details
+        svc.add_pin(cids[1], name=f"echo {TOKEN}", status="pinned", details=f"{TOKEN}!")
+        svc.inject(Fault("malformed", body=f"<p>{TOKEN}</p>", after_apply=True), method="POST")
+        svc.inject(Fault("html_500", body=f"<pre>Bearer {TOKEN}</pre>"), method="POST")
+        svc.inject(Fault("status", status=500, details=f"header was {TOKEN}"), method="POST")
+        svc.inject(Fault("html_500", status=502, body=f"{TOKEN}"), method="GET", times=2)
+        port = free_port()
+        config = tmp_path / "config.yaml"
+        env = write_config(
+            config,
+            node_api=node.url,
+            services=[ServiceSpec("alpha", svc.url, TOKEN)],
+            interval="1s",
+            retry="base: 100ms\ncap: 500ms",
+            http_listen=f"127.0.0.1:{port}",
+        )
+        log = tmp_path / "daemon.log"
+        daemon = await start_daemon(config, env, log, log_level="debug")
+        outputs: list[str] = []
+        try:
+            await wait_for(
+                lambda: all(
+                    any(p["status"] in ("pinned", "failed") for p in svc.pins_for_cid(cid))
+                    for cid in cids
+                ),
+                60,
+                "every pin pinned or failed",
+            )
+            await asyncio.sleep(1.5)  # a status round records the failure and the details
+            state_files = state_file_bytes(tmp_path)
+            async with aiohttp.ClientSession() as http:
+                for endpoint in ("/status", "/healthz", "/metrics"):
+                    async with http.get(f"http://127.0.0.1:{port}{endpoint}") as response:
+                        outputs.append(await response.text())
+            for args in (
+                ["status"],
+                ["status", "--json"],
+                ["status", "--failed"],
+                ["status", "--failed", "--json"],
+                ["check-config"],
+            ):
+                code, out, err = await acli([*args, "-c", str(config)], env)
+                assert code == 0, err
+                outputs += [out, err]
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(daemon.wait(), 30) == 0
+        state_files.update(state_file_bytes(tmp_path))
+    assert {"state.db", "state.db-wal", "state.db-shm"} <= set(state_files)  # read while running
+    log_text = log.read_text()
+    assert '"level": "debug"' in log_text
+    assert TOKEN not in log_text
+    for name, content in state_files.items():
+        assert TOKEN.encode() not in content, f"the token is in {name}"
+    for out in outputs:
+        assert TOKEN not in out
+    # What was echoed is kept, scrubbed: the details and the name were stored.
+    assert b"authorized by Bearer ***" in b"".join(state_files.values())
+    assert b"echo ***" in b"".join(state_files.values())
