@@ -66,6 +66,7 @@ INLINE_WAIT = 5.0  # a Retry-After up to this long is waited out; a longer one p
 RETRY_AFTER = "rate limited: waiting for the service's Retry-After"
 ADOPT_BATCH = 10_000  # listed pins matched against the state and written at a time
 WINDOW = 50_000  # pins planned and sent at a time in a cycle
+RESOLVE_BATCH = 50  # intents looked up, then committed, at a time (a crash loses one batch)
 TRACK_PAGE = 1000  # listed statuses matched against the pending requests at a time
 _REFUSED = (Unauthorized, InsufficientFunds, RateLimited)  # a create that was not applied
 
@@ -420,7 +421,29 @@ class ServiceExecutor:
         node: NodeView,
     ) -> None:
         """Settle intents: the request was created (take it) or it was not (add again).
-        Another device's requests for the CID are not ours to take."""
+        Another device's requests for the CID are not ours to take. What each batch of
+        lookups learned is committed before the next is asked, so a crash loses one batch,
+        not the whole step (repeated crashes would otherwise never get past it)."""
+        valid: list[str] = []
+        for cid in cids:
+            if _parses(cid):
+                valid.append(cid)
+                continue
+            # No service can hold a request for it, and none can be looked up: settle it
+            # rather than retry a lookup that fails every cycle.
+            self.log.warning("dropped an intent for a CID that does not parse", cid=cid)
+            await self.store.forget(self.service.name, [cid])
+            remote.pop(cid, None)
+        for start in range(0, len(valid), RESOLVE_BATCH):
+            await self._resolve_batch(valid[start : start + RESOLVE_BATCH], remote, report, node)
+
+    async def _resolve_batch(
+        self,
+        cids: Sequence[str],
+        remote: dict[str, RemotePin],
+        report: ServiceReport,
+        node: NodeView,
+    ) -> None:
         found = await find_pins(self.client, cids)
         ours = self.ours(node)
         updates: list[RemotePin] = []
@@ -978,6 +1001,14 @@ async def _pages(statuses: AsyncIterator[PinStatus], size: int) -> AsyncIterator
             page = []
     if page:
         yield page
+
+
+def _parses(cid: str) -> bool:
+    try:
+        multihash_of(cid)
+    except InvalidCIDError:
+        return False
+    return True
 
 
 def _hash_index(cids: Iterable[str]) -> dict[bytes, str]:

@@ -9,10 +9,18 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 
+from pinsyncd.backoff import RetryPolicy
+from pinsyncd.config import Service
+from pinsyncd.executor import NodeView, ServiceExecutor
+from pinsyncd.psa import PinningServiceClient
+from pinsyncd.state import RemotePin, RemoteStatus, StateStore
+from pinsyncd.tokens import Secret
+from tests.cidgen import random_cids
 from tests.daemon_helpers import ServiceSpec, acli, start_daemon, write_config
 from tests.fake_kubo import FakeKubo
 from tests.fake_psa import FakePinningService, Fault
@@ -112,3 +120,57 @@ async def test_a_token_echoed_everywhere_is_found_nowhere(tmp_path: Path) -> Non
     # What was echoed is kept, scrubbed: the details and the name were stored.
     assert b"authorized by Bearer ***" in b"".join(state_files.values())
     assert b"echo ***" in b"".join(state_files.values())
+
+
+# --- rows and intents, with the executor in process (real sockets, real SQLite) -------------
+
+EXEC_TOKEN = "hostile-state-token"
+ONLINE = NodeView(online=True, peer_id="12D3KooWHostilePeer", origins=())
+
+
+def executor_for(svc: FakePinningService, store: StateStore) -> ServiceExecutor:
+    config = Service("spec", svc.url, Secret(EXEC_TOKEN, "$TOKEN"), 4, 0.2)
+    client = PinningServiceClient("spec", svc.url, config.token, timeout=0.2, read_retries=0)
+    return ServiceExecutor(config, client, store, None, retry=RetryPolicy(base=0.01, cap=0.05))
+
+
+async def test_what_lookups_learn_is_committed_as_they_go(tmp_path: Path) -> None:
+    """300 adds whose answers were lost; the service stops answering lookups partway. The
+    lookups that were answered are committed: a crash or hang there does not throw them away
+    (before, all 300 stayed intents, and repeated crashes never got past the step)."""
+    store = await StateStore.open(tmp_path / "state.db")
+    local = {cid: f"f{i}" for i, cid in enumerate(random_cids(300))}
+    async with FakePinningService(token=EXEC_TOKEN) as svc:
+        svc.inject(Fault("reset", after_apply=True), method="POST", times=None)
+        executor = executor_for(svc, store)
+        async with executor.client:
+            await executor.sync(local, ONLINE)
+            rows = await store.remote_pins("spec")
+            assert sum(r.status is RemoteStatus.INTENT for r in rows.values()) == 300
+            await store.save(replace(r, updated=1.0) for r in rows.values())  # grace is over
+            svc.clear_faults()
+            svc.inject(Fault("hang", delay=5), method="GET", skip=12, times=None)
+            report = await executor.sync(local, ONLINE, send=False)
+        assert report.error, "the cycle ended with the lookup error"
+    rows = await store.remote_pins("spec")
+    await store.close()
+    settled = [r for r in rows.values() if r.status is not RemoteStatus.INTENT]
+    assert len(settled) >= 50  # at least one batch of lookups
+    assert all(r.requestid for r in settled)
+
+
+async def test_an_intent_for_a_cid_that_does_not_parse_is_dropped(tmp_path: Path) -> None:
+    """An intent left by an older version for a CID that does not parse used to crash the
+    service's cycle at every start (the lookup cannot be asked): it is dropped, the rest go."""
+    store = await StateStore.open(tmp_path / "state.db")
+    await store.save([RemotePin("spec", "bafy-not-a-cid", RemoteStatus.INTENT, updated=1.0)])
+    local = {cid: f"f{i}" for i, cid in enumerate(random_cids(20))}
+    async with FakePinningService(token=EXEC_TOKEN) as svc:
+        executor = executor_for(svc, store)
+        async with executor.client:
+            report = await executor.sync(local, ONLINE)
+        assert report.added == 20 and not report.errors
+        assert all(len(svc.pins_for_cid(cid)) == 1 for cid in local)
+    rows = await store.remote_pins("spec")
+    await store.close()
+    assert "bafy-not-a-cid" not in rows and len(rows) == 20
