@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from pinsyncd import __version__
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from pinsyncd.durations import format_duration, parse_duration
 from pinsyncd.logs import CurrentStream, configure_logging
-from pinsyncd.state import StateError
+from pinsyncd.state import StateError, damaged_message, is_damage
 
 
 def _duration(text: str) -> float:
@@ -124,6 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_CONFIG
     except StateError as exc:
         print(f"pinsyncd: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.DatabaseError as exc:  # the state file failed under a one-shot command
+        state = config.state_path
+        if is_damage(exc):
+            problem = damaged_message(state, exc)
+        else:
+            problem = f"cannot write the state file {state}: {exc} (what failed was rolled back)"
+        print(f"pinsyncd: {problem}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pinsyncd: interrupted", file=sys.stderr)

@@ -164,7 +164,7 @@ def sync_once(config: Config, *, wait: bool, timeout: float | None) -> int:
 
 
 async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None) -> int:
-    store = await StateStore.open(config.state_path)
+    store = await StateStore.open(config.state_path, recover=True)
     engine = SyncEngine(config, store)
     deadline = time.monotonic() + give_up_after if give_up_after else float("inf")
     progress = SendProgress()
@@ -286,7 +286,7 @@ def retry(config: Config, *, service: str | None, cids: list[str]) -> int:
 
 
 async def _retry(config: Config, services: list[str], cids: list[str] | None) -> int:
-    store = await StateStore.open(config.state_path)
+    store = await StateStore.open(config.state_path, recover=True)
     try:
         pins, paused = await store.clear_backoff(services, cids)
     finally:
@@ -308,7 +308,7 @@ def adopt(config: Config, *, service: str) -> int:
 
 
 async def _adopt(config: Config, service: str) -> int:
-    store = await StateStore.open(config.state_path)
+    store = await StateStore.open(config.state_path, recover=True)
     engine = SyncEngine(config, store)
     try:
         node = await engine.refresh_node()

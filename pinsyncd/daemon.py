@@ -43,7 +43,8 @@ from pinsyncd.logs import register_secrets
 from pinsyncd.metrics import Metrics, outcome_of
 from pinsyncd.notify import Notifier
 from pinsyncd.psa import PinningServiceError, RateLimited
-from pinsyncd.state import StateStore
+from pinsyncd.state import StateDamaged, StateStore, set_aside
+from pinsyncd.state_guard import StateGuard
 from pinsyncd.status import read_status
 
 log = structlog.get_logger("pinsyncd")
@@ -77,6 +78,7 @@ class Daemon:
         self._last_listing = time.monotonic()
         self._lock = StateLock(config.state_path)
         self._store: StateStore | None = None
+        self._guard = StateGuard(config.state_path)
         # What the control socket's commands wait on: listings and cycles done so far.
         self._node_wake = asyncio.Event()
         self._wake: dict[str, asyncio.Event] = {}
@@ -156,7 +158,26 @@ class Daemon:
         return None
 
     async def _run_locked(self) -> int:
-        store = await StateStore.open(self.config.state_path)
+        """Run on the state file; if it turns out damaged while running, set it aside and
+        run again on a fresh one (services are then listed again and adopted from)."""
+        while True:
+            damaged: StateDamaged | None = None
+            try:
+                return await self._run_on_state()
+            except* StateDamaged as group:
+                damaged = _first_leaf(group)
+            if self._stop.is_set() and self._signals:
+                return 0
+            path = self.config.state_path
+            aside = set_aside(path)
+            log.error(
+                f"{damaged}; it was moved to {aside.name}, and pinsyncd starts again on a "
+                "fresh state, rebuilt from the services' listings"
+            )
+            self._stop, self._halt = asyncio.Event(), asyncio.Event()
+
+    async def _run_on_state(self) -> int:
+        store = await StateStore.open(self.config.state_path, recover=True)
         self._store = store
         api = await self._start_http()
         control = ControlServer(
@@ -219,6 +240,8 @@ class Daemon:
         age = time.monotonic() - self._last_listing
         if age > limit:
             return False, f"the main loop has not run for {format_duration(age)}"
+        if self._guard.problem is not None:
+            return False, f"the state file cannot be written: {self._guard.problem}"
         path = self.config.state_path
         if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
             return False, f"the state file {path} is not writable"
@@ -340,7 +363,12 @@ class Daemon:
         wake = {name: asyncio.Event() for name in engine.executors}
         self._wake = wake
         self._services = {}
-        self._record_node(await engine.refresh_node())
+        while not self._halt.is_set():
+            with self._guard.watching(writes=True):
+                self._record_node(await engine.refresh_node())
+                break
+            if await self._sleep(self.config.sync.status_interval, self._halt):
+                return
         async with asyncio.TaskGroup() as group:
             group.create_task(self._node_loop(engine, wake))
             for name in engine.executors:
@@ -361,7 +389,11 @@ class Daemon:
     async def _node_loop(self, engine: SyncEngine, wake: dict[str, asyncio.Event]) -> None:
         while not await self._sleep(self.config.sync.interval, self._halt, self._node_wake):
             self._node_wake.clear()
-            report = await engine.refresh_node()
+            report = None
+            with self._guard.watching(writes=True):
+                report = await engine.refresh_node()
+            if report is None:
+                continue
             self._record_node(report)
             if report.local_added or report.local_removed or report.node_came_back:
                 for event in wake.values():
@@ -374,7 +406,11 @@ class Daemon:
             started = time.monotonic()
             self._started[name] += 1
             number = self._started[name]
-            report = await engine.sync_service(name)
+            report = None
+            with self._guard.watching():
+                report = await engine.sync_service(name)
+            if report is None:
+                report = ServiceReport(name, error=f"state file: {self._guard.problem}")
             if self.metrics is not None:
                 self.metrics.observe_cycle(name, time.monotonic() - started)
             self._services[name] = report
@@ -382,10 +418,11 @@ class Daemon:
             self._progressed()
             log_service(report)
             self.notifier.status(self._summary())
-            delay = sync.status_interval if report.pending else sync.interval
-            state = await engine.store.service_state(name)
-            if state.paused_until > time.time():
-                delay = min(delay, max(0.05, state.paused_until - time.time()))
+            delay = sync.status_interval if report.pending or report.error else sync.interval
+            with self._guard.watching():
+                state = await engine.store.service_state(name)
+                if state.paused_until > time.time():
+                    delay = min(delay, max(0.05, state.paused_until - time.time()))
             if await self._sleep(delay, wake, self._halt):
                 return
 
@@ -594,3 +631,12 @@ def log_cycle(report: CycleReport, *, status_round: bool = False) -> None:
         seconds=round(report.duration, 2),
         services=services,
     )
+
+
+def _first_leaf(group: BaseExceptionGroup[StateDamaged]) -> StateDamaged:
+    """The first exception in a (nested) exception group."""
+    found: BaseException = group
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    assert isinstance(found, StateDamaged)
+    return found

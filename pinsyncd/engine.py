@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+import aiosqlite
 import structlog
 
 from pinsyncd.backoff import RetryPolicy
@@ -126,12 +127,15 @@ class SyncEngine:
 
     async def sync_service(self, name: str, *, send: bool = True) -> ServiceReport:
         """One service's cycle on the current snapshot; an internal error is reported, not
-        raised, so one service can never stop the others."""
+        raised, so one service can never stop the others. A state file error (full disk,
+        damage) is raised: it is every service's."""
         try:
             directives = await self.policy.directives(
                 self.store, name, peer_id=self.peer_id, mfs_root=self.mfs_root
             )
             return await self.executors[name].sync(directives, self.node_view, send=send)
+        except aiosqlite.Error:
+            raise  # the state file's trouble, not this service's: the caller decides
         except Exception as exc:
             log.exception("service cycle crashed", service=name)
             return ServiceReport(name, error=f"internal error: {exc!r}")

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from pinsyncd import clock
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.cids import InvalidCIDError, multihash_of
 from pinsyncd.config import Service
@@ -282,6 +283,7 @@ class ServiceExecutor:
             now=time.time(),
             adopted=adopted,
             intent_grace=self.intent_grace,
+            intent_age=lambda row: clock.age(row.stamp),
             gone=d.gone,
             surplus=d.surplus,
             mfs_root=d.mfs_root,

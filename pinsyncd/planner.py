@@ -1,6 +1,7 @@
 """The pure planner: (the pins a service should hold, what we know of it) -> what to do on it.
 
-No I/O and no clock of its own (`now` comes in), so it can be property-tested. The rules:
+No I/O and no clock of its own (`now`, and `intent_age` for the age of an intent, come in),
+so it can be property-tested. The rules:
 
 - a CID with a live request (`intent`, `queued`, `pinning`, `pinned`) is never added again;
 - an `intent` (an add whose outcome is unknown) is looked up once it is older than the grace
@@ -23,7 +24,7 @@ No I/O and no clock of its own (`now` comes in), so it can be property-tested. T
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -77,6 +78,7 @@ def plan_service(
     adopted: bool,
     paused: bool = False,
     intent_grace: float = 60.0,
+    intent_age: Callable[[RemotePin], float] | None = None,
     gone: Collection[str] = (),
     surplus: Collection[str] = (),
     mfs_root: str | None = None,
@@ -85,6 +87,8 @@ def plan_service(
     node_online: bool = True,
 ) -> ServicePlan:
     plan = ServicePlan(service)
+    if intent_age is None:
+        intent_age = lambda row: now - row.updated  # noqa: E731 - the wall clock, for tests
     if paused:
         return plan
     if not adopted:
@@ -92,7 +96,7 @@ def plan_service(
     old_roots: list[RemotePin] = []
     for cid, row in remote.items():
         if row.status is RemoteStatus.INTENT:
-            if now - row.updated >= intent_grace:
+            if intent_age(row) >= intent_grace:
                 plan.resolve.append(cid)
             else:
                 plan.waiting += 1

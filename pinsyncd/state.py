@@ -29,8 +29,12 @@ from pathlib import Path
 from typing import Any, Self
 
 import aiosqlite
+import structlog
 
+from pinsyncd import clock
 from pinsyncd.logs import redact_text
+
+log = structlog.get_logger("pinsyncd.state")
 
 
 class RemoteStatus(StrEnum):
@@ -74,9 +78,10 @@ class RemotePin:
     details: str | None = None  # the service's info.status_details
     updated: float = 0.0
     owned: bool = True  # this device's own request (see `pinsyncd.ownership`): it may delete it
+    stamp: str | None = None  # `updated` on the boot clock (`pinsyncd.clock`)
 
     def evolve(self, **changes: Any) -> RemotePin:
-        return replace(self, updated=time.time(), **changes)
+        return replace(self, updated=time.time(), stamp=clock.stamp(), **changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +186,13 @@ UPDATE remote_pins SET owned = 0 WHERE origin = 'adopted';
 """v5: whose a request is. Requests adopted before v5 may be another device's (adoption did
 not look at `meta.node`), so they are kept and followed, but never deleted or replaced."""
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+_V6 = """
+ALTER TABLE remote_pins ADD COLUMN stamp TEXT;
+"""
+"""v6: when a row was written on the boot clock (`pinsyncd.clock`), so that the age of an
+intent does not move with the wall clock."""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """MIGRATIONS[i] brings a file at version i to version i + 1."""
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -197,13 +208,55 @@ for every service."""
 
 _REMOTE_COLUMNS = (
     "service, cid, status, requestid, created, name, origin, attempts, next_attempt, "
-    "last_error, details, updated, owned"
+    "last_error, details, updated, owned, stamp"
 )
 _R_COLUMNS = ", ".join(f"r.{c}" for c in _REMOTE_COLUMNS.split(", "))  # the same, of `r`
 
 
 class StateError(Exception):
     """The state file cannot be used (unreadable, from a newer pinsyncd, ...)."""
+
+
+class StateDamaged(StateError):
+    """The state file is not a database, or SQLite finds it corrupt."""
+
+
+_DAMAGE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether `exc` says the file itself is damaged (not busy, locked, full or read-only)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (
+        isinstance(exc, aiosqlite.DatabaseError)
+        and code is not None
+        and code & 0xFF in (_DAMAGE_CODES)
+    )
+
+
+def damaged_message(path: Path, reason: object) -> str:
+    """What to tell a user whose state file is damaged."""
+    return (
+        f"the state file {path} is damaged ({reason}); `pinsyncd run` or `pinsyncd sync` "
+        "sets it aside and rebuilds it from the services"
+    )
+
+
+def set_aside(path: Path, now: float | None = None) -> Path:
+    """Rename a damaged state file (and its -wal and -shm) to `<name>.damaged-<UTC time>`
+    beside it; nothing is deleted. The caller holds the state lock."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.rename(target.with_name(target.name + suffix))
+    path.rename(target)
+    return target
 
 
 class StateStore:
@@ -218,7 +271,28 @@ class StateStore:
         self._listing_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> Self:
+    async def open(cls, path: Path, *, recover: bool = False) -> Self:
+        """Open (creating or migrating) the state file. A damaged file raises `StateDamaged`;
+        with `recover` (only for a holder of the state lock) it is set aside instead and a
+        fresh file is started: every service is then listed again on first contact, and what
+        is there is adopted, so nothing is pinned twice."""
+        try:
+            return await cls._open(path)
+        except StateDamaged as exc:
+            if not recover:
+                raise
+            try:
+                aside = await asyncio.to_thread(set_aside, path)
+            except OSError as error:
+                raise StateError(f"{exc}; and it cannot be set aside: {error}") from None
+            log.warning(
+                f"{exc}; it was moved to {aside.name}, and a fresh state is rebuilt from "
+                "the services' listings (what is already there is adopted, not added again)"
+            )
+            return await cls._open(path)
+
+    @classmethod
+    async def _open(cls, path: Path) -> Self:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = await aiosqlite.connect(path, isolation_level=None)
@@ -244,8 +318,15 @@ class StateStore:
             await db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes
             await db.execute("PRAGMA busy_timeout=10000")
             version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
+            # Pages that do not parse (a disk's or a copy's damage) are found now, not in
+            # the middle of a cycle. Linear in the file's size: measured in benchmarks/.
+            check = await (await db.execute("PRAGMA quick_check(1)")).fetchone()
         except aiosqlite.Error as exc:
+            if is_damage(exc):
+                raise StateDamaged(f"the state file {self.path} is damaged: {exc}") from None
             raise StateError(f"the state file {self.path} is not usable: {exc}") from None
+        if check is not None and check[0] != "ok":
+            raise StateDamaged(f"the state file {self.path} is damaged: {check[0]}")
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"the state file {self.path} has schema version {version}, newer than this "
@@ -636,7 +717,7 @@ class StateStore:
         async with self._transaction():
             await self._db.executemany(
                 f"INSERT OR REPLACE INTO remote_pins ({_REMOTE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
@@ -948,6 +1029,7 @@ def _row_from_remote(r: RemotePin) -> tuple[object, ...]:
         _scrub(r.details),
         r.updated or time.time(),
         int(r.owned),
+        r.stamp,  # set by `evolve`; a row without one counts as from before this boot
     )
 
 
@@ -966,4 +1048,5 @@ def _remote_from_row(row: Any) -> RemotePin:
         details=row[10],
         updated=row[11],
         owned=bool(row[12]),
+        stamp=row[13],
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pinsyncd.durations import format_duration
-from pinsyncd.state import COUNTS_SQL, UNSENT_SQL, StateError
+from pinsyncd.state import COUNTS_SQL, UNSENT_SQL, StateError, damaged_message, is_damage
 
 STATUSES = ("pinned", "pinning", "queued", "failed")
 
@@ -52,6 +52,8 @@ def read_status(
                 "last_cycle": _iso(float(row[0])) if row else None,
             }
             result["replication"]["kinds"] = _replication(db, services, replicas)
+    except sqlite3.DatabaseError as exc:
+        raise _read_error(state_path, exc) from None
     finally:
         if db:
             db.close()
@@ -83,17 +85,18 @@ def _connect(path: Path) -> sqlite3.Connection | None:
     try:
         db.execute("PRAGMA query_only=1")
         db.execute("SELECT 1 FROM remote_pins LIMIT 1")
-    except sqlite3.OperationalError as exc:
+    except sqlite3.DatabaseError as exc:
         db.close()
         if "no such table" in str(exc):  # created but not migrated yet
             return None
-        raise StateError(f"cannot read the state file {path}: {exc}") from None
-    except sqlite3.DatabaseError as exc:
-        db.close()
-        raise StateError(
-            f"the state file {path} is damaged or not a pinsyncd file: {exc}"
-        ) from None
+        raise _read_error(path, exc) from None
     return db
+
+
+def _read_error(path: Path, exc: sqlite3.DatabaseError) -> StateError:
+    if is_damage(exc) or not isinstance(exc, sqlite3.OperationalError):
+        return StateError(damaged_message(path, exc))
+    return StateError(f"cannot read the state file {path}: {exc}")
 
 
 def _empty() -> dict[str, Any]:
@@ -171,6 +174,8 @@ def read_failed(state_path: Path, services: Sequence[str]) -> list[dict[str, Any
             "SELECT service, cid, name, attempts, details, requestid, next_attempt "
             "FROM remote_pins WHERE status='failed' ORDER BY service, cid"
         ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise _read_error(state_path, exc) from None
     finally:
         db.close()
     wanted = set(services)

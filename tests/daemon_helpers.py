@@ -105,23 +105,23 @@ async def acli(
 
 
 async def start_daemon(
-    config: Path, env: dict[str, str], log: Path, *, log_level: str | None = None
+    config: Path, env: dict[str, str], log: Path | None, *, log_level: str | None = None
 ) -> asyncio.subprocess.Process:
+    """`pinsyncd run` logging JSON lines into `log`, or with `log=None` into a pipe (its
+    stdout, stderr folded in)."""
     level = ["--log-level", log_level] if log_level else []
-    with open(log, "ab") as out:  # noqa: ASYNC230 - opening a local log file
+    command = [sys.executable, "-m", "pinsyncd", "run", "-c", str(config), "--log-format", "json"]
+    if log is None:
         return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pinsyncd",
-            "run",
-            "-c",
-            str(config),
-            "--log-format",
-            "json",
+            *command,
             *level,
             env=env,
-            stdout=out,
-            stderr=out,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    with open(log, "ab") as out:  # noqa: ASYNC230 - opening a local log file
+        return await asyncio.create_subprocess_exec(
+            *command, *level, env=env, stdout=out, stderr=out
         )
 
 

@@ -184,3 +184,11 @@ async def test_fake_kubo_stream_is_the_same_once_cached() -> None:
     assert lines[0] == {"Cid": generated_cid(0, "fake"), "Type": "recursive", "Name": "pin-0"}
     assert third.endswith(b'{"Cid": "bafkqaab", "Type": "recursive", "Name": "more"}\n')
     assert fourth == third
+
+
+def test_state_open() -> None:
+    r = run_benchmark("state_open")
+    (size,) = r["sizes"]
+    assert size["pins"] == 2000
+    for key in ("file_mb", "open_ms", "quick_check_ms"):
+        number(size[key], positive=True)

@@ -13,7 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from pinsyncd import clock
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Service
 from pinsyncd.executor import NodeView, ServiceExecutor
@@ -125,6 +127,7 @@ async def test_a_token_echoed_everywhere_is_found_nowhere(tmp_path: Path) -> Non
 # --- rows and intents, with the executor in process (real sockets, real SQLite) -------------
 
 EXEC_TOKEN = "hostile-state-token"
+LONG_AGO = "an-earlier-boot@0"  # a row's stamp from before this boot: its grace is over
 ONLINE = NodeView(online=True, peer_id="12D3KooWHostilePeer", origins=())
 
 
@@ -147,7 +150,7 @@ async def test_what_lookups_learn_is_committed_as_they_go(tmp_path: Path) -> Non
             await executor.sync(local, ONLINE)
             rows = await store.remote_pins("spec")
             assert sum(r.status is RemoteStatus.INTENT for r in rows.values()) == 300
-            await store.save(replace(r, updated=1.0) for r in rows.values())  # grace is over
+            await store.save(replace(r, updated=1.0, stamp=LONG_AGO) for r in rows.values())
             svc.clear_faults()
             svc.inject(Fault("hang", delay=5), method="GET", skip=12, times=None)
             report = await executor.sync(local, ONLINE, send=False)
@@ -163,7 +166,9 @@ async def test_an_intent_for_a_cid_that_does_not_parse_is_dropped(tmp_path: Path
     """An intent left by an older version for a CID that does not parse used to crash the
     service's cycle at every start (the lookup cannot be asked): it is dropped, the rest go."""
     store = await StateStore.open(tmp_path / "state.db")
-    await store.save([RemotePin("spec", "bafy-not-a-cid", RemoteStatus.INTENT, updated=1.0)])
+    await store.save(
+        [RemotePin("spec", "bafy-not-a-cid", RemoteStatus.INTENT, updated=1.0, stamp=LONG_AGO)]
+    )
     local = {cid: f"f{i}" for i, cid in enumerate(random_cids(20))}
     async with FakePinningService(token=EXEC_TOKEN) as svc:
         executor = executor_for(svc, store)
@@ -174,3 +179,75 @@ async def test_an_intent_for_a_cid_that_does_not_parse_is_dropped(tmp_path: Path
     rows = await store.remote_pins("spec")
     await store.close()
     assert "bafy-not-a-cid" not in rows and len(rows) == 20
+
+
+# --- the wall clock steps (the boot clock measures how old an intent is) --------------------
+
+
+async def _intents_written_now(
+    tmp_path: Path, count: int, *, wall_clock_step: float
+) -> tuple[StateStore, dict[str, str]]:
+    """`count` intents written now on the boot clock, whose wall time has since stepped by
+    `wall_clock_step` seconds."""
+    store = await StateStore.open(tmp_path / "state.db")
+    local = {cid: f"f{i}" for i, cid in enumerate(random_cids(count))}
+    written = time.time() - wall_clock_step
+    await store.save(
+        RemotePin("spec", cid, RemoteStatus.INTENT, name=name, updated=written, stamp=clock.stamp())
+        for cid, name in local.items()
+    )
+    return store, local
+
+
+async def test_a_clock_step_forward_does_not_shorten_an_intents_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five adds were sent a moment ago and the service is still handling them; then the wall
+    clock steps forward an hour (NTP, a laptop waking up) and pinsyncd restarts. Before, the
+    intents looked an hour old: they were looked up at once, not found, and added again (5
+    duplicates). Their age is on the boot clock now: they wait out their grace, and are then
+    found by lookup. Nothing is added twice."""
+    boot = clock.boot_seconds()
+    monkeypatch.setattr(clock, "boot_seconds", lambda: boot)
+    # Written "an hour ago", as the stepped wall clock sees it.
+    store, local = await _intents_written_now(tmp_path, 5, wall_clock_step=+3600)
+    async with FakePinningService(token=EXEC_TOKEN) as svc:
+        executor = executor_for(svc, store)
+        async with executor.client:
+            await executor.sync(local, ONLINE)  # a restarted process, at once
+            assert svc.count(method="POST") == 0
+            waiting = await store.remote_pins("spec")  # not looked up: still in their grace
+            assert {r.status for r in waiting.values()} == {RemoteStatus.INTENT}
+            for cid, name in local.items():  # the service has finished handling them
+                svc.add_pin(cid, name=name, status="pinned")
+            monkeypatch.setattr(clock, "boot_seconds", lambda: boot + executor.intent_grace + 1)
+            await executor.sync(local, ONLINE)
+        assert svc.count(method="POST") == 0
+        assert all(len(svc.pins_for_cid(cid)) == 1 for cid in local)
+    rows = await store.remote_pins("spec")
+    await store.close()
+    assert {r.status for r in rows.values()} == {RemoteStatus.PINNED}
+
+
+async def test_a_clock_step_back_does_not_stall_an_intent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wall clock steps back an hour after an add whose answer was lost. Before, its
+    intent waited that hour (its age was negative); on the boot clock it is looked up once
+    its grace is over."""
+    boot = clock.boot_seconds()
+    monkeypatch.setattr(clock, "boot_seconds", lambda: boot)
+    # Written "in an hour", as the stepped-back wall clock sees it.
+    store, local = await _intents_written_now(tmp_path, 3, wall_clock_step=-3600)
+    async with FakePinningService(token=EXEC_TOKEN) as svc:
+        executor = executor_for(svc, store)
+        async with executor.client:
+            await executor.sync({}, ONLINE)  # first contact done: only a lookup finds them
+            for cid, name in local.items():
+                svc.add_pin(cid, name=name, status="pinned")
+            monkeypatch.setattr(clock, "boot_seconds", lambda: boot + executor.intent_grace + 1)
+            await executor.sync(local, ONLINE)
+        assert svc.count(method="POST") == 0
+    rows = await store.remote_pins("spec")
+    await store.close()
+    assert {r.status for r in rows.values()} == {RemoteStatus.PINNED}

@@ -27,6 +27,7 @@ from pinsyncd.state import (
     RemotePin,
     RemoteStatus,
     ServiceState,
+    StateDamaged,
     StateError,
     StateStore,
 )
@@ -371,7 +372,7 @@ def _random_bytes(size: int) -> bytes:
 async def test_a_file_of_random_bytes_is_a_state_error(tmp_path: Path, size: int) -> None:
     path = tmp_path / "state.db"
     path.write_bytes(_random_bytes(size))
-    with pytest.raises(StateError, match="not usable"):
+    with pytest.raises(StateDamaged, match="is damaged"):
         await StateStore.open(path)
     assert path.read_bytes() == _random_bytes(size)  # nothing was written over it
 
@@ -796,7 +797,7 @@ async def test_a_version_3_file_with_data_is_brought_to_version_4(tmp_path: Path
     before = time.time()
     store = await StateStore.open(path)
     try:
-        assert pragma(path, "user_version") == SCHEMA_VERSION == 5
+        assert pragma(path, "user_version") == SCHEMA_VERSION == 6
         assert await store.local_counts() == (1, 1)
         assert await store.gone_since("svc", time.time() + 1) == ["b"]
         assert await store.gone_since("svc", before - 2) == []
