@@ -409,6 +409,7 @@ class Daemon:
             report = None
             with self._guard.watching():
                 report = await engine.sync_service(name)
+            state_failed = report is None
             if report is None:
                 report = ServiceReport(name, error=f"state file: {self._guard.problem}")
             if self.metrics is not None:
@@ -418,7 +419,7 @@ class Daemon:
             self._progressed()
             log_service(report)
             self.notifier.status(self._summary())
-            delay = sync.status_interval if report.pending or report.error else sync.interval
+            delay = sync.status_interval if report.pending or state_failed else sync.interval
             with self._guard.watching():
                 state = await engine.store.service_state(name)
                 if state.paused_until > time.time():
