@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -196,16 +197,28 @@ async def test_a_one_shot_holder_is_waited_for_by_every_other_writer(
         assert lock.try_acquire("sync") is None
         log = tmp_path / "daemon.log"
         daemon = await start_daemon(config, env, log)
-        retry = asyncio.ensure_future(acli(["retry", "-c", str(config)], env))
+        retry = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *["-m", "pinsyncd", "retry", "-c", str(config), "--log-format", "json"],
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert retry.stderr is not None
         try:
             waiting = f"waiting for pinsyncd sync (PID {os.getpid()}) to finish with the state"
             await eventually(lambda: waiting in log.read_text(), "the daemon waits")
+            # The lock is let go only once `retry` is waiting too (a slow start could
+            # otherwise find it free).
+            first = (await asyncio.wait_for(retry.stderr.readline(), 60)).decode()
+            assert waiting in first, first
             assert service.requests == [], "nothing was sent while the lock was held"
-            assert not retry.done()
+            assert retry.returncode is None
         finally:
             lock.release()
-        code, _out, err = await retry
-        assert code == 0, err
+        _out, rest = await asyncio.wait_for(retry.communicate(), 120)
+        err = first + rest.decode()
+        assert retry.returncode == 0, err
         assert err.count(waiting) == 1, err
         await daemon_ready(state, daemon)
         await eventually(lambda: each_once(service, list(node.pinset())) == {1: 5}, "pinned")
