@@ -14,7 +14,7 @@ from pinsyncd import __version__
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from pinsyncd.durations import format_duration, parse_duration
 from pinsyncd.logs import CurrentStream, configure_logging
-from pinsyncd.state import StateError, damaged_message, is_damage
+from pinsyncd.state import StateError, sqlite_problem
 
 
 def _duration(text: str) -> float:
@@ -127,12 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pinsyncd: {exc}", file=sys.stderr)
         return 1
     except sqlite3.DatabaseError as exc:  # the state file failed under a one-shot command
-        state = config.state_path
-        if is_damage(exc):
-            problem = damaged_message(state, exc)
-        else:
-            problem = f"cannot write the state file {state}: {exc} (what failed was rolled back)"
-        print(f"pinsyncd: {problem}", file=sys.stderr)
+        print(f"pinsyncd: {sqlite_problem(config.state_path, exc, writing=True)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("pinsyncd: interrupted", file=sys.stderr)

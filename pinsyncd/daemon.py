@@ -43,7 +43,7 @@ from pinsyncd.logs import register_secrets
 from pinsyncd.metrics import Metrics, outcome_of
 from pinsyncd.notify import Notifier
 from pinsyncd.psa import PinningServiceError, RateLimited
-from pinsyncd.state import StateDamaged, StateStore, set_aside
+from pinsyncd.state import StateDamaged, StateStore, set_aside_damaged
 from pinsyncd.state_guard import StateGuard
 from pinsyncd.status import read_status
 
@@ -161,19 +161,14 @@ class Daemon:
         """Run on the state file; if it turns out damaged while running, set it aside and
         run again on a fresh one (services are then listed again and adopted from)."""
         while True:
-            damaged: StateDamaged | None = None
+            damage: list[StateDamaged] = []
             try:
                 return await self._run_on_state()
             except* StateDamaged as group:
-                damaged = _first_leaf(group)
+                damage.append(_first_leaf(group))
             if self._stop.is_set() and self._signals:
                 return 0
-            path = self.config.state_path
-            aside = set_aside(path)
-            log.error(
-                f"{damaged}; it was moved to {aside.name}, and pinsyncd starts again on a "
-                "fresh state, rebuilt from the services' listings"
-            )
+            set_aside_damaged(self.config.state_path, damage[0])
             self._stop, self._halt = asyncio.Event(), asyncio.Event()
 
     async def _run_on_state(self) -> int:

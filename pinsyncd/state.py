@@ -230,8 +230,13 @@ def is_damage(exc: BaseException) -> bool:
     return (
         isinstance(exc, aiosqlite.DatabaseError)
         and code is not None
-        and code & 0xFF in (_DAMAGE_CODES)
+        and (code & 0xFF) in _DAMAGE_CODES
     )
+
+
+def damaged(path: Path, reason: object) -> StateDamaged:
+    """The error for a state file found damaged (by SQLite, or by its quick check)."""
+    return StateDamaged(f"the state file {path} is damaged: {reason}")
 
 
 def damaged_message(path: Path, reason: object) -> str:
@@ -242,10 +247,19 @@ def damaged_message(path: Path, reason: object) -> str:
     )
 
 
-def set_aside(path: Path, now: float | None = None) -> Path:
+def sqlite_problem(path: Path, exc: BaseException, *, writing: bool) -> str:
+    """One line for a user about an SQLite error on the state file at `path`."""
+    if is_damage(exc) or not isinstance(exc, aiosqlite.OperationalError):
+        return damaged_message(path, exc)
+    if writing:
+        return f"cannot write the state file {path}: {exc} (what failed was rolled back)"
+    return f"cannot read the state file {path}: {exc}"
+
+
+def set_aside(path: Path) -> Path:
     """Rename a damaged state file (and its -wal and -shm) to `<name>.damaged-<UTC time>`
     beside it; nothing is deleted. The caller holds the state lock."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = path.with_name(f"{path.name}.damaged-{stamp}")
     n = 1
     while target.exists():
@@ -257,6 +271,20 @@ def set_aside(path: Path, now: float | None = None) -> Path:
             side.rename(target.with_name(target.name + suffix))
     path.rename(target)
     return target
+
+
+def set_aside_damaged(path: Path, damage: StateDamaged) -> None:
+    """Set a damaged state file aside (see `set_aside`) and say so; a fresh one is then
+    started, and every service's listing rebuilds it (what is there is adopted, not added
+    again). Raises `StateError` if the file cannot be moved."""
+    try:
+        aside = set_aside(path)
+    except OSError as error:
+        raise StateError(f"{damage}; and it cannot be set aside: {error}") from None
+    log.warning(
+        f"{damage}; it was moved to {aside.name}, and a fresh state is rebuilt from the "
+        "services' listings (what is already there is adopted, not added again)"
+    )
 
 
 class StateStore:
@@ -281,14 +309,7 @@ class StateStore:
         except StateDamaged as exc:
             if not recover:
                 raise
-            try:
-                aside = await asyncio.to_thread(set_aside, path)
-            except OSError as error:
-                raise StateError(f"{exc}; and it cannot be set aside: {error}") from None
-            log.warning(
-                f"{exc}; it was moved to {aside.name}, and a fresh state is rebuilt from "
-                "the services' listings (what is already there is adopted, not added again)"
-            )
+            await asyncio.to_thread(set_aside_damaged, path, exc)
             return await cls._open(path)
 
     @classmethod
@@ -323,10 +344,10 @@ class StateStore:
             check = await (await db.execute("PRAGMA quick_check(1)")).fetchone()
         except aiosqlite.Error as exc:
             if is_damage(exc):
-                raise StateDamaged(f"the state file {self.path} is damaged: {exc}") from None
+                raise damaged(self.path, exc) from None
             raise StateError(f"the state file {self.path} is not usable: {exc}") from None
         if check is not None and check[0] != "ok":
-            raise StateDamaged(f"the state file {self.path} is damaged: {check[0]}")
+            raise damaged(self.path, check[0])
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"the state file {self.path} has schema version {version}, newer than this "

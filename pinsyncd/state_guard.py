@@ -17,7 +17,7 @@ from pathlib import Path
 import aiosqlite
 import structlog
 
-from pinsyncd.state import StateDamaged, is_damage
+from pinsyncd.state import damaged, is_damage
 
 log = structlog.get_logger("pinsyncd")
 
@@ -38,7 +38,7 @@ class StateGuard:
             yield
         except aiosqlite.Error as exc:
             if is_damage(exc):
-                raise StateDamaged(f"the state file {self.path} is damaged: {exc}") from None
+                raise damaged(self.path, exc) from None
             self.failures += 1
             if self.problem is None:
                 log.warning(

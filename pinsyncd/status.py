@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pinsyncd.durations import format_duration
-from pinsyncd.state import COUNTS_SQL, UNSENT_SQL, StateError, damaged_message, is_damage
+from pinsyncd.state import COUNTS_SQL, UNSENT_SQL, StateError, sqlite_problem
 
 STATUSES = ("pinned", "pinning", "queued", "failed")
 
@@ -94,9 +94,7 @@ def _connect(path: Path) -> sqlite3.Connection | None:
 
 
 def _read_error(path: Path, exc: sqlite3.DatabaseError) -> StateError:
-    if is_damage(exc) or not isinstance(exc, sqlite3.OperationalError):
-        return StateError(damaged_message(path, exc))
-    return StateError(f"cannot read the state file {path}: {exc}")
+    return StateError(sqlite_problem(path, exc, writing=False))
 
 
 def _empty() -> dict[str, Any]:
