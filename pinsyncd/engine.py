@@ -19,6 +19,7 @@ from pinsyncd.kubo import LocalNode, NodeError
 from pinsyncd.origins import select_origins
 from pinsyncd.policy import Policy, mfs_name
 from pinsyncd.psa import PinningServiceClient
+from pinsyncd.psa.errors import MAX_WAIT
 from pinsyncd.selection import Selector
 from pinsyncd.state import StateStore
 from pinsyncd.throttle import Throttle
@@ -64,6 +65,7 @@ class SyncEngine:
                 timeout=s.timeout,
                 connections=s.concurrency + 2,
                 throttle=Throttle(s.rate_limit),
+                max_wait=max(config.retry.cap, MAX_WAIT),  # an hour is always honoured
             )
             for s in config.services
         }

@@ -33,6 +33,7 @@ from pinsyncd.psa import (
     ALL_STATUSES,
     PENDING_STATUSES,
     InsufficientFunds,
+    ListingReport,
     MalformedResponse,
     NetworkError,
     NotFound,
@@ -46,6 +47,7 @@ from pinsyncd.psa import (
     Status,
     TokenUnavailable,
     Unauthorized,
+    addressable,
     clip_name,
     find_pins,
     iter_pins,
@@ -64,6 +66,7 @@ _STATUS_RANK = {Status.PINNED: 3, Status.PINNING: 2, Status.QUEUED: 1, Status.FA
 AUTH_RECHECK = 60.0  # a paused service (401/403/409) is asked again at most once a minute
 PAUSED = "paused: "  # the prefix of a pause that needs the user (token, funds)
 INLINE_WAIT = 5.0  # a Retry-After up to this long is waited out; a longer one pauses
+LONG_PAUSE = 300.0  # a wait this long is always logged as a warning, not only when it starts
 RETRY_AFTER = "rate limited: waiting for the service's Retry-After"
 ADOPT_BATCH = 10_000  # listed pins matched against the state and written at a time
 WINDOW = 50_000  # pins planned and sent at a time in a cycle
@@ -211,6 +214,11 @@ class ServiceExecutor:
             blocked = self.client.throttle.blocked_for()
             if blocked > 0:  # a Retry-After still running: a restart must respect it too
                 changes.update(paused_until=time.time() + blocked, pause_reason=RETRY_AFTER)
+                if blocked >= LONG_PAUSE:
+                    self.log.warning(
+                        "the service asked to wait: nothing is sent to it until then",
+                        next_try=format_duration(blocked),
+                    )
         if changes.get("pause_reason"):
             _note_pause(report, str(changes["pause_reason"]))
         state = await self.store.service_state(self.service.name)
@@ -373,9 +381,10 @@ class ServiceExecutor:
         start = time.time()
         matched = 0
         ours = self.ours(node)
+        listing = ListingReport()
         async with self.store.staging(self.service.name) as staged:
             batch: list[Listed] = []
-            async for status in iter_pins(self.client, statuses=ALL_STATUSES):
+            async for status in iter_pins(self.client, statuses=ALL_STATUSES, report=listing):
                 claim = claim_of(status.pin.meta, ours)
                 if claim is Claim.OTHER:
                     report.others += 1
@@ -406,6 +415,7 @@ class ServiceExecutor:
                     rows = await self.store.remote_rows(self.service.name, [x.cid for x in mapped])
                     pairs = [(x, rows.get(x.cid)) for x in mapped]
                     await self.store.save(_take_over(pairs, start, report))
+        await self._hold_unreadable(listing)
         if report.adopted or report.duplicates or report.others:
             self.log.info(
                 "adopted existing pins",
@@ -414,6 +424,33 @@ class ServiceExecutor:
                 extra_requests_for_same_cid=report.duplicates,
                 other_devices_requests=report.others,
             )
+
+    async def _hold_unreadable(self, listing: ListingReport) -> None:
+        """Records of the first listing that do not match the spec are skipped, but a request
+        may be behind each: for one whose CID is ours and not tracked yet, an intent is
+        written, so it is looked up (and kept while it cannot be read), never added again."""
+        if not listing.skipped:
+            return
+        by_hash = _hash_index(await self.store.known_cids(self.service.name))
+        cids: set[str] = set()
+        for raw in listing.skipped_cids:
+            try:
+                cid = by_hash.get(multihash_of(raw))
+            except InvalidCIDError:
+                continue
+            if cid is not None:
+                cids.add(cid)
+        rows = await self.store.remote_rows(self.service.name, sorted(cids))
+        held = [
+            RemotePin(self.service.name, cid, RemoteStatus.INTENT).evolve(attempts=1)
+            for cid in sorted(cids - rows.keys())
+        ]
+        await self.store.save(held)
+        self.log.warning(
+            "the service listed records that do not match the spec; they were skipped",
+            skipped=listing.skipped,
+            ours_held_back=len(held),
+        )
 
     async def _resolve(
         self,
@@ -446,23 +483,35 @@ class ServiceExecutor:
         report: ServiceReport,
         node: NodeView,
     ) -> None:
-        found = await find_pins(self.client, cids)
+        unreadable: set[bytes] = set()
+        found = await find_pins(self.client, cids, uncertain=unreadable)
         ours = self.ours(node)
         updates: list[RemotePin] = []
         lost: list[str] = []
+        unsure = 0
         for cid in cids:
-            claims = [(claim_of(s.pin.meta, ours), s) for s in found.get(multihash_of(cid), [])]
+            key = multihash_of(cid)
+            claims = [(claim_of(s.pin.meta, ours), s) for s in found.get(key, [])]
             mine = [s for claim, s in claims if claim is Claim.OURS]
             matches = mine or [s for claim, s in claims if claim is Claim.UNCLAIMED]
             row = remote[cid]
             if not matches:
-                lost.append(cid)
+                if key in unreadable:  # a request may be there that cannot be read
+                    unsure += 1
+                else:
+                    lost.append(cid)
                 continue
             if len(matches) > 1:
                 report.duplicates += len(matches) - 1
                 self.log.warning("more than one request for a CID", cid=cid, requests=len(matches))
             best = max(matches, key=_rank)
             updates.append(_apply_status(row, best, owned=bool(mine)))
+        if unsure:
+            self.log.warning(
+                "intents kept: the service lists records for them that do not match the spec, "
+                "so whether a request exists is not known; they are looked up again later",
+                count=unsure,
+            )
         report.resolved += len(updates)
         for row in updates:
             remote[row.cid] = row
@@ -722,7 +771,9 @@ class ServiceExecutor:
             try:
                 await self.client.delete_pin(item.requestid)
             except NotFound:
-                return True  # already gone
+                if addressable(item.requestid):
+                    return True  # already gone
+                return await self._deleted_unaddressable(item)
             except (Unauthorized, InsufficientFunds, RateLimited):
                 self._halted = True
                 raise
@@ -730,6 +781,20 @@ class ServiceExecutor:
                 self.log.debug("delete failed; tried next cycle", cid=item.cid, error=str(exc))
                 return False
             return True
+
+    async def _deleted_unaddressable(self, item: Remove) -> bool:
+        """A delete of a request whose id does not survive a URL answered 404: it is gone only
+        if the service no longer lists it (else it stays recorded, and is tried again)."""
+        found = await find_pins(self.client, [item.cid])
+        if any(s.requestid == item.requestid for s in found.get(multihash_of(item.cid), [])):
+            self.log.warning(
+                "cannot delete a request: the service answers 404 for its id but still lists "
+                "it; delete it in the service's own interface",
+                cid=item.cid,
+                requestid=item.requestid,
+            )
+            return False
+        return True
 
     # --- status tracking --------------------------------------------------------------------
 
@@ -779,15 +844,17 @@ class ServiceExecutor:
                         )
                         if not tracked.remaining():
                             break
-            vanished: list[str] = []
             updates = []
+            answered_404: list[RemotePin] = []
             for row in await tracked.rest(100):  # the rest waits for a later round
                 assert row.requestid is not None
                 try:
                     updates.append(_apply_status(row, await self.client.get_pin(row.requestid)))
                 except NotFound:
-                    vanished.append(row.cid)
-            await self._record(updates, report)
+                    answered_404.append(row)
+            still, gone = await self._confirm_gone(answered_404)
+            await self._record([*updates, *still], report)
+            vanished = [row.cid for row in gone]
         if vanished:
             report.vanished += len(vanished)
             self.log.warning(
@@ -817,6 +884,36 @@ class ServiceExecutor:
             rows.append(row)
         await self.store.save(rows)
 
+    async def _confirm_gone(
+        self, rows: Sequence[RemotePin]
+    ) -> tuple[list[RemotePin], list[RemotePin]]:
+        """Of requests whose GET answered 404: those the service still lists by CID (updated
+        to the status listed), and those really gone. A 404 alone is not proof: the id may
+        not survive a URL's normalisation (`addressable`), or a server or proxy may answer
+        404 for a path it mishandles; a wrong "gone" would pin the CID a second time. One
+        that cannot be told (the listing has records that do not match the spec) is in
+        neither: it is asked about again later."""
+        if not rows:
+            return [], []
+        unreadable: set[bytes] = set()
+        found = await find_pins(self.client, [row.cid for row in rows], uncertain=unreadable)
+        still: list[RemotePin] = []
+        gone: list[RemotePin] = []
+        for row in rows:
+            key = multihash_of(row.cid)
+            listed = [s for s in found.get(key, []) if s.requestid == row.requestid]
+            if listed:
+                still.append(_apply_status(row, listed[0]))
+            elif key not in unreadable:
+                gone.append(row)
+        if still:
+            self.log.warning(
+                "the service answered 404 for requests it still lists; they are kept",
+                count=len(still),
+                requestid_addressable=all(addressable(r.requestid or "") for r in still),
+            )
+        return still, gone
+
     # --- verification -----------------------------------------------------------------------
 
     async def _verify(self, report: ServiceReport) -> None:
@@ -841,17 +938,20 @@ class ServiceExecutor:
             yield batch
 
         missing = await self.store.missing_from(self.service.name, batches())
-        vanished: list[str] = []
         updates: list[RemotePin] = []
+        answered_404: list[RemotePin] = []
         for row in missing[:200]:  # the rest is checked at the next verification
             assert row.requestid is not None
             try:
                 current = await self.client.get_pin(row.requestid)
             except NotFound:
-                vanished.append(row.cid)
+                answered_404.append(row)
                 continue
             if current.status is not Status.PINNED:
                 updates.append(_apply_status(row, current))
+        still, gone = await self._confirm_gone(answered_404)
+        updates.extend(row for row in still if row.status is not RemoteStatus.PINNED)
+        vanished = [row.cid for row in gone]
         await self.store.save(updates)
         await self.store.forget(self.service.name, vanished)
         report.vanished += len(vanished)
@@ -889,7 +989,7 @@ class ServiceExecutor:
     ) -> dict[str, object]:
         """The state changes for a pause. It is logged when it starts, not on every recheck."""
         kind = reason.split(":")[0]
-        if (state.pause_reason or "").split(":")[0] != kind:
+        if (state.pause_reason or "").split(":")[0] != kind or seconds >= LONG_PAUSE:
             log = self.log.error if reason.startswith(PAUSED) else self.log.warning
             log(reason, error=error, next_try=format_duration(seconds))
         else:

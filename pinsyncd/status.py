@@ -205,7 +205,12 @@ def render_failed(failed: Sequence[dict[str, Any]]) -> str:
 
 
 def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+    """A stored Unix time as ISO 8601; one out of any calendar's range (a server's absurd
+    wait, written by an older pinsyncd) is shown as the last representable moment."""
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return "9999-12-31T23:59:59+00:00" if timestamp > 0 else "1970-01-01T00:00:00+00:00"
 
 
 def render_table(status: dict[str, Any]) -> str:

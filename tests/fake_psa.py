@@ -57,7 +57,9 @@ FAIL_DETAILS = "could not fetch the DAG (test)"
 FAKE_PEER_ID = "12D3KooWGBoSpdSqfj8YYGCBkNPjRgyJyymfmx3hmhxTTJ9nh8KX"
 DEFAULT_DELEGATES: tuple[str, ...] = (f"/ip4/127.0.0.1/tcp/4001/p2p/{FAKE_PEER_ID}",)
 
-FaultKind = Literal["status", "rate_limit", "reset", "hang", "slow", "malformed", "html_500"]
+FaultKind = Literal[
+    "status", "rate_limit", "reset", "hang", "slow", "malformed", "html_500", "flood"
+]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 REASONS: dict[int, str] = {
     400: "BAD_REQUEST",
@@ -110,8 +112,12 @@ class Fault:
       ``slow``       answer normally after ``delay`` seconds (default 0.5).
       ``malformed``  success status with a body that is ``shape`` "not_json" or "wrong_shape".
       ``html_500``   ``status`` (default 500) with an HTML page (like the npm mock's crash).
+      ``flood``      ``status`` (default 200) with a JSON-looking body of ``size`` bytes, sent
+                     in 64 KiB chunks as fast as the client reads (None: it never ends).
     after_apply: run the real operation first (the pin is created/deleted), then misbehave.
     body: replaces the response body text of ``status``/``malformed``/``html_500``.
+    headers: sent as they are with ``status``/``malformed``/``html_500`` (e.g. a raw
+    ``Retry-After`` on a 429 from ``status``).
     """
 
     kind: FaultKind
@@ -126,6 +132,8 @@ class Fault:
     shape: Literal["not_json", "wrong_shape"] = "not_json"
     body: str | None = None
     rst: bool = True
+    headers: Mapping[str, str] | None = None
+    size: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -343,6 +351,7 @@ class FakePinningService:
         self.rate_limit_grace = rate_limit_grace
         self.in_flight_grace = in_flight_grace
         self.hang_seconds = hang_seconds
+        self.flooded = 0  # bytes of the last `flood` body that were sent
 
         self.requests: list[RecordedRequest] = []
         self.rate_limit_violations: list[RateLimitViolation] = []
@@ -713,11 +722,14 @@ class FakePinningService:
             return self._abort(request, fault.rst)
         if kind == "rate_limit":
             return self._start_rate_limit(fault)
+        if kind == "flood":
+            return await self._flood(request, fault)
         if kind == "html_500":
             return web.Response(
                 status=fault.status or 500,
                 text=HTML_ERROR_PAGE if fault.body is None else fault.body,
                 content_type="text/html",
+                headers=fault.headers,
             )
         if kind == "malformed":
             listing = request.method == "GET" and path == "/pins"
@@ -728,12 +740,36 @@ class FakePinningService:
             else:
                 text = WRONG_SHAPE_LIST if listing else WRONG_SHAPE_STATUS
             code = fault.status or (200 if request.method == "GET" else 202)
-            return web.Response(status=code, text=text, content_type="application/json")
+            return web.Response(
+                status=code, text=text, content_type="application/json", headers=fault.headers
+            )
         # kind == "status"
         status = fault.status or 500
         if fault.body is not None:
-            return web.Response(status=status, text=fault.body, content_type="application/json")
-        return _failure_response(_Failure(status, fault.details, fault.reason))
+            return web.Response(
+                status=status,
+                text=fault.body,
+                content_type="application/json",
+                headers=fault.headers,
+            )
+        return _failure_response(_Failure(status, fault.details, fault.reason), fault.headers)
+
+    async def _flood(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        response = web.StreamResponse(status=fault.status or 200)
+        response.content_type = "application/json"
+        await response.prepare(request)
+        chunk = b'{"count": 1, "results": [' + b" " * (65536 - 26)
+        sent = self.flooded = 0
+        assert self._stopping is not None
+        while (fault.size is None or sent < fault.size) and not self._stopping.is_set():
+            part = chunk if fault.size is None else chunk[: fault.size - sent]
+            try:
+                await response.write(part)
+            except (ConnectionError, RuntimeError):
+                break  # the client hung up
+            sent += len(part)
+            self.flooded = sent
+        return response
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep; True if interrupted because the server is stopping."""

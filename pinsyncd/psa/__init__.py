@@ -1,6 +1,6 @@
 """The IPFS Pinning Service API v1.0.0: wire types, typed errors, the client and the pager."""
 
-from pinsyncd.psa.client import PinningServiceClient
+from pinsyncd.psa.client import PinningServiceClient, addressable
 from pinsyncd.psa.errors import (
     BadRequest,
     ClientError,
@@ -49,6 +49,7 @@ __all__ = [
     "Status",
     "TokenUnavailable",
     "Unauthorized",
+    "addressable",
     "clip_name",
     "find_pins",
     "iter_pins",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -24,8 +26,10 @@ from yarl import URL
 
 from pinsyncd import __version__
 from pinsyncd.cids import InvalidCIDError, multihash_of
+from pinsyncd.durations import format_duration
 from pinsyncd.logs import register_secrets
 from pinsyncd.psa.errors import (
+    MAX_WAIT,
     MalformedResponse,
     NetworkError,
     NotSent,
@@ -47,6 +51,7 @@ from pinsyncd.psa.models import (
     PinStatus,
     Status,
     format_timestamp,
+    parse_page,
 )
 from pinsyncd.throttle import Blocked, Interrupted, Throttle
 from pinsyncd.tokens import Token, TokenError, TokenSource
@@ -54,6 +59,13 @@ from pinsyncd.tokens import Token, TokenError, TokenSource
 _Model = TypeVar("_Model", bound=BaseModel)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
+MAX_ANSWER = 32 * 1024 * 1024
+"""The largest answer read from a service: a page of 1,000 statuses is a few MB. A listing
+asked for in one page (over the spec's limit) may be larger: `PER_PIN` bytes per pin asked."""
+PER_PIN = 8 * 1024
+MAX_LISTING_ANSWER = 256 * 1024 * 1024  # whatever `limit` was asked for
+MAX_ERROR_BODY = 64 * 1024
+"""An error's body is only for its message: the rest is not read."""
 USER_AGENT = f"pinsyncd/{__version__}"
 
 
@@ -72,6 +84,7 @@ class PinningServiceClient:
         throttle: Throttle | None = None,
         read_retries: int = 2,
         max_inline_wait: float = 5.0,
+        max_wait: float = MAX_WAIT,
     ) -> None:
         self.name = name
         self.throttle = throttle or Throttle()
@@ -82,6 +95,7 @@ class PinningServiceClient:
         self.on_retry: Callable[[str], None] | None = None
         self._read_retries = read_retries
         self._max_inline_wait = max_inline_wait
+        self._max_wait = max_wait
         self.endpoint = URL(endpoint.rstrip("/"))
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
@@ -141,7 +155,8 @@ class PinningServiceClient:
             params.append(("limit", str(limit)))
         if meta:
             params.append(("meta", json.dumps(dict(meta), separators=(",", ":"))))
-        return await self._call("list", "GET", ("pins",), PinResults, params=params)
+        most = min(max(MAX_ANSWER, (limit or 0) * PER_PIN), MAX_LISTING_ANSWER)
+        return await self._call("list", "GET", ("pins",), PinResults, params=params, max_bytes=most)
 
     async def add_pin(self, pin: Pin) -> PinStatus:
         """`POST /pins`: ask the service to pin; it answers with a new request."""
@@ -185,6 +200,7 @@ class PinningServiceClient:
         *,
         params: list[tuple[str, str]] | None = None,
         body: dict[str, Any] | None = None,
+        max_bytes: int = MAX_ANSWER,
     ) -> Any:
         url = self.endpoint.joinpath(*path, encoded=True)
         if params:
@@ -193,7 +209,7 @@ class PinningServiceClient:
         tries = 1 + (self._read_retries if method == "GET" else 0)
         for attempt in range(tries):
             try:
-                return await self._call_once(operation, method, url, model, body)
+                return await self._call_once(operation, method, url, model, body, max_bytes)
             except (RateLimited, ServerError, NetworkError, MalformedResponse):
                 if attempt + 1 >= tries:
                     raise
@@ -209,6 +225,7 @@ class PinningServiceClient:
         url: URL,
         model: type[_Model] | None,
         body: dict[str, Any] | None,
+        max_bytes: int,
     ) -> Any:
         try:
             await self.throttle.acquire(self._max_inline_wait)
@@ -224,7 +241,7 @@ class PinningServiceClient:
         self.requests[operation] += 1
         outcome: BaseException | None = None
         try:
-            return await self._exchange(operation, method, url, model, body)
+            return await self._exchange(operation, method, url, model, body, max_bytes)
         except BaseException as exc:
             outcome = exc
             raise
@@ -239,8 +256,9 @@ class PinningServiceClient:
         url: URL,
         model: type[_Model] | None,
         body: dict[str, Any] | None,
+        max_bytes: int,
     ) -> Any:
-        status, headers, payload = await self._send(operation, method, url, body)
+        status, headers, payload = await self._send(operation, method, url, body, max_bytes)
         if not 200 <= status < 300:
             error = self._error(operation, status, headers, payload)
             if isinstance(error, RateLimited):
@@ -252,6 +270,8 @@ class PinningServiceClient:
         if model is None:
             return None
         try:
+            if model is PinResults:
+                return parse_page(payload)
             return model.model_validate_json(payload)
         except ValidationError as exc:
             raise MalformedResponse(
@@ -259,7 +279,12 @@ class PinningServiceClient:
             ) from None
 
     async def _send(
-        self, operation: str, method: str, url: URL, body: dict[str, Any] | None
+        self,
+        operation: str,
+        method: str,
+        url: URL,
+        body: dict[str, Any] | None,
+        max_bytes: int,
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
         session = self._session_for_call()
         headers = {
@@ -272,7 +297,7 @@ class PinningServiceClient:
                 async with session.request(
                     method, url, json=body, headers=headers, allow_redirects=False
                 ) as response:
-                    payload = await response.read()
+                    payload = await self._read(operation, response, max_bytes)
                     if response.status not in _REDIRECTS:
                         return response.status, response.headers, payload
                     url = self._follow(operation, method, url, response)
@@ -291,6 +316,39 @@ class PinningServiceClient:
             except aiohttp.ClientError as exc:
                 raise NetworkError(self.name, operation, _client_error_reason(exc)) from None
         raise RedirectRefused(self.name, operation, f"more than {_MAX_REDIRECTS} redirects")
+
+    async def _read(
+        self, operation: str, response: aiohttp.ClientResponse, max_bytes: int
+    ) -> bytes:
+        """The answer's body, never more than `max_bytes` of it (an error's: its first
+        `MAX_ERROR_BODY` bytes). A larger answer is refused before or as it arrives, so
+        memory stays bounded whatever a server sends."""
+        ok = 200 <= response.status < 300
+        limit = max_bytes if ok else MAX_ERROR_BODY
+        announced = response.content_length
+        if ok and announced is not None and announced > limit:
+            response.close()
+            raise self._too_large(operation, response.status, f"{announced:,} bytes", limit)
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(256 * 1024):
+            body += chunk
+            if len(body) > limit:
+                response.close()  # the rest is never read: the connection is dropped
+                if ok:
+                    raise self._too_large(
+                        operation, response.status, f"over {limit:,} bytes", limit
+                    )
+                del body[limit:]
+                break
+        return bytes(body)
+
+    def _too_large(self, operation: str, status: int, size: str, limit: int) -> MalformedResponse:
+        return MalformedResponse(
+            self.name,
+            operation,
+            f"the answer is too large ({size}; at most {limit // 2**20} MiB is read)",
+            status=status,
+        )
 
     def _reveal_token(self, operation: str) -> str:
         """The token, read from its file or variable the first time a request needs it."""
@@ -357,14 +415,38 @@ class PinningServiceClient:
         if cls is Unauthorized:
             text = f"the token from {self._token.source} was refused ({text})"
         if cls is RateLimited:
-            kwargs["retry_after"] = retry_after_seconds(headers)
+            asked = retry_after_seconds(headers, cap=math.inf)
+            if asked is not None and asked > self._max_wait:
+                text += (
+                    f" (it asks to wait {format_duration(asked)}: pinsyncd waits "
+                    f"{format_duration(self._max_wait)}, then asks again)"
+                )
+                asked = self._max_wait
+            kwargs["retry_after"] = asked
         return cls(self.name, operation, text, **kwargs)
 
 
 def _request_path(requestid: str) -> tuple[str, str]:
+    """`pins/{requestid}`, the id as one percent-encoded segment: a `/` or `%` in it stays
+    inside, and `.` or `..` is sent as `%2E` or `%2E%2E`, which no URL library resolves as a
+    dot segment (whether the server does is its own; see `addressable`)."""
     if not requestid:
         raise ValueError("empty requestid")
-    return ("pins", quote(requestid, safe=""))  # a '/' in an id stays inside the segment
+    segment = quote(requestid, safe="")
+    if not segment.strip("."):
+        segment = segment.replace(".", "%2E")
+    return ("pins", segment)
+
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def addressable(requestid: str) -> bool:
+    """Whether `pins/{requestid}` reaches the request on any server or proxy: only RFC 3986
+    unreserved characters, and not a dot segment. UUIDs, CIDs and numbers are; an id with a
+    `/`, a `%`, a space or only dots may be decoded or normalised on its way (so a 404 for
+    it does not prove the request is gone)."""
+    return bool(_UNRESERVED.fullmatch(requestid)) and bool(requestid.strip("."))
 
 
 def _one_line(text: str, limit: int = 300) -> str:

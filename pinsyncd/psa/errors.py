@@ -9,6 +9,7 @@ have reached the service (an add whose answer was lost must be looked up before 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from email.utils import parsedate_to_datetime
 from typing import ClassVar
@@ -120,27 +121,44 @@ def error_class_for(status: int) -> type[PinningServiceError]:
     return ServerError if status >= 500 else ClientError
 
 
-def retry_after_seconds(headers: CIMultiDictProxy[str], now: float | None = None) -> float | None:
-    """Seconds to wait from `Retry-After` (seconds or HTTP-date) or `X-RateLimit-Reset`
-    (a Unix time, or seconds when small), whichever asks for the longer wait."""
+MAX_WAIT = 3600.0
+"""The longest wait a server can impose at once (the daemon passes `retry.cap`): past it,
+pinsyncd asks again, and a server that still wants a wait says so then."""
+
+
+def retry_after_seconds(
+    headers: CIMultiDictProxy[str], now: float | None = None, *, cap: float = MAX_WAIT
+) -> float | None:
+    """Seconds to wait from `Retry-After` (seconds or HTTP-date) or `X-RateLimit-Reset` (a
+    Unix time in seconds or milliseconds, or seconds from now when small), whichever asks
+    for the longer wait, at most `cap`. A value that is not a finite number or a date (NaN,
+    infinity) is ignored, as if the header were absent."""
     now = time.time() if now is None else now
     waits: list[float] = []
     retry_after = headers.get("Retry-After", "").strip()
     if retry_after:
-        try:
-            waits.append(float(retry_after))  # delta-seconds (decimals tolerated)
-        except ValueError:
-            with contextlib.suppress(TypeError, ValueError, IndexError):
-                waits.append(parsedate_to_datetime(retry_after).timestamp() - now)
-    reset = headers.get("X-RateLimit-Reset", "").strip()
-    if reset:
-        try:
-            value = float(reset)
-        except ValueError:
-            value = None
-        if value is not None:
-            # Pinata sends a Unix time; some services send seconds from now.
-            waits.append(value - now if value > 1_000_000_000 else value)
+        seconds = _number(retry_after)
+        if seconds is None:
+            with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+                seconds = parsedate_to_datetime(retry_after).timestamp() - now
+        if seconds is not None:
+            waits.append(seconds)
+    reset = _number(headers.get("X-RateLimit-Reset", "").strip())
+    if reset is not None:
+        if reset > 1e12:  # a Unix time in milliseconds
+            reset = reset / 1000 - now
+        elif reset > 1e9:  # a Unix time in seconds (Pinata)
+            reset -= now
+        waits.append(reset)  # else seconds from now
     if not waits:
         return None
-    return max(0.0, max(waits))
+    return min(cap, max(0.0, max(waits)))
+
+
+def _number(text: str) -> float | None:
+    """A finite decimal number, or None (NaN, infinity, garbage, nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

@@ -6,12 +6,24 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+)
 
 MAX_NAME_BYTES = 255  # Pin.name maxLength; Kubo enforces the same limit in bytes
 MAX_ORIGINS = 20
 MAX_CIDS_PER_QUERY = 10  # GET /pins `cid` maxItems
 MAX_PAGE_SIZE = 1000  # GET /pins `limit` maximum
+MAX_REQUESTID_BYTES = 1024  # longer is no id a service means to be addressed by
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+"""`created` outside [EARLIEST, LATEST) is no clock's reading: the record is a bad one."""
 
 
 class Status(StrEnum):
@@ -29,6 +41,21 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _in_range(value: datetime) -> datetime:
+    value = _as_utc(value)
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"{value.isoformat()} is before 1970 or after 2999")
+    return value
+
+
+def _requestid(value: str) -> str:
+    if not value:
+        raise ValueError("empty requestid")
+    if len(value.encode("utf-8", errors="surrogatepass")) > MAX_REQUESTID_BYTES:
+        raise ValueError(f"requestid longer than {MAX_REQUESTID_BYTES} bytes")
+    return value
+
+
 def _strings(value: Any) -> Any:
     """Spec says string values; some servers send numbers. Keep them, as strings."""
     if isinstance(value, dict):
@@ -41,6 +68,8 @@ def _none_as_empty_list(value: Any) -> Any:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+Created = Annotated[datetime, AfterValidator(_in_range)]
+RequestId = Annotated[str, AfterValidator(_requestid)]
 StringMap = Annotated[dict[str, str], BeforeValidator(_strings)]
 
 
@@ -77,9 +106,9 @@ class Pin(_Wire):
 class PinStatus(_Wire):
     """A pin request as the service tracks it."""
 
-    requestid: str = Field(min_length=1)
+    requestid: RequestId
     status: Status
-    created: UtcDatetime
+    created: Created
     pin: Pin
     # Required by the spec (minItems 1), but ipfs-cluster and others may send [] or omit it.
     delegates: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(
@@ -91,10 +120,52 @@ class PinStatus(_Wire):
 
 
 class PinResults(_Wire):
-    """One page of `GET /pins`."""
+    """One page of `GET /pins`. `skipped` counts records left out because they do not match
+    the spec (see `parse_page`), and `skipped_cids` holds the `pin.cid` of each that has one
+    (a request may exist for it); neither is on the wire."""
 
     count: int = Field(ge=0)
     results: list[PinStatus]
+    _skipped: int = PrivateAttr(default=0)
+    _skipped_cids: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def skipped(self) -> int:
+        return self._skipped
+
+    @property
+    def skipped_cids(self) -> tuple[str, ...]:
+        return self._skipped_cids
+
+
+class _RawPage(_Wire):
+    count: int = Field(ge=0)
+    results: list[Any]
+
+
+def parse_page(payload: bytes) -> PinResults:
+    """A page of `GET /pins`. A record that does not match the spec (an empty or absurd
+    requestid, a `created` out of range, a missing field) is skipped and counted, so one bad
+    record does not cost the whole listing. A page whose frame is wrong raises
+    `ValidationError`."""
+    try:
+        return PinResults.model_validate_json(payload)
+    except ValidationError:
+        raw = _RawPage.model_validate_json(payload)  # the frame itself is wrong: raise
+    good: list[PinStatus] = []
+    cids: list[str] = []
+    for record in raw.results:
+        try:
+            good.append(PinStatus.model_validate(record))
+        except ValidationError:
+            pin = record.get("pin") if isinstance(record, dict) else None
+            cid = pin.get("cid") if isinstance(pin, dict) else None
+            if isinstance(cid, str) and cid:
+                cids.append(cid)
+    page = PinResults(count=raw.count, results=good)
+    page._skipped = len(raw.results) - len(good)
+    page._skipped_cids = tuple(cids)
+    return page
 
 
 class FailureError(_Wire):

@@ -29,10 +29,12 @@ listing incomplete, and `ListingReport.complete` says so.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Literal
+
+import structlog
 
 from pinsyncd.cids import InvalidCIDError, cid_forms, multihash_of
 from pinsyncd.psa.client import PinningServiceClient
@@ -41,9 +43,12 @@ from pinsyncd.psa.models import (
     ALL_STATUSES,
     MAX_CIDS_PER_QUERY,
     MAX_PAGE_SIZE,
+    PinResults,
     PinStatus,
     Status,
 )
+
+log = structlog.get_logger("pinsyncd.psa")
 
 _SECOND = timedelta(seconds=1)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -58,11 +63,42 @@ class ListingReport:
     seen: int = 0
     duplicates: int = 0
     first_count: int | None = None
+    max_count: int | None = None
     order: Literal["newest_first", "oldest_first"] | None = None
     one_page: str | None = None
     """Why the rest was asked for in one page (the server's order defeats a cursor)."""
     complete: bool = True
-    """False when the server refused that one page, so some pins may be missing."""
+    """False when some pins may be missing: the server refused that one page, records were
+    skipped, or the listing was cut off (see `cut_off`)."""
+    skipped: int = 0
+    """Records that do not match the spec, left out (see `parse_page`)."""
+    skipped_cids: list[str] = field(default_factory=list)
+    """The `pin.cid` of skipped records that have one (at most `MAX_SKIPPED_CIDS`)."""
+    cut_off: str | None = None
+    """Why the listing was stopped before the server said it ended."""
+
+
+MAX_SKIPPED_CIDS = 100_000
+LISTING_FLOOR = 250_000
+"""A listing may always bring this many requests; past it, only as many as twice the largest
+`count` a page reported. A server whose pages never end (fresh requestids on every page) is
+stopped there instead of holding the service forever."""
+
+
+def listing_bound(report: ListingReport) -> int:
+    return max(LISTING_FLOOR, 2 * (report.max_count or 0))
+
+
+def _note_page(report: ListingReport, page: PinResults) -> None:
+    report.pages += 1
+    if report.first_count is None:
+        report.first_count = page.count
+    report.max_count = max(report.max_count or 0, page.count)
+    if page.skipped:
+        report.skipped += page.skipped
+        report.complete = False
+        room = MAX_SKIPPED_CIDS - len(report.skipped_cids)
+        report.skipped_cids.extend(page.skipped_cids[: max(0, room)])
 
 
 async def iter_pins(
@@ -94,20 +130,22 @@ async def iter_pins(
             limit=page_size,
             meta=meta,
         )
-        report.pages += 1
-        if report.first_count is None:
-            report.first_count = page.count
+        _note_page(report, page)
         fresh = [pin for pin in page.results if pin.requestid not in seen]
         report.duplicates += len(page.results) - len(fresh)
         for pin in fresh:
             seen.add(pin.requestid)
             report.seen += 1
             yield pin
-        full = len(page.results) >= page_size or page.count > len(page.results)
+        listed = len(page.results) + page.skipped
+        full = listed >= page_size or page.count > listed
         if not page.results:
             break
         if not full:
             break
+        if report.seen > listing_bound(report):
+            _cut_off(client, report)
+            return
         created = [pin.created for pin in page.results]
         if not fresh:
             if not _honours_cursor(created, cursor_before, cursor_after):
@@ -146,7 +184,7 @@ async def iter_pins(
         except (BadRequest, ClientError):
             report.complete = False
             return
-        report.pages += 1
+        _note_page(report, page)
         for pin in page.results:
             if pin.requestid in seen:
                 report.duplicates += 1
@@ -154,10 +192,28 @@ async def iter_pins(
             seen.add(pin.requestid)
             report.seen += 1
             yield pin
-        if page.count <= len(page.results):
+        if page.count <= len(page.results) + page.skipped:
+            return
+        if report.seen > listing_bound(report):
+            _cut_off(client, report)
             return
         total = page.count  # more were added meanwhile
     report.complete = False
+
+
+def _cut_off(client: PinningServiceClient, report: ListingReport) -> None:
+    report.complete = False
+    report.cut_off = (
+        f"the listing was stopped after {report.pages} pages and {report.seen} requests: "
+        f"more than its count ({report.max_count}) can justify"
+    )
+    log.warning(
+        "a listing that does not end was cut off; what it brought is used",
+        service=client.name,
+        pages=report.pages,
+        requests=report.seen,
+        count=report.max_count,
+    )
 
 
 ONE_PAGE_SLACK = 100
@@ -198,22 +254,29 @@ async def find_pins(
     *,
     statuses: Iterable[Status] = ALL_STATUSES,
     report: ListingReport | None = None,
+    uncertain: set[bytes] | None = None,
 ) -> dict[bytes, list[PinStatus]]:
     """The service's pin requests for `cids`, keyed by multihash (so a CIDv1 answer matches a
-    CIDv0 question). Each CID is asked for in all its spellings, at most 10 per request."""
+    CIDv0 question). Each CID is asked for in all its spellings, at most 10 per request.
+    Keys whose lookup brought a record that had to be skipped (it does not match the spec)
+    are added to `uncertain`: a request may exist for them that cannot be read."""
     wanted: set[bytes] = set()
-    queries: list[str] = []
+    queries: list[tuple[bytes, str]] = []
     for cid in cids:
         key = multihash_of(cid)
         if key in wanted:
             continue
         wanted.add(key)
-        queries.extend(cid_forms(cid))
+        queries.extend((key, form) for form in cid_forms(cid))
     found: dict[bytes, list[PinStatus]] = {key: [] for key in wanted}
     seen: set[str] = set()
     for start in range(0, len(queries), MAX_CIDS_PER_QUERY):
         chunk = queries[start : start + MAX_CIDS_PER_QUERY]
-        async for pin in iter_pins(client, cids=chunk, statuses=statuses, report=report):
+        chunk_report = ListingReport()
+        pins = iter_pins(
+            client, cids=[form for _key, form in chunk], statuses=statuses, report=chunk_report
+        )
+        async for pin in pins:
             if pin.requestid in seen:
                 continue
             seen.add(pin.requestid)
@@ -223,4 +286,30 @@ async def find_pins(
                 continue  # not one of ours, whatever it is
             if key in found:
                 found[key].append(pin)
+        if report is not None:
+            _merge(report, chunk_report)
+        if uncertain is not None and chunk_report.skipped:
+            uncertain.update(_unreadable_keys(chunk_report, {key for key, _form in chunk}))
     return found
+
+
+def _unreadable_keys(report: ListingReport, asked: set[bytes]) -> set[bytes]:
+    """Which of the `asked` keys a skipped record may be for: the one its CID names, or all
+    of them when a skipped record has no readable CID."""
+    keys: set[bytes] = set()
+    for cid in report.skipped_cids:
+        try:
+            keys.add(multihash_of(cid))
+        except InvalidCIDError:
+            return asked
+    if len(report.skipped_cids) < report.skipped:
+        return asked
+    return keys & asked
+
+
+def _merge(total: ListingReport, part: ListingReport) -> None:
+    total.pages += part.pages
+    total.seen += part.seen
+    total.duplicates += part.duplicates
+    total.skipped += part.skipped
+    total.complete = total.complete and part.complete

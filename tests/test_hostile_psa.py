@@ -1,0 +1,152 @@
+"""Services that misbehave on purpose, over real sockets: answers that never end, absurd
+waits, requestids no URL keeps, records with impossible timestamps."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from pinsyncd.cids import multihash_of
+from pinsyncd.psa import (
+    ListingReport,
+    MalformedResponse,
+    NotFound,
+    Pin,
+    PinningServiceClient,
+    RateLimited,
+    addressable,
+    find_pins,
+    iter_pins,
+)
+from pinsyncd.psa.client import MAX_ANSWER
+from pinsyncd.psa.errors import retry_after_seconds
+from pinsyncd.tokens import Secret
+from tests.cidgen import random_cid
+from tests.fake_psa import FakePinningService, Fault
+
+TOKEN = "hostile-token"
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[FakePinningService]:
+    async with FakePinningService(token=TOKEN) as svc:
+        yield svc
+
+
+def client_for(url: str, **kwargs: float) -> PinningServiceClient:
+    return PinningServiceClient("spec", url, Secret(TOKEN, "$SPEC_TOKEN"), **kwargs)
+
+
+async def test_an_endless_answer_is_cut_off_at_the_cap(service: FakePinningService) -> None:
+    service.inject(Fault("flood", size=None), method="GET", path="/pins", times=None)
+    async with client_for(service.url, read_retries=0) as client:
+        with pytest.raises(MalformedResponse, match="too large"):
+            await client.list_pins()
+    # The client stopped reading at the cap: the server could not push much past it.
+    assert MAX_ANSWER < service.flooded < MAX_ANSWER + 8 * 2**20
+
+
+async def test_a_large_error_body_is_read_only_in_part(service: FakePinningService) -> None:
+    service.inject(Fault("flood", status=500, size=200 * 2**20), method="GET", times=None)
+    async with client_for(service.url, read_retries=0) as client:
+        with pytest.raises(Exception, match="HTTP 500"):
+            await client.list_pins()
+    assert service.flooded < 16 * 2**20
+
+
+def test_absurd_waits_are_rejected_or_capped() -> None:
+    now = time.time()
+
+    def wait(**headers: str) -> float | None:
+        return retry_after_seconds(CIMultiDictProxy(CIMultiDict(headers)), now=now)
+
+    for value in ("inf", "-inf", "nan", "Infinity"):
+        assert wait(**{"Retry-After": value}) is None, value
+        assert wait(**{"X-RateLimit-Reset": value}) is None, value
+    assert wait(**{"Retry-After": "1e300"}) == 3600
+    assert wait(**{"Retry-After": "315360000"}) == 3600
+    assert wait(**{"X-RateLimit-Reset": str(int((now + 30) * 1000))}) == pytest.approx(30, abs=1)
+    assert wait(**{"Retry-After": "-5"}) == 0
+    assert wait(**{"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"}) == 3600
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300", "315360000"])
+async def test_a_429_with_an_absurd_wait_pauses_at_most_the_cap(
+    service: FakePinningService, value: str
+) -> None:
+    service.inject(Fault("status", status=429, headers={"Retry-After": value}), method="POST")
+    async with client_for(service.url, max_wait=600) as client:
+        with pytest.raises(RateLimited) as caught:
+            await client.add_pin(Pin(cid=random_cid()))
+    wait = caught.value.retry_after
+    assert wait is None or wait <= 600
+    if value != "inf":
+        assert wait == 600 and "asks to wait" in str(caught.value)
+
+
+async def test_dot_requestids_stay_one_segment() -> None:
+    paths: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        paths.append(request.raw_path)
+        return web.json_response({"error": {"reason": "NOT_FOUND"}}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with client_for(f"http://127.0.0.1:{port}/api") as client:
+            for rid in (".", "..", "a/b", "%2F", "x y"):
+                with pytest.raises(NotFound):
+                    await client.get_pin(rid)
+    finally:
+        await runner.cleanup()
+    assert paths == [
+        "/api/pins/%2E",
+        "/api/pins/%2E%2E",
+        "/api/pins/a%2Fb",
+        "/api/pins/%252F",
+        "/api/pins/x%20y",
+    ]
+    assert not any(addressable(r) for r in (".", "..", "a/b", "%2F", "x y", ""))
+    assert all(addressable(r) for r in ("a.b", "3fa85f64-5717-4562-b3fc-2c963f66afa6", "7"))
+
+
+def _record(requestid: str, cid: str, created: str) -> dict[str, object]:
+    return {"requestid": requestid, "status": "pinned", "created": created, "pin": {"cid": cid}}
+
+
+async def test_bad_records_are_skipped_and_counted_and_keep_a_lookup_open(
+    service: FakePinningService,
+) -> None:
+    good, year_9999, empty_id, long_id = (random_cid() for _ in range(4))
+    page = {
+        "count": 5,
+        "results": [
+            _record("r1", good, "2024-05-01T00:00:00Z"),
+            _record("r2", year_9999, "9999-12-31T23:59:59Z"),
+            _record("r3", year_9999, "1969-12-31T23:59:59Z"),
+            _record("", empty_id, "2024-05-01T00:00:00Z"),
+            _record("x" * 2000, long_id, "2024-05-01T00:00:00Z"),
+        ],
+    }
+    service.inject(
+        Fault("malformed", body=json.dumps(page)), method="GET", path="/pins", times=None
+    )
+    async with client_for(service.url) as client:
+        report = ListingReport()
+        listed = [pin async for pin in iter_pins(client, report=report)]
+        assert [pin.requestid for pin in listed] == ["r1"]
+        assert report.skipped >= 4 and not report.complete  # once per page that had them
+        unsure: set[bytes] = set()
+        await find_pins(client, [good, year_9999], uncertain=unsure)
+    assert unsure == {multihash_of(year_9999)}, "a request may exist: it is not 'absent'"
