@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -25,9 +26,11 @@ from pinsyncd.psa import (
 )
 from pinsyncd.psa.client import MAX_ANSWER
 from pinsyncd.psa.errors import retry_after_seconds
+from pinsyncd.state import RemoteStatus, StateStore
 from pinsyncd.tokens import Secret
-from tests.cidgen import random_cid
+from tests.cidgen import random_cid, random_cids
 from tests.fake_psa import FakePinningService, Fault
+from tests.test_hostile_state import EXEC_TOKEN, ONLINE, executor_for
 
 TOKEN = "hostile-token"
 
@@ -150,3 +153,29 @@ async def test_bad_records_are_skipped_and_counted_and_keep_a_lookup_open(
         unsure: set[bytes] = set()
         await find_pins(client, [good, year_9999], uncertain=unsure)
     assert unsure == {multihash_of(year_9999)}, "a request may exist: it is not 'absent'"
+
+
+async def test_a_404_for_a_request_still_listed_is_not_a_vanished_pin(tmp_path: Path) -> None:
+    """A server (or a proxy before it) that answers 404 for `GET /pins/{id}` of requests it
+    still has: verification must not count them vanished and pin them a second time."""
+    store = await StateStore.open(tmp_path / "state.db")
+    local = {cid: f"f{i}" for i, cid in enumerate(random_cids(20))}
+    async with FakePinningService(token=EXEC_TOKEN, transition_after=0.0) as svc:
+        executor = executor_for(svc, store)
+        async with executor.client:
+            await executor.sync(local, ONLINE)
+            await executor.sync(local, ONLINE, send=False)
+            rows = await store.remote_pins("spec")
+            assert {r.status for r in rows.values()} == {RemoteStatus.PINNED}
+            executor.verify_interval = 0.0
+            empty = json.dumps({"count": 0, "results": []})
+            svc.inject(Fault("malformed", body=empty), method="GET", path="/pins", times=1)
+            svc.inject(Fault("status", status=404), method="GET", path="/pins/*", times=None)
+            report = await executor.sync(local, ONLINE)
+        gets = svc.count(method="GET")
+        assert report.vanished == 0 and report.added == 0
+        assert all(len(svc.pins_for_cid(cid)) == 1 for cid in local)
+        assert gets > 20, "each 404 was checked against a listing"
+    rows = await store.remote_pins("spec")
+    await store.close()
+    assert len(rows) == 20 and {r.status for r in rows.values()} == {RemoteStatus.PINNED}
