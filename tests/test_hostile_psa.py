@@ -179,3 +179,37 @@ async def test_a_404_for_a_request_still_listed_is_not_a_vanished_pin(tmp_path: 
     rows = await store.remote_pins("spec")
     await store.close()
     assert len(rows) == 20 and {r.status for r in rows.values()} == {RemoteStatus.PINNED}
+
+
+async def test_a_listing_that_never_ends_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every page brings fresh requestids, newest first, whatever the cursor: the listing
+    stops at its bound (lowered here from 250,000 so the test is quick) and says so."""
+    monkeypatch.setattr("pinsyncd.psa.pager.LISTING_FLOOR", 50)
+    served = 0
+    cid = random_cid()
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal served
+        limit = int(request.query.get("limit", "10"))
+        records = []
+        for _ in range(limit):
+            served += 1
+            stamp = f"2024-05-01T00:00:00.{1_000_000 - served:06d}Z"
+            records.append(_record(f"fresh-{served}", cid, stamp))
+        return web.json_response({"count": 10, "results": records})
+
+    app = web.Application()
+    app.router.add_get("/pins", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    report = ListingReport()
+    try:
+        async with client_for(f"http://127.0.0.1:{port}") as client:
+            pins = [pin async for pin in iter_pins(client, page_size=10, report=report)]
+    finally:
+        await runner.cleanup()
+    assert 50 < len(pins) <= 60 and served <= 70
+    assert not report.complete and report.cut_off and "more than its count" in report.cut_off
