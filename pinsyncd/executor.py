@@ -415,7 +415,7 @@ class ServiceExecutor:
                     rows = await self.store.remote_rows(self.service.name, [x.cid for x in mapped])
                     pairs = [(x, rows.get(x.cid)) for x in mapped]
                     await self.store.save(_take_over(pairs, start, report))
-        await self._hold_unreadable(listing)
+        await self._hold_unreadable(listing, by_hash)
         if report.adopted or report.duplicates or report.others:
             self.log.info(
                 "adopted existing pins",
@@ -425,13 +425,16 @@ class ServiceExecutor:
                 other_devices_requests=report.others,
             )
 
-    async def _hold_unreadable(self, listing: ListingReport) -> None:
+    async def _hold_unreadable(
+        self, listing: ListingReport, by_hash: dict[bytes, str] | None
+    ) -> None:
         """Records of the first listing that do not match the spec are skipped, but a request
         may be behind each: for one whose CID is ours and not tracked yet, an intent is
         written, so it is looked up (and kept while it cannot be read), never added again."""
         if not listing.skipped:
             return
-        by_hash = _hash_index(await self.store.known_cids(self.service.name))
+        if by_hash is None:  # not built yet by `_adopt`
+            by_hash = _hash_index(await self.store.known_cids(self.service.name))
         cids: set[str] = set()
         for raw in listing.skipped_cids:
             try:
@@ -785,16 +788,17 @@ class ServiceExecutor:
     async def _deleted_unaddressable(self, item: Remove) -> bool:
         """A delete of a request whose id does not survive a URL answered 404: it is gone only
         if the service no longer lists it (else it stays recorded, and is tried again)."""
-        found = await find_pins(self.client, [item.cid])
-        if any(s.requestid == item.requestid for s in found.get(multihash_of(item.cid), [])):
+        listed, untold = await self._still_listed([(item.cid, item.requestid)])
+        if listed:
             self.log.warning(
                 "cannot delete a request: the service answers 404 for its id but still lists "
                 "it; delete it in the service's own interface",
                 cid=item.cid,
                 requestid=item.requestid,
             )
-            return False
-        return True
+        elif untold:
+            self.log.debug("a deleted request cannot be told gone; asked again", cid=item.cid)
+        return not (listed or untold)
 
     # --- status tracking --------------------------------------------------------------------
 
@@ -891,20 +895,15 @@ class ServiceExecutor:
         to the status listed), and those really gone. A 404 alone is not proof: the id may
         not survive a URL's normalisation (`addressable`), or a server or proxy may answer
         404 for a path it mishandles; a wrong "gone" would pin the CID a second time. One
-        that cannot be told (the listing has records that do not match the spec) is in
-        neither: it is asked about again later."""
-        if not rows:
-            return [], []
-        unreadable: set[bytes] = set()
-        found = await find_pins(self.client, [row.cid for row in rows], uncertain=unreadable)
+        that cannot be told is in neither: it is asked about again later."""
+        pairs = [(row.cid, row.requestid or "") for row in rows]
+        listed, untold = await self._still_listed(pairs)
         still: list[RemotePin] = []
         gone: list[RemotePin] = []
-        for row in rows:
-            key = multihash_of(row.cid)
-            listed = [s for s in found.get(key, []) if s.requestid == row.requestid]
-            if listed:
-                still.append(_apply_status(row, listed[0]))
-            elif key not in unreadable:
+        for row, pair in zip(rows, pairs, strict=True):
+            if pair in listed:
+                still.append(_apply_status(row, listed[pair]))
+            elif pair not in untold:
                 gone.append(row)
         if still:
             self.log.warning(
@@ -913,6 +912,27 @@ class ServiceExecutor:
                 requestid_addressable=all(addressable(r.requestid or "") for r in still),
             )
         return still, gone
+
+    async def _still_listed(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, str], PinStatus], set[tuple[str, str]]]:
+        """Which (cid, requestid) pairs the service still lists, with their listed status,
+        and which cannot be told (a lookup by the CID met records that do not match the
+        spec: the request may be behind one). The rest are gone."""
+        if not pairs:
+            return {}, set()
+        unreadable: set[bytes] = set()
+        found = await find_pins(self.client, [cid for cid, _ in pairs], uncertain=unreadable)
+        listed: dict[tuple[str, str], PinStatus] = {}
+        untold: set[tuple[str, str]] = set()
+        for cid, requestid in pairs:
+            key = multihash_of(cid)
+            match = [s for s in found.get(key, []) if s.requestid == requestid]
+            if match:
+                listed[(cid, requestid)] = match[0]
+            elif key in unreadable:
+                untold.add((cid, requestid))
+        return listed, untold
 
     # --- verification -----------------------------------------------------------------------
 

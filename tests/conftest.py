@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,9 @@ import pytest
 
 from tests import loopback_guard
 from tests.cluster_peer import ClusterPeer
+from tests.fake_psa import FakePinningService
 from tests.peers import KuboNode, MockPinningService, install_peers
+from tests.servers import SPEC_TOKEN
 
 SEEDED_PINS = 3000
 
@@ -129,6 +131,14 @@ def cluster_factory(peers_installed: None, tmp_path: Path) -> Iterator[Callable[
     yield start
     for peer in started:
         peer.stop()
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[FakePinningService]:
+    """The fake pinning service, spec-faithful, taking `SPEC_TOKEN` (see tests/servers.py).
+    Modules that need other options define their own `service`."""
+    async with FakePinningService(token=SPEC_TOKEN) as svc:
+        yield svc
 
 
 @pytest.fixture

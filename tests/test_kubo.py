@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from pinsyncd.kubo import LocalNode, NodeRequestError, NodeUnavailable
 from tests.peers import KuboNode
+from tests.servers import Handler, serving
 
 # --- against real Kubo -------------------------------------------------------------------------
 
@@ -79,28 +81,16 @@ async def test_node_down_is_unreachable_not_a_crash(kubo_factory: Callable[..., 
 
 # --- against servers that misbehave ------------------------------------------------------------
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 @pytest.fixture
 async def fake_node() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
     """Serve one handler for every path on 127.0.0.1; yields a function returning the URL."""
-    runners: list[web.AppRunner] = []
+    async with contextlib.AsyncExitStack() as servers:
 
-    async def serve(handler: Handler) -> str:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        port = runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}"
+        async def serve(handler: Handler) -> str:
+            return await servers.enter_async_context(serving(handler))
 
-    yield serve
-    for runner in runners:
-        await runner.cleanup()
+        yield serve
 
 
 async def test_html_answer_is_not_kubo(fake_node: Callable[[Handler], Awaitable[str]]) -> None:

@@ -35,18 +35,9 @@ from pinsyncd.psa.errors import retry_after_seconds
 from pinsyncd.tokens import Secret
 from tests.cidgen import random_cid, random_cids
 from tests.fake_psa import FakePinningService, Fault
+from tests.servers import SPEC_TOKEN, client_for, serving
 
-TOKEN = "spec-token-value"
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[FakePinningService]:
-    async with FakePinningService(token=TOKEN) as svc:
-        yield svc
-
-
-def client_for(svc: FakePinningService, **kwargs: float) -> PinningServiceClient:
-    return PinningServiceClient("spec", svc.url, Secret(TOKEN, "$SPEC_TOKEN"), **kwargs)
+TOKEN = SPEC_TOKEN
 
 
 def seed(svc: FakePinningService, count: int, status: str = "pinned") -> list[str]:
@@ -372,28 +363,18 @@ async def redirector() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         seen.append(dict(request.headers))
         return web.json_response({"count": 0, "results": []})
 
-    async def serve(handler: object) -> tuple[web.AppRunner, str]:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)  # type: ignore[arg-type]
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with serving(record) as url_b:
 
-    runner_b, url_b = await serve(record)
+        async def redirect(request: web.Request) -> web.Response:
+            if request.path.startswith("/moved"):
+                body = pin_status if request.method == "POST" else {"count": 0, "results": []}
+                return web.json_response(body, status=202 if request.method == "POST" else 200)
+            mode, code = request.path.strip("/").split("/")[0].split("-")
+            location = f"{url_b}/pins" if mode == "other" else "/moved/pins"
+            return web.Response(status=int(code), headers={"Location": location})
 
-    async def redirect(request: web.Request) -> web.Response:
-        if request.path.startswith("/moved"):
-            body = pin_status if request.method == "POST" else {"count": 0, "results": []}
-            return web.json_response(body, status=202 if request.method == "POST" else 200)
-        mode, code = request.path.strip("/").split("/")[0].split("-")
-        location = f"{url_b}/pins" if mode == "other" else "/moved/pins"
-        return web.Response(status=int(code), headers={"Location": location})
-
-    runner_a, url_a = await serve(redirect)
-    yield url_a, seen
-    await runner_a.cleanup()
-    await runner_b.cleanup()
+        async with serving(redirect) as url_a:
+            yield url_a, seen
 
 
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])

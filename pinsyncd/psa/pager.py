@@ -89,16 +89,25 @@ def listing_bound(report: ListingReport) -> int:
     return max(LISTING_FLOOR, 2 * (report.max_count or 0))
 
 
-def _note_page(report: ListingReport, page: PinResults) -> None:
+def _note_page(report: ListingReport, page: PinResults, *, whole: bool = False) -> None:
+    """Count a page. A `whole` page lists again everything the cursor pages listed, so its
+    skipped records include theirs: it sets the count (if higher) rather than adding to it."""
     report.pages += 1
     if report.first_count is None:
         report.first_count = page.count
     report.max_count = max(report.max_count or 0, page.count)
-    if page.skipped:
+    if not page.skipped:
+        return
+    report.complete = False
+    if whole:
+        report.skipped = max(report.skipped, page.skipped)
+        known = set(report.skipped_cids)
+        fresh = [cid for cid in page.skipped_cids if cid not in known]
+    else:
         report.skipped += page.skipped
-        report.complete = False
-        room = MAX_SKIPPED_CIDS - len(report.skipped_cids)
-        report.skipped_cids.extend(page.skipped_cids[: max(0, room)])
+        fresh = list(page.skipped_cids)
+    room = MAX_SKIPPED_CIDS - len(report.skipped_cids)
+    report.skipped_cids.extend(fresh[: max(0, room)])
 
 
 async def iter_pins(
@@ -184,7 +193,7 @@ async def iter_pins(
         except (BadRequest, ClientError):
             report.complete = False
             return
-        _note_page(report, page)
+        _note_page(report, page, whole=True)
         for pin in page.results:
             if pin.requestid in seen:
                 report.duplicates += 1
