@@ -1,5 +1,8 @@
 """pinsyncd: keeps a local IPFS node's pins backed up on remote pinning services."""
 
+# First: a SIGHUP that comes while `pinsyncd run` starts is remembered, not fatal.
+from pinsyncd import hangup  # noqa: F401, I001
+
 from importlib.metadata import PackageNotFoundError, version
 
 try:

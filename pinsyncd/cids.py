@@ -66,6 +66,21 @@ def cid_forms(text: str) -> list[str]:
     return forms
 
 
+def other_spellings(text: str) -> list[str]:
+    """`cid_forms(text)` without `text`, computed only as far as needed: a CID in canonical
+    base32 with a codec other than dag-pb has none. Raises `InvalidCIDError` when `text` is
+    not a CID."""
+    text = text.strip()
+    fast = _fast_decode(text)
+    if fast is None:
+        return cid_forms(text)[1:]
+    codec, digest = fast
+    forms = [] if text.startswith("b") else ["b" + _base32(bytes((1, codec)) + digest)]
+    if codec == _DAG_PB and not text.startswith("Qm"):
+        forms.append(_base58(digest))
+    return forms
+
+
 def _fast_decode(text: str) -> tuple[int, bytes] | None:
     """(codec, multihash) of a CID in one of the common forms, or None when the text is in
     any other form (or invalid): the library then decides, and words its own errors."""

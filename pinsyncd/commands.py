@@ -22,7 +22,7 @@ from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
 from pinsyncd.engine import SyncEngine
 from pinsyncd.lock import EX_LOCKED, Holder, StateLock
-from pinsyncd.logs import redact_text, register_secrets
+from pinsyncd.logs import printable, redact_text, register_secrets
 from pinsyncd.planner import ServicePlan
 from pinsyncd.progress import SendProgress
 from pinsyncd.psa import PinningServiceError
@@ -33,7 +33,7 @@ log = structlog.get_logger("pinsyncd")
 
 
 def fail(message: str) -> int:
-    print(f"pinsyncd: {redact_text(message)}", file=sys.stderr)
+    print(f"pinsyncd: {printable(redact_text(message))}", file=sys.stderr)
     return 1
 
 
@@ -120,7 +120,7 @@ async def _ask_daemon(
                 file=sys.stderr,
             )
         if "print" in line:
-            print(line["print"])
+            print(printable(line["print"]))
         elif "log" in line:
             fields = {k: v for k, v in line.items() if k != "log"}
             log.info(str(line["log"]), **fields)
@@ -138,7 +138,9 @@ def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
     names = [s.name for s in config.services]
     if failed:
         rows = read_failed(config.state_path, names)
-        print(redact_text(json.dumps(rows, indent=2) if as_json else render_failed(rows)))
+        print(
+            redact_text(json.dumps(rows, indent=2) if as_json else printable(render_failed(rows)))
+        )
         return 0
     status = read_status(
         config.state_path,
@@ -148,7 +150,7 @@ def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
         stuck_after=config.sync.stuck_after,
     )
     # Stored text is scrubbed when written; this also covers a file from an older pinsyncd.
-    print(redact_text(json.dumps(status, indent=2) if as_json else render_table(status)))
+    print(redact_text(json.dumps(status, indent=2) if as_json else printable(render_table(status))))
     return 0
 
 
@@ -258,11 +260,11 @@ def _print_plan(name: str, endpoint: str, plan: ServicePlan) -> None:
     if plan.waiting:
         print(f"  {plan.waiting} pins wait for their retry time")
     for item in plan.add[:20]:
-        print(f"    add {item.cid}" + (f"  ({item.name})" if item.name else ""))
+        print(printable(f"    add {item.cid}" + (f"  ({item.name})" if item.name else "")))
     if len(plan.add) > 20:
         print(f"    ... and {len(plan.add) - 20} more")
     for item in plan.remove[:20]:
-        print(f"    delete {item.cid}  ({item.reason})")
+        print(printable(f"    delete {item.cid}  ({item.reason})"))
 
 
 def retry(config: Config, *, service: str | None, cids: list[str]) -> int:

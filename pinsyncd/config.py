@@ -25,6 +25,7 @@ from pydantic import (
 from yarl import URL
 
 from pinsyncd.durations import parse_duration
+from pinsyncd.files import NotARegularFile, read_capped
 from pinsyncd.tokens import Token, TokenError, TokenSource
 
 DEFAULT_CONFIG_PATH = Path("/etc/pinsyncd/config.yaml")
@@ -402,9 +403,11 @@ def load_config(
     path = Path(path)
     filename = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_capped(path, MAX_CONFIG_FILE).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(filename, [Problem("", "no such file")]) from None
+    except NotARegularFile as exc:
+        raise ConfigError(filename, [Problem("", f"cannot read: it {exc.strerror}")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(filename, [Problem("", f"cannot read: {reason}")]) from None
@@ -507,10 +510,25 @@ def _raw_service_problems(data: Any, lines: _Lines) -> list[Problem]:
 
 _Lines = dict[tuple[str | int, ...], int]
 
+MAX_CONFIG_FILE = 2**20
+"""A config is a few KiB; a larger file is refused before it is parsed."""
+MAX_DEPTH = 64
+"""Nesting deeper than this is refused (a config needs 4 levels)."""
+MAX_VALUES = 100_000
+"""Values the file may hold once its aliases are expanded (an alias bomb expands to
+billions from a few lines)."""
+
+
+class _TooComplex(Exception):
+    """The YAML is shaped to exhaust the reader: the message says how."""
+
 
 def _load_yaml(text: str, filename: str) -> tuple[Any, _Lines]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        problem = Problem("", f"the YAML nests deeper than pinsyncd reads ({MAX_DEPTH} levels)")
+        raise ConfigError(filename, [problem]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -524,7 +542,10 @@ def _load_yaml(text: str, filename: str) -> tuple[Any, _Lines]:
         raise ConfigError(filename, [Problem("", "the file is empty; see config.example.yaml")])
     lines: _Lines = {}
     duplicates: list[Problem] = []
-    _index_nodes(root, (), lines, duplicates)
+    try:
+        _index_nodes(root, (), lines, duplicates, _Budget())
+    except _TooComplex as exc:
+        raise ConfigError(filename, [Problem("", str(exc))]) from None
     if duplicates:
         raise ConfigError(filename, duplicates)
     if not isinstance(root, yaml.MappingNode):
@@ -536,25 +557,70 @@ def _load_yaml(text: str, filename: str) -> tuple[Any, _Lines]:
     return data, lines
 
 
+class _Budget:
+    """What walking the YAML may cost: `MAX_VALUES` values, `MAX_DEPTH` levels, no cycle."""
+
+    def __init__(self) -> None:
+        self.values = 0
+        self.path: list[int] = []  # ids of the collections being walked
+
+    def enter(self, node: yaml.Node) -> None:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise _TooComplex(
+                f"the YAML holds more than {MAX_VALUES:,} values once its aliases are "
+                "expanded (an alias bomb?)"
+            )
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            if id(node) in self.path:
+                raise _TooComplex(
+                    f"an alias refers to a value that contains it (line {node.start_mark.line + 1})"
+                )
+            if len(self.path) >= MAX_DEPTH:
+                raise _TooComplex(f"the YAML nests deeper than {MAX_DEPTH} levels")
+
+
 def _index_nodes(
-    node: yaml.Node, loc: tuple[str | int, ...], lines: _Lines, duplicates: list[Problem]
+    node: yaml.Node,
+    loc: tuple[str | int, ...],
+    lines: _Lines,
+    duplicates: list[Problem],
+    budget: _Budget,
 ) -> None:
+    budget.enter(node)
     lines.setdefault(loc, node.start_mark.line + 1)
+    if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        return
+    budget.path.append(id(node))
+    try:
+        _index_children(node, loc, lines, duplicates, budget)
+    finally:
+        budget.path.pop()
+
+
+def _index_children(
+    node: yaml.MappingNode | yaml.SequenceNode,
+    loc: tuple[str | int, ...],
+    lines: _Lines,
+    duplicates: list[Problem],
+    budget: _Budget,
+) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
-            key = str(key_node.value)
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "<a collection>"
             child = (*loc, key)
             if key in seen:
                 duplicates.append(
                     Problem(_render_loc(child), "key appears twice", key_node.start_mark.line + 1)
                 )
             seen.add(key)
-            _index_nodes(value_node, child, lines, duplicates)
+            budget.enter(key_node)
+            _index_nodes(value_node, child, lines, duplicates, budget)
             lines[child] = key_node.start_mark.line + 1  # the key's line, not the value's
-    elif isinstance(node, yaml.SequenceNode):
+    else:
         for index, item in enumerate(node.value):
-            _index_nodes(item, (*loc, index), lines, duplicates)
+            _index_nodes(item, (*loc, index), lines, duplicates, budget)
 
 
 def _line_for(loc: tuple[str | int, ...], lines: _Lines) -> int | None:

@@ -2,9 +2,11 @@
 on its own schedule, reload the config when it changes, and stop cleanly.
 
 - SIGTERM/SIGINT: no new request is started, requests waiting for their turn are dropped
-  (never sent), requests under way finish (or stay recorded as intents), the state is
-  closed, exit 0. A second signal cancels at once; the state is still consistent, because
-  every create was preceded by a committed intent.
+  (never sent), a listing of the node under way is abandoned, requests under way get
+  `STOP_GRACE` to finish, the state is closed, exit 0. What is still under way after the
+  grace (a hung request) is cancelled, as a second signal cancels at once; the state is
+  still consistent, because every create was preceded by a committed intent, and the next
+  start looks those intents up as after a crash.
 - SIGHUP, or a change to the config file (watchfiles): the file is read again. A valid new
   config replaces the running one without a restart: the loops stop as above, a new engine
   starts on the same state (a service removed keeps its state, one added starts syncing).
@@ -30,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from pinsyncd import outcome
+from pinsyncd import hangup, outcome
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config, ConfigError, load_config
 from pinsyncd.control import ControlServer, Emit, socket_path
@@ -48,6 +50,10 @@ from pinsyncd.state_guard import StateGuard
 from pinsyncd.status import read_status
 
 log = structlog.get_logger("pinsyncd")
+
+
+STOP_GRACE = 10.0
+"""Seconds that requests under way get to finish after SIGTERM (systemd waits 90 s)."""
 
 
 class Daemon:
@@ -69,6 +75,8 @@ class Daemon:
         self._halt = asyncio.Event()  # ends the loops of the current config generation
         self._reload_requested = asyncio.Event()
         self._signals = 0
+        self._grace: asyncio.TimerHandle | None = None
+        self._out_of_grace = False
         self._engine: SyncEngine | None = None
         self._services: dict[str, ServiceReport] = {}
         self._node: CycleReport | None = None
@@ -107,9 +115,17 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum, main)
         loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+        if hangup.early():
+            self._on_hangup()  # it came while starting: the file may have changed since
         try:
             return await self._run()
+        except asyncio.CancelledError:
+            if not self._out_of_grace:
+                raise
+            return 0  # a stop that was asked for; intents left are looked up at the next start
         finally:
+            if self._grace is not None:
+                self._grace.cancel()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
 
@@ -119,9 +135,20 @@ class Daemon:
             log.info("stopping: finishing requests under way", signal=signal.Signals(signum).name)
             self.notifier.stopping()
             self.stop()
+            if main is not None:
+                loop = asyncio.get_running_loop()
+                self._grace = loop.call_later(STOP_GRACE, self._end_grace, main)
         elif main is not None:
             log.warning("second signal: stopping now")
             main.cancel()
+
+    def _end_grace(self, main: asyncio.Task[object]) -> None:
+        log.warning(
+            f"requests still under way {STOP_GRACE:g}s after the stop signal were abandoned; "
+            "the next start looks up what they did"
+        )
+        self._out_of_grace = True
+        main.cancel()
 
     def _on_hangup(self) -> None:
         log.info("SIGHUP: reading the config again", config=str(self.config.source))
@@ -264,7 +291,11 @@ class Daemon:
             while not self._stop.is_set():
                 self._halt = asyncio.Event()
                 engine = SyncEngine(
-                    self.config, store, retry=self.retry, stopping=self._halt.is_set
+                    self.config,
+                    store,
+                    retry=self.retry,
+                    stopping=self._halt.is_set,
+                    halt=self._halt,
                 )
                 self._engine = engine
                 try:
@@ -297,6 +328,13 @@ class Daemon:
             for problem in exc.problems:
                 log.error("config rejected", problem=problem.render(exc.filename))
             log.error("the new config has errors; the running config stays", config=str(path))
+            return
+        except Exception as exc:  # whatever the file holds, the daemon goes on
+            log.error(
+                "the new config could not be read; the running config stays",
+                config=str(path),
+                error=f"{type(exc).__name__}: {exc}",
+            )
             return
         if config == self.config:
             log.debug("config unchanged", config=str(path))

@@ -4,9 +4,12 @@ so that one service failing never stops the others."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import aiosqlite
 import structlog
@@ -15,16 +18,23 @@ from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config
 from pinsyncd.delegates import DelegateDialer
 from pinsyncd.executor import NodeView, ServiceExecutor, ServiceReport
-from pinsyncd.kubo import LocalNode, NodeError
+from pinsyncd.kubo import LocalNode, NodeError, PinListing
 from pinsyncd.origins import select_origins
 from pinsyncd.policy import Policy, mfs_name
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.psa.errors import MAX_WAIT
 from pinsyncd.selection import Selector
-from pinsyncd.state import StateStore
+from pinsyncd.state import ListingVetting, StateStore
 from pinsyncd.throttle import Throttle
 
 log = structlog.get_logger("pinsyncd.engine")
+
+
+_T = TypeVar("_T")
+
+
+class ListingStopped(NodeError):
+    """The daemon stops: the node's listing was abandoned (the last one is used)."""
 
 
 @dataclass
@@ -37,6 +47,9 @@ class CycleReport:
     selected: int = 0
     local_added: int = 0
     local_removed: int = 0
+    skipped: ListingVetting | None = None
+    """What the node's listing left out (lines that are not a pin, CIDs that do not parse,
+    second spellings of one CID)."""
     node_came_back: bool = False
     services: dict[str, ServiceReport] = field(default_factory=dict)
 
@@ -51,8 +64,10 @@ class SyncEngine:
         *,
         retry: RetryPolicy | None = None,
         stopping: Callable[[], bool] = lambda: False,
+        halt: asyncio.Event | None = None,
     ) -> None:
         self.config = config
+        self._halt = halt  # set: a listing under way is abandoned
         self.store = store
         self.node = LocalNode(config.node.api, timeout=config.node.timeout)
         self.dialer = DelegateDialer(self.node)
@@ -89,6 +104,7 @@ class SyncEngine:
         self.mfs_root: str | None = None
         self.peer_id: str | None = None  # the node's, once listed (also from the state)
         self.node_view = NodeView(online=False)
+        self._skipped_noted: str | None = None
 
     def interrupt(self) -> None:
         """Stop waiting for turns: requests not yet sent are abandoned (the daemon stops)."""
@@ -147,11 +163,16 @@ class SyncEngine:
         return await self.executors[name].adopt(self.node_view)
 
     async def _read_node(self, report: CycleReport) -> NodeView:
+        vetting = ListingVetting()
         try:
             identity = await self.node.identity()
             added, removed, _renamed = await self.store.replace_local_listing(
-                self._listing(identity.peer_id)
+                self._listing(identity.peer_id, vetting), vetting
             )
+        except ListingStopped as exc:
+            report.node_error = str(exc)
+            await self._use_stored_listing(report)
+            return NodeView(online=False, peer_id=self.peer_id)
         except NodeError as exc:
             report.node_error = str(exc)
             if self._node_was_online is not False:
@@ -172,6 +193,8 @@ class SyncEngine:
         await self._count(report)
         report.node_online = True
         report.local_added, report.local_removed = added, removed
+        report.skipped = vetting
+        await self._note_skipped(vetting)
         origins = select_origins(
             identity.addresses,
             identity.peer_id,
@@ -179,16 +202,78 @@ class SyncEngine:
         )
         return NodeView(online=True, peer_id=identity.peer_id, origins=tuple(origins))
 
-    async def _listing(self, peer_id: str) -> AsyncIterator[list[tuple[str, str, str, int]]]:
+    async def _listing(
+        self, peer_id: str, vetting: ListingVetting
+    ) -> AsyncIterator[list[tuple[str, str, str, int]]]:
         """The node's pins of the configured types (one streamed `pin/ls` each), then the
         MFS root when `sync.mfs` is on, in batches of (cid, name, kind, selected). The MFS
-        root is always selected; if it is also pinned, the pin's entry wins."""
+        root is always selected; if it is also pinned, the pin's entry wins. Lines that are
+        not a pin are counted in `vetting`."""
         selected = self.selector.selected
+        skipped = PinListing()
         for pin_type in self.config.sync.pin_types:
-            async for pins in self.node.iter_pin_batches(pin_type):
+            batches = self._unless_halted(self.node.iter_pin_batches(pin_type, skipped))
+            async for pins in batches:
                 yield [(p.cid, p.name, pin_type, int(selected(p.cid, p.name))) for p in pins]
+        vetting.bad_lines = skipped.bad_lines
+        vetting.examples.extend(skipped.examples)
         if self.config.sync.mfs:
             yield [(await self.node.mfs_root(), mfs_name(peer_id), "mfs", 1)]
+
+    async def _unless_halted(self, source: AsyncGenerator[_T, None]) -> AsyncIterator[_T]:
+        """`source`, abandoned (`ListingStopped`) as soon as the daemon stops, even while it
+        waits for a node that sends its listing a line at a time."""
+        if self._halt is None:
+            async for item in source:
+                yield item
+            return
+        halted = asyncio.ensure_future(self._halt.wait())
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(source))
+                await asyncio.wait((step, halted), return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await step
+                    raise ListingStopped("the daemon is stopping; the node's listing was abandoned")
+                try:
+                    item = step.result()
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            halted.cancel()
+            with contextlib.suppress(Exception):
+                await source.aclose()
+
+    async def _note_skipped(self, vetting: ListingVetting) -> None:
+        """Keep what the listing left out for `status`, and say so when it changes."""
+        counts = {
+            "lines": vetting.bad_lines,
+            "unparsable": vetting.unparsable,
+            "spellings": vetting.spellings,
+        }
+        noted = json.dumps(counts, sort_keys=True)
+        if noted == self._skipped_noted:
+            return
+        self._skipped_noted = noted
+        if noted != await self.store.get_meta("node_skipped"):
+            await self.store.set_meta("node_skipped", noted)
+        if not vetting.complete:
+            log.warning(
+                "the node's listing has entries that are not pins or whose CID does not parse; "
+                "they are left out, and nothing is unpinned from the services while they last",
+                not_a_pin=vetting.bad_lines,
+                unparsable_cids=vetting.unparsable,
+                examples=vetting.examples,
+            )
+        if vetting.spellings:
+            log.info(
+                "the node pins some CIDs in two spellings (CIDv0 and CIDv1); each is one pin "
+                "to the services",
+                second_spellings=vetting.spellings,
+            )
 
     async def _count(self, report: CycleReport) -> None:
         report.local_pins, report.selected = await self.store.local_counts()

@@ -1,16 +1,20 @@
 """A client for the local IPFS node's Kubo RPC API: version, identity, the streamed pinset and
 best-effort swarm dials.
 
-Every failure to get a usable answer (refused, timed out, cut off, not the Kubo API, garbage)
-is a `NodeUnavailable`: the node is treated as offline and asked again later, never a crash.
+Every failure to get a usable answer (refused, timed out, cut off, not the Kubo API, a line
+of the pin listing longer than `MAX_LINE`) is a `NodeUnavailable`: the node is treated as
+offline and asked again later, never a crash. A single listing line that is not a pin is
+skipped and counted (`PinListing.bad_lines`); text that is not valid Unicode (a lone
+surrogate) is mended, so every CID and name can be stored, logged and sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import aiohttp
@@ -38,6 +42,41 @@ class LocalPin:
     cid: str
     name: str
     type: str
+
+
+MAX_LINE = 2**20
+"""The longest `pin/ls` line read (a pin's line is a CID and a name: well under a KiB)."""
+
+
+@dataclass
+class PinListing:
+    """What one listing of the node's pins skipped."""
+
+    bad_lines: int = 0
+    """Lines that are not a pin (not JSON, not an object, no `Cid`): left out."""
+    examples: list[str] = field(default_factory=list)
+    """The first few of them, shortened, for the log."""
+
+    def skip(self, line: bytes | str) -> None:
+        self.bad_lines += 1
+        if len(self.examples) < 3:
+            text = line if isinstance(line, str) else line.decode("utf-8", "replace")
+            self.examples.append(safe_text(text[:80]))
+
+
+def safe_text(text: str) -> str:
+    """`text` with lone surrogates (JSON can carry `\\ud800`; UTF-8 cannot) replaced by
+    U+FFFD, so it can be stored, logged and sent."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -122,22 +161,34 @@ class LocalNode:
             for pin in batch:
                 yield pin
 
-    async def iter_pin_batches(self, pin_type: str = "recursive") -> AsyncIterator[list[LocalPin]]:
+    async def iter_pin_batches(
+        self, pin_type: str = "recursive", listing: PinListing | None = None
+    ) -> AsyncIterator[list[LocalPin]]:
         """The same listing as `iter_pins`, in the blocks the stream arrives in (up to a few
-        thousand pins each), for callers that want one await per block rather than per pin."""
+        thousand pins each), for callers that want one await per block rather than per pin.
+        Lines that are not a pin are skipped and counted in `listing`; a listing with such
+        lines and no pin at all is not Kubo's (`NodeUnavailable`)."""
+        listing = listing if listing is not None else PinListing()
         params: dict[str, str] = {"type": pin_type, "stream": "true"}
         if self._names_supported is not False:
             params["names"] = "true"
+        listed = 0
+        skipped_before = listing.bad_lines
         try:
-            async for batch in self._stream_pins(params):
+            async for batch in self._stream_pins(params, listing):
+                listed += len(batch)
                 yield batch
         except NodeRequestError as exc:
-            if "names" not in params or "names" not in str(exc).lower():
+            if "names" not in params or "names" not in str(exc).lower() or listed:
                 raise
             self._names_supported = False  # Kubo < 0.26: list without names from now on
             del params["names"]
-            async for batch in self._stream_pins(params):
+            listing.bad_lines = skipped_before
+            async for batch in self._stream_pins(params, listing):
+                listed += len(batch)
                 yield batch
+        if not listed and listing.bad_lines > skipped_before:
+            raise self._not_kubo("pin/ls", "no line of the listing is a pin")
 
     async def swarm_connect(self, addresses: Iterable[str]) -> list[DialResult]:
         """Dial each address, best effort: failures are returned, never raised."""
@@ -196,7 +247,9 @@ class LocalNode:
             raise self._not_kubo(command, "the answer is not a JSON object")
         return data
 
-    async def _stream_pins(self, params: dict[str, str]) -> AsyncIterator[list[LocalPin]]:
+    async def _stream_pins(
+        self, params: dict[str, str], listing: PinListing
+    ) -> AsyncIterator[list[LocalPin]]:
         self._count("pin/ls")
         url = self.api_url / "api" / "v0" / "pin" / "ls"
         # No total limit on a stream of a large pinset; a stall of `timeout` is an error.
@@ -212,19 +265,27 @@ class LocalNode:
                 # Whole blocks of lines as they arrive, each parsed by one json.loads: per
                 # line, aiohttp's readline and json.loads cost more than the rest of a cycle.
                 partial: list[bytes] = []  # the start of a line whose end has not come yet
+                waiting = 0  # its length
                 async for chunk in response.content.iter_any():
                     end = chunk.rfind(b"\n") + 1
                     if not end:
                         partial.append(chunk)
+                        waiting += len(chunk)
+                        if waiting > MAX_LINE:
+                            raise self._line_too_long()
                         continue
+                    if waiting + chunk.find(b"\n") > MAX_LINE:
+                        raise self._line_too_long()
                     block = b"".join([*partial, chunk[:end]]) if partial else chunk[:end]
                     partial = [chunk[end:]] if end < len(chunk) else []
-                    pins, error = self._parse_pin_block(block)
+                    waiting = len(chunk) - end
+                    pins, error = self._parse_pin_block(block, listing)
                     if pins:
                         yield pins
                     if error is not None:
                         raise error
-                pins, error = self._parse_pin_block(b"".join(partial))
+                # The last line has no newline: if it does not parse, the stream was cut.
+                pins, error = self._parse_pin_block(b"".join(partial), listing, last=True)
                 if pins:
                     yield pins
                 if error is not None:
@@ -237,78 +298,93 @@ class LocalNode:
         except aiohttp.ClientError as exc:
             raise self._unreachable(exc, during="pin/ls") from None
 
-    def _parse_pin_block(self, block: bytes) -> tuple[list[LocalPin], NodeError | None]:
+    def _parse_pin_block(
+        self, block: bytes, listing: PinListing, *, last: bool = False
+    ) -> tuple[list[LocalPin], NodeError | None]:
         """The pins of a block of whole stream lines, and the error to raise after them (the
-        pins before a bad line are still listed, as when the lines come one by one)."""
+        pins before it are still listed, as when the lines come one by one). A line that is
+        not a pin is skipped and counted, except a `last` one that is not JSON: a stream
+        cut off in the middle of a line."""
         lines = [line for line in block.split(b"\n") if line.strip()]
         if not lines:
             return [], None
         try:
             entries = json.loads(b"[" + b",".join(lines) + b"]")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly nested JSON
             entries = None
-        bad: NodeError | None = None
         if entries is None or len(entries) != len(lines):
-            # Not one JSON value per line: line by line, so the first bad line is the error.
+            # Not one JSON value per line: line by line, skipping those that do not parse.
             entries = []
             for line in lines:
                 try:
-                    entries.append(self._parse_json_line(line))
-                except NodeError as exc:
-                    bad = exc
-                    break
-        pins: list[LocalPin] = []
-        try:
-            self._pins_of(entries, pins)
-        except NodeError as exc:
-            return pins, exc
-        return pins, bad
+                    entries.append(json.loads(line))
+                except (ValueError, RecursionError):
+                    if last and line is lines[-1]:
+                        pins, error = self._pins_of(entries, listing)
+                        return pins, error or self._cut_off()
+                    listing.skip(line)
+        return self._pins_of(entries, listing)
 
-    def _pins_of(self, entries: list[Any], pins: list[LocalPin]) -> None:
-        """Appends the pins of parsed stream lines to `pins`, up to a line that raises."""
+    def _pins_of(
+        self, entries: list[Any], listing: PinListing
+    ) -> tuple[list[LocalPin], NodeError | None]:
+        """The pins of parsed stream lines, up to a node's error line (returned after them)."""
+        pins: list[LocalPin] = []
         for entry in entries:
             if type(entry) is dict:
                 cid = entry.get("Cid")
-                if type(cid) is str and cid:  # the common case, without the checks below
-                    name = entry.get("Name", "")
-                    kind = entry.get("Type", "")
-                    pins.append(
-                        LocalPin(
-                            cid,
-                            name if type(name) is str else "",
-                            kind if type(kind) is str else str(kind),
-                        )
-                    )
+                name = entry.get("Name", "")
+                kind = entry.get("Type", "")
+                if (  # the common case, without the checks below
+                    type(cid) is str
+                    and cid
+                    and cid.isascii()
+                    and type(name) is str
+                    and type(kind) is str
+                    and kind.isascii()
+                ):
+                    pins.append(LocalPin(cid, safe_text(name), kind))
                     continue
-            pins.extend(self._parse_entry(entry))
+            try:
+                pins.extend(self._parse_entry(entry, listing))
+            except NodeRequestError as exc:
+                return pins, exc
+        return pins, None
 
-    def _parse_json_line(self, line: bytes) -> Any:
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise NodeUnavailable(
-                f"node unreachable: the pin/ls stream from {self.api_url} was cut off or "
-                "is not JSON"
-            ) from None
+    def _cut_off(self) -> NodeUnavailable:
+        return NodeUnavailable(
+            f"node unreachable: the pin/ls stream from {self.api_url} was cut off or is not JSON"
+        )
 
-    def _parse_entry(self, entry: Any) -> list[LocalPin]:
+    def _line_too_long(self) -> NodeUnavailable:
+        return NodeUnavailable(
+            f"node unreachable: a pin/ls line from {self.api_url} is longer than "
+            f"{MAX_LINE // 2**20} MiB; the listing was abandoned (not Kubo, or a broken proxy)"
+        )
+
+    def _parse_entry(self, entry: Any, listing: PinListing) -> list[LocalPin]:
         if not isinstance(entry, dict):
-            raise self._not_kubo("pin/ls", "a stream line is not a JSON object")
+            listing.skip(json.dumps(entry)[:80])
+            return []
         cid = entry.get("Cid")
         if isinstance(cid, dict):  # some encoders send {"/": "bafy..."}
             cid = cid.get("/")
         if isinstance(cid, str) and cid:
-            return [LocalPin(cid, _name_of(entry), str(entry.get("Type", "")))]
+            return [LocalPin(safe_text(cid), _name_of(entry), _kind_of(entry))]
         if entry.get("Type") == "error" or "Message" in entry:
-            raise NodeRequestError(f"node error during pin/ls: {entry.get('Message', entry)}")
+            message = safe_text(str(entry.get("Message", entry)))
+            raise NodeRequestError(f"node error during pin/ls: {message}")
         keys = entry.get("Keys")
         if isinstance(keys, dict):  # a node that ignored stream=true: {"Keys": {cid: {...}}}
-            return [
-                LocalPin(str(c), _name_of(v), str(v.get("Type", "")))
-                for c, v in keys.items()
-                if isinstance(v, dict)
-            ]
-        raise self._not_kubo("pin/ls", "a stream line has no Cid")
+            pins = []
+            for key, value in keys.items():
+                if isinstance(value, dict):
+                    pins.append(LocalPin(safe_text(str(key)), _name_of(value), _kind_of(value)))
+                else:
+                    listing.skip(str(key)[:80])
+            return pins
+        listing.skip(json.dumps(entry)[:80])
+        return []
 
     def _http_error(self, command: str, status: int, body: bytes) -> NodeError:
         message = None
@@ -349,4 +425,9 @@ class LocalNode:
 
 def _name_of(entry: Mapping[str, Any]) -> str:
     name = entry.get("Name")
-    return name if isinstance(name, str) else ""
+    return safe_text(name) if isinstance(name, str) else ""
+
+
+def _kind_of(entry: Mapping[str, Any]) -> str:
+    kind = entry.get("Type", "")
+    return safe_text(kind) if isinstance(kind, str) else str(kind)

@@ -5,6 +5,7 @@ rendered, whatever code logged it."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
@@ -44,6 +45,27 @@ def _redact_value(value: Any) -> Any:
 def redact_text(text: str) -> str:
     """`text` with every registered secret replaced by ***."""
     return str(_redact_value(text))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters (an escape sequence in a pin's name or
+    a server's message) and lone surrogates are shown as `\\x1b`, `\\ud800`; newlines and
+    tabs are kept."""
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def _printable_values(
+    _logger: object, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """For the console renderer, which writes strings as they are."""
+    return {key: printable(v) if isinstance(v, str) else v for key, v in event.items()}
 
 
 def redact(
@@ -93,6 +115,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact,
+            *([] if json else [_printable_values]),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

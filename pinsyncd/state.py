@@ -23,7 +23,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
@@ -32,6 +32,7 @@ import aiosqlite
 import structlog
 
 from pinsyncd import clock
+from pinsyncd.cids import InvalidCIDError, other_spellings
 from pinsyncd.logs import redact_text
 
 log = structlog.get_logger("pinsyncd.state")
@@ -113,6 +114,37 @@ class ServiceState:
     last_verified: float = 0.0  # when the service's pinned set was last listed in full
     down_since: float = 0.0  # when its current run of failed or paused cycles began (0: up)
     unsent: int | None = None  # pins meant for it with no request yet, at its last cycle
+
+
+VET_CHUNK = 5000
+
+
+@dataclass
+class ListingVetting:
+    """What vetting a node's listing left out (`StateStore.replace_local_listing`)."""
+
+    bad_lines: int = 0
+    """Lines of the node's listing that were not a pin (counted by the node's client)."""
+    unparsable: int = 0
+    """CIDs that do not parse: never planned, never sent."""
+    spellings: int = 0
+    """Second spellings of a CID listed (CIDv0 and CIDv1 of one multihash): one pin."""
+    examples: list[str] = field(default_factory=list)
+    unparsable_known: list[str] = field(default_factory=list)
+    """Unparsable CIDs an older pinsyncd stored: dropped from the state."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether the listing can be trusted to name every pin: a pin may be behind a line
+        that is not a pin or a CID that does not parse, so then nothing counts as gone."""
+        return not (self.bad_lines or self.unparsable)
+
+    def note_unparsable(self, cid: str, *, known: bool) -> None:
+        self.unparsable += 1
+        if len(self.examples) < 3:
+            self.examples.append(cid[:80])
+        if known and len(self.unparsable_known) < 500:
+            self.unparsable_known.append(cid)
 
 
 _V1 = """
@@ -398,20 +430,26 @@ class StateStore:
         return await self.replace_local_listing(one_batch())
 
     async def replace_local_listing(
-        self, batches: AsyncIterable[Sequence[tuple[str, str, str, int]]]
+        self,
+        batches: AsyncIterable[Sequence[tuple[str, str, str, int]]],
+        vetting: ListingVetting | None = None,
     ) -> tuple[int, int, int]:
         async with self._listing_lock:
-            return await self._replace_local_listing(batches)
+            return await self._replace_local_listing(batches, vetting)
 
     async def _replace_local_listing(
-        self, batches: AsyncIterable[Sequence[tuple[str, str, str, int]]]
+        self,
+        batches: AsyncIterable[Sequence[tuple[str, str, str, int]]],
+        vetting: ListingVetting | None = None,
     ) -> tuple[int, int, int]:
         """Store a complete listing, streamed in batches of (cid, name, kind, selected), and
         return (added, removed, renamed). The batches go to a temporary table and the
         difference is made in SQL, so memory does not grow with the pinset, and an unchanged
         pinset writes nothing to the state. If the stream fails, nothing changes. A CID
         listed twice keeps its first entry. A CID that leaves the node is noted with the
-        time, for `unpin: mirror`; one that comes back is no longer noted."""
+        time, for `unpin: mirror`; one that comes back is no longer noted.
+        With `vetting`, the CIDs new to the state are checked first (see `ListingVetting`);
+        a listing it finds incomplete removes nothing."""
         # Appended in arrival order and indexed once at the end: inserting a million random
         # CIDs into a keyed table costs several times more than sorting them once.
         async with self._write_lock:
@@ -432,6 +470,9 @@ class StateStore:
                 "DELETE FROM temp.listing WHERE kind = 'mfs' AND EXISTS (SELECT 1 FROM "
                 "temp.listing AS t WHERE t.cid = listing.cid AND t.rowid != listing.rowid)"
             )
+        if vetting is not None:
+            await self._vet_listing(vetting)
+        complete = vetting is None or vetting.complete
         now = time.time()
         # Each statement walks one side in CID order and looks up the other by CID, so the
         # cost grows linearly: a million pins take a few seconds, not minutes.
@@ -458,15 +499,89 @@ class StateStore:
                     "OR t.selected != local_pins.selected))"
                 )
                 gone = "NOT EXISTS (SELECT 1 FROM temp.listing AS t WHERE t.cid = local_pins.cid)"
-                await self._db.execute(
-                    f"INSERT OR IGNORE INTO local_gone SELECT cid, ? FROM local_pins WHERE {gone}",
-                    (now,),
-                )
-                removed = await self._db.execute(f"DELETE FROM local_pins WHERE {gone}")
+                removed = 0
+                if complete:  # else a pin may be behind a skipped line: nothing is gone
+                    await self._db.execute(
+                        "INSERT OR IGNORE INTO local_gone "
+                        f"SELECT cid, ? FROM local_pins WHERE {gone}",
+                        (now,),
+                    )
+                    cursor = await self._db.execute(f"DELETE FROM local_pins WHERE {gone}")
+                    removed = cursor.rowcount
+                if vetting is not None and vetting.unparsable_known:
+                    marks = ",".join("?" * len(vetting.unparsable_known))
+                    await self._db.execute(
+                        f"DELETE FROM local_pins WHERE cid IN ({marks})", vetting.unparsable_known
+                    )
+                if vetting is not None:
+                    await self._db.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('listing_vetted', '1')"
+                    )
         finally:
             async with self._write_lock:
                 await self._db.execute("DROP TABLE IF EXISTS temp.listing")
-        return added.rowcount, removed.rowcount, renamed
+        return added.rowcount, removed, renamed
+
+    async def _vet_listing(self, vetting: ListingVetting) -> None:
+        """Leave out of the listing the CIDs new to the state that do not parse, and second
+        spellings of a CID already listed (CIDv0 and CIDv1 of one multihash are one pin to
+        the services: the spelling the state has, else the first listed, is kept). The
+        first vetting of a state file also checks the CIDs it already has."""
+        everything = await self.get_meta("listing_vetted") is None
+        known = "EXISTS (SELECT 1 FROM local_pins AS l WHERE l.cid = t.cid)"
+        where = "" if everything else f"AND NOT {known}"
+        drop: list[int] = []
+        async with self._db.execute(
+            f"SELECT t.rowid, t.cid, {known} FROM temp.listing AS t "
+            f"WHERE t.kind != 'mfs' {where} ORDER BY t.rowid"
+        ) as cursor:
+            chunk: list[tuple[int, str, int]] = []
+            async for row in cursor:
+                chunk.append((row[0], row[1], row[2]))
+                if len(chunk) >= VET_CHUNK:
+                    drop.extend(await self._vet_chunk(chunk, vetting))
+                    chunk = []
+            drop.extend(await self._vet_chunk(chunk, vetting))
+        async with self._temp_transaction():
+            for start in range(0, len(drop), 500):
+                part = drop[start : start + 500]
+                await self._db.execute(
+                    f"DELETE FROM temp.listing WHERE rowid IN ({','.join('?' * len(part))})", part
+                )
+
+    async def _vet_chunk(
+        self, chunk: Sequence[tuple[int, str, int]], vetting: ListingVetting
+    ) -> list[int]:
+        drop: list[int] = []
+        twins: dict[int, list[str]] = {}
+        for rowid, cid, known in chunk:
+            try:
+                forms = other_spellings(cid)
+            except InvalidCIDError:
+                drop.append(rowid)
+                vetting.note_unparsable(cid, known=bool(known))
+                continue
+            if forms and not known:
+                twins[rowid] = forms
+        wanted = sorted({form for forms in twins.values() for form in forms})
+        listed: dict[str, tuple[int, int]] = {}  # cid -> (rowid, in the state)
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            for cid, rowid, known in await self._db.execute_fetchall(
+                f"SELECT t.cid, t.rowid, EXISTS (SELECT 1 FROM local_pins AS l WHERE "
+                f"l.cid = t.cid) FROM temp.listing AS t WHERE t.cid IN "
+                f"({','.join('?' * len(part))})",
+                part,
+            ):
+                listed[cid] = (rowid, known)
+        for rowid, forms in twins.items():
+            for form in forms:
+                other = listed.get(form)
+                if other is not None and (other[1] or other[0] < rowid):
+                    drop.append(rowid)
+                    vetting.spellings += 1
+                    break
+        return drop
 
     async def local_counts(self) -> tuple[int, int]:
         """(pins, selected pins) of the last complete listing."""

@@ -4,6 +4,7 @@ daemon: WAL readers never block the writer)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ def read_status(
                 "pins": pins,
                 "selected": selected,
                 "last_cycle": _iso(float(row[0])) if row else None,
+                "skipped": _skipped(db),
             }
             result["replication"]["kinds"] = _replication(db, services, replicas)
     except sqlite3.DatabaseError as exc:
@@ -58,6 +60,23 @@ def read_status(
         if db:
             db.close()
     return result
+
+
+def _skipped(db: sqlite3.Connection) -> dict[str, int]:
+    """What the node's last listing left out: lines that are not a pin, CIDs that do not
+    parse, second spellings of one CID."""
+    row = db.execute("SELECT value FROM meta WHERE key='node_skipped'").fetchone()
+    try:
+        counts = json.loads(row[0]) if row else {}
+    except ValueError:
+        counts = {}
+    if not isinstance(counts, dict):
+        counts = {}
+    return {
+        k: int(v)
+        for k in ("lines", "unparsable", "spellings")
+        if type(v := counts.get(k, 0)) is int
+    }
 
 
 def _replication(
@@ -247,6 +266,18 @@ def render_table(status: dict[str, Any]) -> str:
     lines.append(
         f"local node: {local['pins']} pins{chosen}, last cycle {local['last_cycle'] or 'never'}"
     )
+    skipped = local.get("skipped") or {}
+    if skipped.get("lines") or skipped.get("unparsable"):
+        lines.append(
+            f"  its last listing left out {skipped.get('lines', 0)} lines that are not a pin "
+            f"and {skipped.get('unparsable', 0)} CIDs that do not parse; nothing is unpinned "
+            "from the services while they last"
+        )
+    if skipped.get("spellings"):
+        lines.append(
+            f"  {skipped['spellings']} pins are a second spelling (CIDv0/CIDv1) of another: "
+            "one pin each on the services"
+        )
     replication = status.get("replication")
     if replication and replication["kinds"]:
         k, n = replication["replicas"], replication["services"]

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pinsyncd.files import NotARegularFile, read_capped
+
 
 class Secret:
     """A value whose repr and str never reveal it; `source` says where it came from."""
@@ -59,6 +61,12 @@ def _referenced_vars(raw: str) -> list[str]:
     return re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", raw)
 
 
+MAX_TOKEN_FILE = 64 * 2**10
+"""A token is a few hundred bytes; a larger file is not a token file (or is `/dev/zero`)."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def token_from_env(name: str, env: Mapping[str, str]) -> LoadedToken:
     value = env.get(name)
     if value is None:
@@ -66,13 +74,17 @@ def token_from_env(name: str, env: Mapping[str, str]) -> LoadedToken:
     value = value.strip()
     if not value:
         raise TokenError(f"environment variable {name} is empty")
+    _check_printable(value, f"environment variable {name}")
     return LoadedToken(Secret(value, f"${name}"))
 
 
 def token_from_file(raw_path: str, env: Mapping[str, str]) -> LoadedToken:
+    """A token file's value: a regular file of at most 64 KiB, read without blocking (a FIFO
+    is refused, not waited on), without the surrounding whitespace (the trailing newline
+    editors add); a token with a control character inside is refused."""
     path = expand_path(raw_path, env)
     try:
-        value = path.read_text(encoding="utf-8").strip()
+        value = read_capped(path, MAX_TOKEN_FILE).decode("utf-8").strip()
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise TokenError(f"token file {path} does not exist") from None
@@ -82,14 +94,26 @@ def token_from_file(raw_path: str, env: Mapping[str, str]) -> LoadedToken:
         raise TokenError(f"token file {path} is a directory") from None
     except UnicodeDecodeError:
         raise TokenError(f"token file {path} is not UTF-8 text") from None
+    except NotARegularFile as exc:
+        raise TokenError(f"token file {path} {exc.strerror}") from None
     except OSError as exc:
         raise TokenError(f"token file {path}: {exc.strerror}") from None
     if not value:
         raise TokenError(f"token file {path} is empty")
+    _check_printable(value, f"token file {path}")
     warning = None
     if mode & (stat.S_IRGRP | stat.S_IROTH):
         warning = f"token file {path} is readable by other users; chmod 600 it"
     return LoadedToken(Secret(value, str(path)), warning)
+
+
+def _check_printable(value: str, source: str) -> None:
+    """A control character (a second line, a NUL) cannot go into an HTTP header."""
+    if _CONTROL.search(value):
+        raise TokenError(
+            f"{source} holds a control character inside the token (two lines?); "
+            "it must be the token alone"
+        )
 
 
 class TokenSource:

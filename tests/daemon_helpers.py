@@ -125,6 +125,30 @@ async def start_daemon(
         )
 
 
+@dataclass
+class Daemon:
+    """`pinsyncd run` on a config written for a test: its files and its process."""
+
+    config: Path
+    env: dict[str, str]
+    log: Path
+    process: asyncio.subprocess.Process
+
+    def events(self) -> list[dict[str, Any]]:
+        return log_events(self.log.read_text())
+
+
+async def daemon_for(
+    root: Path, node_api: str, services: Sequence[ServiceSpec], **options: Any
+) -> Daemon:
+    """Write `root/config.yaml` (`write_config` options) and start `pinsyncd run` on it,
+    logging into `root/daemon.log`."""
+    config = root / "config.yaml"
+    env = write_config(config, node_api=node_api, services=services, **options)
+    log = root / "daemon.log"
+    return Daemon(config, env, log, await start_daemon(config, env, log))
+
+
 def log_events(text: str) -> list[dict[str, Any]]:
     events = []
     for line in text.splitlines():

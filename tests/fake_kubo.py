@@ -35,10 +35,13 @@ def generated_cid(index: int, seed: str = "") -> str:
 @dataclass
 class StreamFault:
     """How the next pin/ls stream misbehaves: after `after` lines, `kind` is one of `cut`
-    (the connection drops), `error` (a Kubo error line), `stall` (nothing more, ever)."""
+    (the connection drops), `error` (a Kubo error line), `stall` (nothing more, ever),
+    `trickle` (one more pin line every `interval` seconds, forever) or `endless_line` (one
+    line that never ends, until the client hangs up)."""
 
     kind: str
     after: int = 0
+    interval: float = 0.5
 
 
 @dataclass
@@ -55,6 +58,10 @@ class FakeKubo:
     calls: Counter[str] = field(default_factory=Counter)
     dials: list[str] = field(default_factory=list)
     stream_faults: list[StreamFault] = field(default_factory=list)
+    raw_lines: list[bytes] = field(default_factory=list)
+    """Sent as they are after the pins (garbage a broken node or proxy might send)."""
+    streamed: int = 0
+    """Bytes of `endless_line` sent so far."""
     _runner: web.AppRunner | None = None
     # The encoded pin/ls stream, kept while the pinset is unchanged (a million pins cost
     # seconds to encode, so benchmarks would measure this server instead of pinsyncd).
@@ -131,6 +138,8 @@ class FakeKubo:
         if fault is None:
             for block in self.encoded_stream(with_names):
                 await response.write(block)
+            for line in self.raw_lines:
+                await response.write(line)
             await response.write_eof()
             return response
         chunk: list[bytes] = []
@@ -145,6 +154,16 @@ class FakeKubo:
                 if fault.kind == "error":
                     await response.write(b'{"Message":"fake: datastore closed","Type":"error"}\n')
                     return response
+                if fault.kind == "trickle":
+                    for n in range(10**9):
+                        await response.write(_pin_line(generated_cid(n, "trickle"), "", False))
+                        await asyncio.sleep(fault.interval)
+                if fault.kind == "endless_line":
+                    await response.write(b'{"Cid":"')
+                    block = b"x" * 2**16
+                    while True:
+                        await response.write(block)
+                        self.streamed += len(block)
                 await asyncio.sleep(3600)  # stall
             chunk.append(_pin_line(cid, name, with_names))
         await response.write(b"".join(chunk))

@@ -659,6 +659,7 @@ async def test_status_of_a_populated_store(store: StateStore) -> None:
         "pins": 5,
         "selected": 5,
         "last_cycle": "2023-11-14T22:13:20+00:00",
+        "skipped": {"lines": 0, "unparsable": 0, "spellings": 0},
     }
     # one CID pinned on one service ("svc" and "other" pin different ones): all below 3 of 3
     assert status["replication"] == {
