@@ -149,9 +149,36 @@ def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
         replicas=config.replicas,
         stuck_after=config.sync.stuck_after,
     )
+    status["daemon"] = _daemon_health(config)
     # Stored text is scrubbed when written; this also covers a file from an older pinsyncd.
     print(redact_text(json.dumps(status, indent=2) if as_json else printable(render_table(status))))
     return 0
+
+
+def _daemon_health(config: Config) -> dict[str, Any] | None:
+    """What the daemon running on this state file says of its health (it alone knows that
+    it cannot write the state file); None when no daemon runs on it."""
+    holder = StateLock(config.state_path).holder()
+    if holder is None or not holder.is_daemon:
+        return None
+    said: list[dict[str, Any]] = []
+
+    async def ask() -> tuple[int, str | None] | None:
+        path = control.socket_path(config.state_path)
+        return await asyncio.wait_for(
+            control.ask(path, "health", {}, lambda line: said.append(line)), HEALTH_WAIT
+        )
+
+    try:
+        answer = asyncio.run(ask())
+    except TimeoutError:
+        answer = None
+    if answer is None or not said or not isinstance(said[0].get("daemon"), dict):
+        return {"running": True, "healthy": None, "reason": "it does not answer"}
+    return dict(said[0]["daemon"])
+
+
+HEALTH_WAIT = 5.0
 
 
 def sync_once(config: Config, *, wait: bool, timeout: float | None) -> int:

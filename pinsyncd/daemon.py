@@ -204,7 +204,12 @@ class Daemon:
         api = await self._start_http()
         control = ControlServer(
             socket_path(self.config.state_path),
-            {"sync": self._sync_now, "adopt": self._adopt_now, "retry": self._retry_now},
+            {
+                "sync": self._sync_now,
+                "adopt": self._adopt_now,
+                "retry": self._retry_now,
+                "health": self._health_now,
+            },
         )
         await control.start()
         log.info(
@@ -243,13 +248,16 @@ class Daemon:
             listen,
             self.metrics,
             self._health,
-            lambda: read_status(
-                self.config.state_path,
-                [s.name for s in self.config.services],
-                max_attempts=self.config.retry.max_attempts,
-                replicas=self.config.replicas,
-                stuck_after=self.config.sync.stuck_after,
-            ),
+            lambda: {
+                **read_status(
+                    self.config.state_path,
+                    [s.name for s in self.config.services],
+                    max_attempts=self.config.retry.max_attempts,
+                    replicas=self.config.replicas,
+                    stuck_after=self.config.sync.stuck_after,
+                ),
+                "daemon": self._health_line(),
+            },
         )
         await api.start()
         return api
@@ -268,6 +276,16 @@ class Daemon:
         if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
             return False, f"the state file {path} is not writable"
         return True, "ok"
+
+    def _health_line(self) -> dict[str, Any]:
+        healthy, reason = self._health()
+        return {"running": True, "healthy": healthy, "reason": reason}
+
+    async def _health_now(self, request: dict[str, Any], emit: Emit) -> tuple[int, str | None]:
+        """For `status` beside the daemon: what only the daemon knows (the state file cannot
+        be written, the main loop is stuck)."""
+        await emit({"daemon": self._health_line()})
+        return 0, None
 
     def _attach_metrics(self, engine: SyncEngine) -> None:
         metrics = self.metrics

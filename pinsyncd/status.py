@@ -278,6 +278,11 @@ def render_table(status: dict[str, Any]) -> str:
             f"  {skipped['spellings']} pins are a second spelling (CIDv0/CIDv1) of another: "
             "one pin each on the services"
         )
+    daemon = status.get("daemon")
+    if daemon and daemon.get("healthy") is False:
+        lines.append(f"daemon: NOT HEALTHY: {daemon.get('reason')}")
+    elif daemon and daemon.get("healthy") is None:
+        lines.append(f"daemon: runs, but {daemon.get('reason')}")
     replication = status.get("replication")
     if replication and replication["kinds"]:
         k, n = replication["replicas"], replication["services"]

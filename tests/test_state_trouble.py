@@ -158,6 +158,9 @@ async def test_a_state_file_that_cannot_grow_pauses_sending_and_resumes_by_itsel
             await wait_for(lambda: node.calls["pin/ls"] >= listed + 4, 60, "four listings")
             code, body = await _health(port)
             assert code == 503 and "state file cannot be written" in body, body
+            code, out, err = await acli(["status", "-c", str(config)], env)
+            assert code == 0, err
+            assert "daemon: NOT HEALTHY: the state file cannot be written" in out, out
             assert svc.count(method="POST") == 20  # no add without a committed intent
             assert daemon.returncode is None
             warnings = [
