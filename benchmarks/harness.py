@@ -4,6 +4,7 @@ mock, real Kubo), pinsyncd run as a subprocess with its CPU and peak RSS taken f
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -66,6 +67,16 @@ def _cell(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return "-" if value is None else str(value)
+
+
+def sizes_from_args(doc: str | None, default: str = "100000,1000000") -> tuple[list[int], bool]:
+    """`--pins N,M` (default `default`) and `--quick` (2,000 pins, for the smoke test):
+    the sizes to measure and whether the run is quick."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--pins", default=default)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    return ([2000] if args.quick else [int(n) for n in args.pins.split(",")]), args.quick
 
 
 def emit(benchmark: str, quick: bool, results: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ pinned row on two services. Wall milliseconds, best of 3.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sqlite3
 import tempfile
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import emit, table
+from benchmarks.harness import emit, sizes_from_args, table
 
 
 async def _build(path: Path, pins: int) -> None:
@@ -72,11 +71,7 @@ async def measure(pins: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pins", default="100000,1000000")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    sizes = [2000] if args.quick else [int(n) for n in args.pins.split(",")]
+    sizes, quick = sizes_from_args(__doc__)
     rows = [asyncio.run(measure(n)) for n in sizes]
     print(
         table(
@@ -85,7 +80,7 @@ def main() -> None:
             [[r["pins"], r["file_mb"], r["open_ms"], r["quick_check_ms"]] for r in rows],
         )
     )
-    emit("state_open", args.quick, {"sizes": rows})
+    emit("state_open", quick, {"sizes": rows})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,13 @@ was last written. In the same boot its age is exact, across restarts too. A row 
 earlier boot is at least as old as this boot, and that is the age it is given, so a clock
 that moved forward can never shorten a grace, and one that moved back never stalls it by
 more than the grace after boot.
+
+The other times that decide when to act again (a pause a server asked for, a failed pin's
+next try, since when a service is down, for failover, and when a pin left the node, for the
+unpin grace) are Unix times in the state, shown by `status`. Within a process they are read
+off `now()`: the wall clock at the process's start, moved on by the boot clock, so a step of
+the wall clock while pinsyncd runs moves none of them. Across restarts they are plain Unix
+times (the state cannot know how much of a step happened while nothing ran).
 """
 
 from __future__ import annotations
@@ -51,3 +58,14 @@ def age(row_stamp: str | None) -> float:
         return max(0.0, now - float(seconds))
     except ValueError:
         return now
+
+
+_WALL_AT_START = time.time()
+_BOOT_AT_START = boot_seconds()
+
+
+def now() -> float:
+    """Unix time that, within this process, moves with the boot clock: the wall clock at the
+    start plus the boot seconds since. NTP stepping the clock, or a laptop that wakes with a
+    wrong one, does not move it; suspend does (the boot clock counts it)."""
+    return _WALL_AT_START + (boot_seconds() - _BOOT_AT_START)

@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from pinsyncd import hangup, outcome
+from pinsyncd import clock, hangup, outcome
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config, ConfigError, load_config
 from pinsyncd.control import ControlServer, Emit, socket_path
@@ -473,8 +473,8 @@ class Daemon:
             delay = sync.status_interval if report.pending or state_failed else sync.interval
             with self._guard.watching():
                 state = await engine.store.service_state(name)
-                if state.paused_until > time.time():
-                    delay = min(delay, max(0.05, state.paused_until - time.time()))
+                if state.paused_until > clock.now():
+                    delay = min(delay, max(0.05, state.paused_until - clock.now()))
             if await self._sleep(delay, wake, self._halt):
                 return
 

@@ -174,7 +174,7 @@ class ServiceExecutor:
             self._rate_restored = True
             if state.rate is not None:
                 self.client.throttle.rate = state.rate
-        if state.paused_until > time.time():
+        if state.paused_until > clock.now():
             _note_pause(report, state.pause_reason or "paused")
             report.unsent = await self._unsent_count(directives)
             return report
@@ -188,7 +188,7 @@ class ServiceExecutor:
         except (Unauthorized, InsufficientFunds) as exc:
             reason = self._pause_reason(exc)
             changes = self._pause(state, reason, AUTH_RECHECK, str(exc))
-            changes["down_since"] = state.down_since or time.time()
+            changes["down_since"] = state.down_since or clock.now()
         except RateLimited as exc:
             wait = exc.retry_after if exc.retry_after is not None else AUTH_RECHECK
             reason = f"rate limited: nothing is sent for {format_duration(wait)}"
@@ -199,7 +199,7 @@ class ServiceExecutor:
             reason = f"backing off: {failures} failed cycle(s), next try in {format_duration(wait)}"
             changes = self._pause(state, reason, wait, str(exc))
             changes["failures"] = failures
-            changes["down_since"] = state.down_since or time.time()
+            changes["down_since"] = state.down_since or clock.now()
             report.error = str(exc)
         else:
             if state.pause_reason:
@@ -213,7 +213,7 @@ class ServiceExecutor:
             }
             blocked = self.client.throttle.blocked_for()
             if blocked > 0:  # a Retry-After still running: a restart must respect it too
-                changes.update(paused_until=time.time() + blocked, pause_reason=RETRY_AFTER)
+                changes.update(paused_until=clock.now() + blocked, pause_reason=RETRY_AFTER)
                 if blocked >= LONG_PAUSE:
                     self.log.warning(
                         "the service asked to wait: nothing is sent to it until then",
@@ -288,7 +288,7 @@ class ServiceExecutor:
             self.service.name,
             desired,
             remote,
-            now=time.time(),
+            now=clock.now(),
             adopted=adopted,
             intent_grace=self.intent_grace,
             intent_age=lambda row: clock.age(row.stamp),
@@ -311,7 +311,7 @@ class ServiceExecutor:
         """Adopt (first contact) and resolve, then go through the pins that need something
         done a window of `WINDOW` CIDs at a time, so memory does not grow with them (an
         initial backup of a million pins), then track the requests pending from before."""
-        since = time.time()
+        since = clock.now()
         if not state.adopted:  # a full listing: it also counts as a verification
             if not node.peer_id:
                 # Whose requests are ours is known only from the node's peer id, and what to
@@ -319,7 +319,7 @@ class ServiceExecutor:
                 report.backoff = "waiting for the node's first listing before first contact"
                 return
             await self._adopt(report, node)
-            state = replace(state, adopted=True, last_verified=time.time())
+            state = replace(state, adopted=True, last_verified=clock.now())
             await self.store.save_service_state(state)
         window: str | None = ""
         unsent = 0
@@ -343,10 +343,10 @@ class ServiceExecutor:
             window, first = after, False
         report.unsent = unsent
         await self._track(report, node, since)
-        if send and time.time() - state.last_verified >= self.verify_interval:
+        if send and clock.now() - state.last_verified >= self.verify_interval:
             await self._verify(report)
             latest = await self.store.service_state(self.service.name)
-            await self.store.save_service_state(replace(latest, last_verified=time.time()))
+            await self.store.save_service_state(replace(latest, last_verified=clock.now()))
 
     # --- adoption and resolution ------------------------------------------------------------
 
@@ -368,7 +368,7 @@ class ServiceExecutor:
         report = ServiceReport(self.service.name)
         await self._adopt(report, node)
         state = await self.store.service_state(self.service.name)
-        await self.store.save_service_state(replace(state, adopted=True, last_verified=time.time()))
+        await self.store.save_service_state(replace(state, adopted=True, last_verified=clock.now()))
         report.requests = dict(self.client.requests)
         return report
 
@@ -378,7 +378,7 @@ class ServiceExecutor:
         is pinned again; another device's requests are counted and left alone. The listing
         is staged in a temporary table and matched against the state in CID order, a chunk
         at a time: memory stays flat and the state is written in key order."""
-        start = time.time()
+        start = clock.now()
         matched = 0
         ours = self.ours(node)
         listing = ListingReport()
@@ -735,7 +735,7 @@ class ServiceExecutor:
     def _error(self, intent: RemotePin, message: str) -> RemotePin:
         delay = self.retry.delay(max(1, intent.attempts), self._rng)
         return intent.evolve(
-            status=RemoteStatus.ERROR, last_error=message, next_attempt=time.time() + delay
+            status=RemoteStatus.ERROR, last_error=message, next_attempt=clock.now() + delay
         )
 
     # --- deletes ----------------------------------------------------------------------------
@@ -876,7 +876,7 @@ class ServiceExecutor:
                 report.became_failed += 1
                 attempts = max(1, row.attempts)
                 wait = self.retry.after_failed(attempts, self._rng)
-                row = row.evolve(next_attempt=time.time() + wait)
+                row = row.evolve(next_attempt=clock.now() + wait)
                 for_good = attempts >= self.retry.max_attempts
                 (self.log.warning if for_good else self.log.debug)(
                     "pin failed for good on the service" if for_good else "pin failed",
@@ -992,7 +992,7 @@ class ServiceExecutor:
         a process killed right now does not let its successor send too early."""
         state = await self.store.service_state(self.service.name)
         if until > state.paused_until:
-            reason = state.pause_reason if state.paused_until > time.time() else None
+            reason = state.pause_reason if state.paused_until > clock.now() else None
             await self.store.save_service_state(
                 replace(state, paused_until=until, pause_reason=reason or RETRY_AFTER)
             )
@@ -1015,7 +1015,7 @@ class ServiceExecutor:
         else:
             self.log.debug(reason, error=error)
         return {
-            "paused_until": time.time() + seconds,
+            "paused_until": clock.now() + seconds,
             "pause_reason": reason,
             "last_error": error,
         }

@@ -15,10 +15,10 @@ A pin made by another tool is never in the state, so it is never deleted.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pinsyncd import clock
 from pinsyncd.config import Config
 from pinsyncd.state import ServiceState, StateStore
 
@@ -76,7 +76,7 @@ class Policy:
         mfs_root: str | None = None,
         now: float | None = None,
     ) -> Directives:
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         lost: Mapping[str, int] | None = None
         spare = 0
         surplus: frozenset[str] = frozenset()

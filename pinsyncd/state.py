@@ -82,7 +82,7 @@ class RemotePin:
     stamp: str | None = None  # `updated` on the boot clock (`pinsyncd.clock`)
 
     def evolve(self, **changes: Any) -> RemotePin:
-        return replace(self, updated=time.time(), stamp=clock.stamp(), **changes)
+        return replace(self, updated=clock.now(), stamp=clock.stamp(), **changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,7 +473,7 @@ class StateStore:
         if vetting is not None:
             await self._vet_listing(vetting)
         complete = vetting is None or vetting.complete
-        now = time.time()
+        now = clock.now()
         # Each statement walks one side in CID order and looks up the other by CID, so the
         # cost grows linearly: a million pins take a few seconds, not minutes.
         new = (
@@ -531,17 +531,19 @@ class StateStore:
         known = "EXISTS (SELECT 1 FROM local_pins AS l WHERE l.cid = t.cid)"
         where = "" if everything else f"AND NOT {known}"
         drop: list[int] = []
-        async with self._db.execute(
-            f"SELECT t.rowid, t.cid, {known} FROM temp.listing AS t "
-            f"WHERE t.kind != 'mfs' {where} ORDER BY t.rowid"
-        ) as cursor:
-            chunk: list[tuple[int, str, int]] = []
-            async for row in cursor:
-                chunk.append((row[0], row[1], row[2]))
-                if len(chunk) >= VET_CHUNK:
-                    drop.extend(await self._vet_chunk(chunk, vetting))
-                    chunk = []
-            drop.extend(await self._vet_chunk(chunk, vetting))
+        after = ""
+        while True:  # a page at a time (no statement stays open across an await), in CID
+            # order on both sides, as the diff itself: linear, also at a million pins
+            chunk = await self._db.execute_fetchall(
+                f"SELECT t.rowid, t.cid, {known} FROM temp.listing AS t INDEXED BY "
+                f"listing_by_cid WHERE t.cid > ? AND t.kind != 'mfs' {where} "
+                f"ORDER BY t.cid LIMIT {VET_CHUNK}",
+                (after,),
+            )
+            if not chunk:
+                break
+            after = chunk[-1][1]
+            drop.extend(await self._vet_chunk([(r[0], r[1], r[2]) for r in chunk], vetting))
         async with self._temp_transaction():
             for start in range(0, len(drop), 500):
                 part = drop[start : start + 500]
@@ -1163,7 +1165,7 @@ def _row_from_remote(r: RemotePin) -> tuple[object, ...]:
         r.next_attempt,
         _scrub(r.last_error),
         _scrub(r.details),
-        r.updated or time.time(),
+        r.updated or clock.now(),
         int(r.owned),
         r.stamp,  # set by `evolve`; a row without one counts as from before this boot
     )

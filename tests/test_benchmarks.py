@@ -192,3 +192,13 @@ def test_state_open() -> None:
     assert size["pins"] == 2000
     for key in ("file_mb", "open_ms", "quick_check_ms"):
         number(size[key], positive=True)
+
+
+def test_listing_vet() -> None:
+    r = run_benchmark("listing_vet")
+    (size,) = r["sizes"]
+    assert size["pins"] == 2000
+    for label in ("plain", "vetted"):
+        number(size[f"{label}_first_wall"], positive=True)
+        for key in ("first_cpu", "idle_wall", "idle_cpu"):  # rounded: may be 0.0 at 2,000
+            number(size[f"{label}_{key}"])

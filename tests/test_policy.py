@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from pinsyncd.config import Config, parse_config
 from pinsyncd.engine import CycleReport, SyncEngine
 from pinsyncd.policy import mfs_name
@@ -334,6 +336,32 @@ async def test_mirror_deletes_only_its_own_pins_after_the_grace_period(
         assert spec.count("DELETE") == 1
         assert spec.count("POST", "/pins") == len(pins), "nothing re-added"
         assert set(spec_rows) == {back, *kept}
+
+
+async def test_a_wall_clock_step_while_running_does_not_cut_the_unpin_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pin leaves the node; its grace is an hour. The wall clock then steps two hours
+    forward while pinsyncd runs (NTP, a laptop waking with a wrong clock). Before, the grace
+    was over at once and the remote pin deleted; within a process, the grace (like pauses,
+    backoff and failover) is read off a clock that such steps do not move."""
+    pins = local_pins(3, "step")
+    gone = sorted(pins)[0]
+    async with (
+        FakeKubo(extra=dict(pins)) as node,
+        FakePinningService(token=TOKEN, transition_after=0.01) as spec,
+    ):
+        sync = "  unpin: mirror\n  unpin_grace: 1h\n"
+        config = make_config(tmp_path, node.url, [Svc("spec", spec.url)], sync=sync)
+        async with Engine(config) as run:
+            await run.until(lambda: pinned_once(spec, set(pins)), "all pinned")
+            del node.extra[gone]
+            await run.cycle()
+            stepped = time.time() + 7200
+            monkeypatch.setattr(time, "time", lambda: stepped)
+            await run.cycle()
+        assert spec.count("DELETE") == 0, "an hour has not passed"
+        assert gone in ours(spec)
 
 
 async def test_keep_never_deletes(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import json
 import math
 import random
 import re
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -24,7 +23,7 @@ from multidict import CIMultiDictProxy
 from pydantic import BaseModel, ValidationError
 from yarl import URL
 
-from pinsyncd import __version__
+from pinsyncd import __version__, clock
 from pinsyncd.cids import InvalidCIDError, multihash_of
 from pinsyncd.durations import format_duration
 from pinsyncd.logs import register_secrets
@@ -264,7 +263,7 @@ class PinningServiceClient:
             if isinstance(error, RateLimited):
                 self.throttle.on_rate_limited(error.retry_after)
                 if self.on_rate_limited is not None:  # e.g. written to the state at once
-                    await self.on_rate_limited(time.time() + self.throttle.blocked_for())
+                    await self.on_rate_limited(clock.now() + self.throttle.blocked_for())
             raise error
         self.throttle.on_success()
         if model is None:
