@@ -180,3 +180,29 @@ async def test_a_listing_that_never_ends_is_cut_off(monkeypatch: pytest.MonkeyPa
         pins = [pin async for pin in iter_pins(client, page_size=10, report=report)]
     assert 50 < len(pins) <= 60 and served <= 70
     assert not report.complete and report.cut_off and "more than its count" in report.cut_off
+
+
+async def test_junk_in_fields_pinsyncd_only_passes_on_does_not_cost_the_record(
+    tmp_path: Path,
+) -> None:
+    """A server that echoes junk another client sent (Helia keeps `origins: [1, 2, "x"]`).
+    Such fields are only passed on, never decided on: the junk is dropped, the record used.
+    Before: the record was skipped (and, before per-record salvage, the whole first listing
+    failed): its CID was held back instead of adopted."""
+    store = await StateStore.open(tmp_path / "state.db")
+    local = {cid: f"f{i}" for i, cid in enumerate(random_cids(2000))}
+    junk = next(iter(local))
+    async with FakePinningService(token=EXEC_TOKEN, transition_after=0.0) as svc:
+        for cid, name in local.items():
+            if cid == junk:
+                origins: list[object] = [1, 2, "/ip4/127.0.0.1/tcp/4001"]
+                svc.add_pin(cid, name=7, origins=origins, meta={"x": {"y": 1}}, status="pinned")  # type: ignore[arg-type]
+            else:
+                svc.add_pin(cid, name=name, status="pinned")
+        executor = executor_for(svc, store)
+        async with executor.client:
+            report = await executor.sync(local, ONLINE)
+        assert report.adopted == 2000 and svc.count(method="POST") == 0
+    rows = await store.remote_pins("spec")
+    await store.close()
+    assert rows[junk].status is RemoteStatus.PINNED and len(rows) == 2000

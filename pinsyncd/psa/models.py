@@ -57,14 +57,32 @@ def _requestid(value: str) -> str:
 
 
 def _strings(value: Any) -> Any:
-    """Spec says string values; some servers send numbers. Keep them, as strings."""
+    """Spec says string values; some servers send numbers (or worse). Keep them, as text."""
     if isinstance(value, dict):
         return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
     return value
 
 
-def _none_as_empty_list(value: Any) -> Any:
-    return [] if value is None else value
+def _string_items(value: Any) -> Any:
+    """A list of addresses (origins, delegates) pinsyncd only passes on: items that are not
+    strings are dropped, and anything but a list is none at all. A server may echo junk that
+    another client sent; it is no reason to skip the record."""
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str)]
+
+
+def _loose_name(value: Any) -> Any:
+    """A name that is a number is kept as text; one that is neither is no name."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _loose_map(value: Any) -> Any:
+    return _strings(value) if isinstance(value, dict) else {}
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
@@ -82,15 +100,11 @@ class Pin(_Wire):
     """What to pin: `cid` plus optional name, origins (provider hints) and meta."""
 
     cid: str = Field(min_length=1)
-    name: str | None = None
+    name: Annotated[str | None, BeforeValidator(_loose_name)] = None
     # default_factory, not `= []`: pydantic deep-copies a mutable default for every instance,
     # which was half the cost of validating a page of 1000 pin statuses.
-    origins: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(
-        default_factory=list
-    )
-    meta: Annotated[StringMap, BeforeValidator(lambda v: {} if v is None else v)] = Field(
-        default_factory=dict
-    )
+    origins: Annotated[list[str], BeforeValidator(_string_items)] = Field(default_factory=list)
+    meta: Annotated[StringMap, BeforeValidator(_loose_map)] = Field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"cid": self.cid}
@@ -111,12 +125,8 @@ class PinStatus(_Wire):
     created: Created
     pin: Pin
     # Required by the spec (minItems 1), but ipfs-cluster and others may send [] or omit it.
-    delegates: Annotated[list[str], BeforeValidator(_none_as_empty_list)] = Field(
-        default_factory=list
-    )
-    info: Annotated[StringMap, BeforeValidator(lambda v: {} if v is None else v)] = Field(
-        default_factory=dict
-    )
+    delegates: Annotated[list[str], BeforeValidator(_string_items)] = Field(default_factory=list)
+    info: Annotated[StringMap, BeforeValidator(_loose_map)] = Field(default_factory=dict)
 
 
 class PinResults(_Wire):
