@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -138,6 +139,7 @@ class ServiceExecutor:
         self._limit = asyncio.Semaphore(service.concurrency)
         self._halted = False  # a 401/409/429 this cycle: send nothing more to this service
         self._rate_restored = False
+        self._skipped_noted: str | None = None  # what `_note_skipped` last stored
         client.on_rate_limited = self._remember_block
         self.progress: Callable[[str, int, int], None] | None = None
         """Told (service, done, total) after each batch of adds and replaces."""
@@ -416,6 +418,7 @@ class ServiceExecutor:
                     pairs = [(x, rows.get(x.cid)) for x in mapped]
                     await self.store.save(_take_over(pairs, start, report))
         await self._hold_unreadable(listing, by_hash)
+        await self._note_skipped(listing)
         if report.adopted or report.duplicates or report.others:
             self.log.info(
                 "adopted existing pins",
@@ -424,6 +427,23 @@ class ServiceExecutor:
                 extra_requests_for_same_cid=report.duplicates,
                 other_devices_requests=report.others,
             )
+
+    async def _note_skipped(self, listing: ListingReport) -> None:
+        """After a full listing: keep how many of its records were skipped (they do not match
+        the spec) for `status`, and say why once, when it changes."""
+        noted = json.dumps({"records": listing.skipped, "reason": listing.skipped_reason})
+        if noted == self._skipped_noted:
+            return
+        self._skipped_noted = noted
+        key = f"skipped_records:{self.service.name}"
+        if noted != await self.store.get_meta(key):
+            await self.store.set_meta(key, noted)
+            if listing.skipped:
+                self.log.warning(
+                    "the service lists records that do not match the spec; they are skipped",
+                    skipped=listing.skipped,
+                    first=listing.skipped_reason,
+                )
 
     async def _hold_unreadable(
         self, listing: ListingReport, by_hash: dict[bytes, str] | None
@@ -449,9 +469,8 @@ class ServiceExecutor:
             for cid in sorted(cids - rows.keys())
         ]
         await self.store.save(held)
-        self.log.warning(
-            "the service listed records that do not match the spec; they were skipped",
-            skipped=listing.skipped,
+        self.log.info(
+            "our CIDs named only by records that do not match the spec are looked up later",
             ours_held_back=len(held),
         )
 
@@ -944,11 +963,12 @@ class ServiceExecutor:
         if not (await self.store.counts(self.service.name, unsent=False)).get("pinned"):
             return
         listed = 0
+        listing = ListingReport()
 
         async def batches() -> AsyncIterator[list[str]]:
             nonlocal listed
             batch: list[str] = []
-            async for status in iter_pins(self.client, statuses=(Status.PINNED,)):
+            async for status in iter_pins(self.client, statuses=(Status.PINNED,), report=listing):
                 batch.append(status.requestid)
                 if len(batch) >= 1000:
                     listed += len(batch)
@@ -975,6 +995,7 @@ class ServiceExecutor:
         await self.store.save(updates)
         await self.store.forget(self.service.name, vanished)
         report.vanished += len(vanished)
+        await self._note_skipped(listing)
         counts = await self.store.counts(self.service.name, unsent=False)
         (self.log.warning if vanished or updates else self.log.info)(
             "verified the pinned set",

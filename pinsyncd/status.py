@@ -62,6 +62,21 @@ def read_status(
     return result
 
 
+def _skipped_records(row: tuple[str] | None) -> tuple[int, str | None]:
+    """(records skipped in the service's last full listing, why the first one was)."""
+    try:
+        noted = json.loads(row[0]) if row else {}
+    except ValueError:
+        return 0, None
+    if not isinstance(noted, dict):
+        return 0, None
+    records, reason = noted.get("records"), noted.get("reason")
+    return (
+        records if type(records) is int else 0,
+        reason if isinstance(reason, str) else None,
+    )
+
+
 def _skipped(db: sqlite3.Connection) -> dict[str, int]:
     """What the node's last listing left out: lines that are not a pin, CIDs that do not
     parse, second spellings of one CID."""
@@ -127,6 +142,8 @@ def _empty() -> dict[str, Any]:
         "last_error": None,
         "paused": None,
         "paused_until": None,
+        "skipped_records": 0,
+        "skipped_reason": None,
     }
 
 
@@ -149,6 +166,8 @@ def _service(
         "FROM services WHERE name=?",
         (name,),
     ).fetchone()
+    noted = db.execute("SELECT value FROM meta WHERE key=?", (f"skipped_records:{name}",))
+    out["skipped_records"], out["skipped_reason"] = _skipped_records(noted.fetchone())
     if everywhere or not row or row[4] is None:
         (out["unsent"],) = db.execute(UNSENT_SQL, (name,)).fetchone()
     else:  # with K of N, what is meant for this service is known after its last cycle
@@ -250,6 +269,11 @@ def render_table(status: dict[str, Any]) -> str:
             )
         if s["sending"]:
             lines.append(f"{'':<{width}}  {s['sending']} being sent (outcome not yet known)")
+        if s.get("skipped_records"):
+            lines.append(
+                f"{'':<{width}}  {s['skipped_records']} records in its last full listing do not "
+                f"match the spec and were skipped ({s['skipped_reason']})"
+            )
         if s["stuck"]:
             lines.append(
                 f"{'':<{width}}  {s['stuck']} queued or pinning for over {stuck_after}: the "

@@ -25,6 +25,7 @@ from pinsyncd.psa import (
 from pinsyncd.psa.client import MAX_ANSWER
 from pinsyncd.psa.errors import retry_after_seconds
 from pinsyncd.state import RemoteStatus, StateStore
+from pinsyncd.status import read_status, render_table
 from tests.cidgen import random_cid, random_cids
 from tests.fake_psa import FakePinningService, Fault
 from tests.servers import client_for, serving
@@ -206,3 +207,26 @@ async def test_junk_in_fields_pinsyncd_only_passes_on_does_not_cost_the_record(
     rows = await store.remote_pins("spec")
     await store.close()
     assert rows[junk].status is RemoteStatus.PINNED and len(rows) == 2000
+
+
+async def test_records_skipped_at_first_contact_are_counted_in_status(tmp_path: Path) -> None:
+    """A record that cannot be used (no requestid) is skipped, the rest adopted, and `status`
+    says how many were skipped and why, in the validator's words."""
+    good = random_cids(3)
+    records = [_record(f"r{i}", cid, "2024-05-01T00:00:00Z") for i, cid in enumerate(good)]
+    records.append(_record("", random_cid(), "2024-05-01T00:00:00Z"))
+    page = json.dumps({"count": 4, "results": records})
+    store = await StateStore.open(tmp_path / "state.db")
+    async with FakePinningService(token=EXEC_TOKEN) as svc:
+        svc.inject(Fault("malformed", body=page), method="GET", path="/pins", times=None)
+        executor = executor_for(svc, store)
+        async with executor.client:
+            report = await executor.sync(dict.fromkeys(good, ""), ONLINE, send=False)
+    await store.close()
+    assert report.adopted == 3
+    (spec,) = read_status(tmp_path / "state.db", ["spec"])["services"].values()
+    assert spec["skipped_records"] == 1
+    assert spec["skipped_reason"] == "results.3.requestid: Value error, empty requestid"
+    assert "1 records in its last full listing do not match the spec" in render_table(
+        read_status(tmp_path / "state.db", ["spec"])
+    )

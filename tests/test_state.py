@@ -621,6 +621,8 @@ EMPTY = {
     "last_error": None,
     "paused": None,
     "paused_until": None,
+    "skipped_records": 0,
+    "skipped_reason": None,
 }
 
 

@@ -138,6 +138,7 @@ class PinResults(_Wire):
     results: list[PinStatus]
     _skipped: int = PrivateAttr(default=0)
     _skipped_cids: tuple[str, ...] = PrivateAttr(default=())
+    _skipped_reason: str | None = PrivateAttr(default=None)
 
     @property
     def skipped(self) -> int:
@@ -146,6 +147,11 @@ class PinResults(_Wire):
     @property
     def skipped_cids(self) -> tuple[str, ...]:
         return self._skipped_cids
+
+    @property
+    def skipped_reason(self) -> str | None:
+        """Why the first skipped record was skipped, in the validator's words."""
+        return self._skipped_reason
 
 
 class _RawPage(_Wire):
@@ -164,10 +170,15 @@ def parse_page(payload: bytes) -> PinResults:
         raw = _RawPage.model_validate_json(payload)  # the frame itself is wrong: raise
     good: list[PinStatus] = []
     cids: list[str] = []
-    for record in raw.results:
+    reason: str | None = None
+    for index, record in enumerate(raw.results):
         try:
             good.append(PinStatus.model_validate(record))
-        except ValidationError:
+        except ValidationError as exc:
+            if reason is None:
+                first = exc.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                reason = f"results.{index}.{where}: {first['msg']}"[:200]
             pin = record.get("pin") if isinstance(record, dict) else None
             cid = pin.get("cid") if isinstance(pin, dict) else None
             if isinstance(cid, str) and cid:
@@ -175,6 +186,7 @@ def parse_page(payload: bytes) -> PinResults:
     page = PinResults(count=raw.count, results=good)
     page._skipped = len(raw.results) - len(good)
     page._skipped_cids = tuple(cids)
+    page._skipped_reason = reason
     return page
 
 

@@ -76,6 +76,8 @@ class ListingReport:
     """The `pin.cid` of skipped records that have one (at most `MAX_SKIPPED_CIDS`)."""
     cut_off: str | None = None
     """Why the listing was stopped before the server said it ended."""
+    skipped_reason: str | None = None
+    """Why the first skipped record was skipped (see `PinResults.skipped_reason`)."""
 
 
 MAX_SKIPPED_CIDS = 100_000
@@ -99,6 +101,7 @@ def _note_page(report: ListingReport, page: PinResults, *, whole: bool = False) 
     if not page.skipped:
         return
     report.complete = False
+    report.skipped_reason = report.skipped_reason or page.skipped_reason
     if whole:
         report.skipped = max(report.skipped, page.skipped)
         known = set(report.skipped_cids)
