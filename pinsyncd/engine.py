@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -104,7 +103,6 @@ class SyncEngine:
         self.mfs_root: str | None = None
         self.peer_id: str | None = None  # the node's, once listed (also from the state)
         self.node_view = NodeView(online=False)
-        self._skipped_noted: str | None = None
 
     def interrupt(self) -> None:
         """Stop waiting for turns: requests not yet sent are abandoned (the daemon stops)."""
@@ -254,12 +252,8 @@ class SyncEngine:
             "unparsable": vetting.unparsable,
             "spellings": vetting.spellings,
         }
-        noted = json.dumps(counts, sort_keys=True)
-        if noted == self._skipped_noted:
+        if not await self.store.note("node_skipped", counts):
             return
-        self._skipped_noted = noted
-        if noted != await self.store.get_meta("node_skipped"):
-            await self.store.set_meta("node_skipped", noted)
         if not vetting.complete:
             log.warning(
                 "the node's listing has entries that are not pins or whose CID does not parse; "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -139,7 +138,6 @@ class ServiceExecutor:
         self._limit = asyncio.Semaphore(service.concurrency)
         self._halted = False  # a 401/409/429 this cycle: send nothing more to this service
         self._rate_restored = False
-        self._skipped_noted: str | None = None  # what `_note_skipped` last stored
         client.on_rate_limited = self._remember_block
         self.progress: Callable[[str, int, int], None] | None = None
         """Told (service, done, total) after each batch of adds and replaces."""
@@ -431,19 +429,13 @@ class ServiceExecutor:
     async def _note_skipped(self, listing: ListingReport) -> None:
         """After a full listing: keep how many of its records were skipped (they do not match
         the spec) for `status`, and say why once, when it changes."""
-        noted = json.dumps({"records": listing.skipped, "reason": listing.skipped_reason})
-        if noted == self._skipped_noted:
-            return
-        self._skipped_noted = noted
-        key = f"skipped_records:{self.service.name}"
-        if noted != await self.store.get_meta(key):
-            await self.store.set_meta(key, noted)
-            if listing.skipped:
-                self.log.warning(
-                    "the service lists records that do not match the spec; they are skipped",
-                    skipped=listing.skipped,
-                    first=listing.skipped_reason,
-                )
+        fact = {"records": listing.skipped, "reason": listing.skipped_reason}
+        if await self.store.note(f"skipped_records:{self.service.name}", fact) and fact["records"]:
+            self.log.warning(
+                "the service lists records that do not match the spec; they are skipped",
+                skipped=listing.skipped,
+                first=listing.skipped_reason,
+            )
 
     async def _hold_unreadable(
         self, listing: ListingReport, by_hash: dict[bytes, str] | None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import (
     AsyncIterable,
@@ -327,6 +328,7 @@ class StateStore:
         self.path = path
         # One connection serves every coroutine: transactions take turns.
         self._write_lock = asyncio.Lock()
+        self._noted: dict[str, str] = {}  # what `note` last kept, by key
         # The temporary table of a listing belongs to the connection: one listing at a time.
         self._listing_lock = asyncio.Lock()
 
@@ -964,6 +966,17 @@ class StateStore:
     async def get_meta(self, key: str) -> str | None:
         rows = await self._db.execute_fetchall("SELECT value FROM meta WHERE key=?", (key,))
         return next((value for (value,) in rows), None)
+
+    async def note(self, key: str, fact: Mapping[str, object]) -> bool:
+        """Keep `fact` (JSON) under `key` in the meta table for `status`, writing only when it
+        changed; True when it differs from what this process noted last (say so then)."""
+        text = json.dumps(fact, sort_keys=True)
+        if self._noted.get(key) == text:
+            return False
+        self._noted[key] = text
+        if await self.get_meta(key) != text:
+            await self.set_meta(key, text)
+        return True
 
     async def set_meta(self, key: str, value: str) -> None:
         async with self._transaction():

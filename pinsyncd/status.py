@@ -62,15 +62,20 @@ def read_status(
     return result
 
 
-def _skipped_records(row: tuple[str] | None) -> tuple[int, str | None]:
-    """(records skipped in the service's last full listing, why the first one was)."""
+def _meta_json(db: sqlite3.Connection, key: str) -> dict[str, Any]:
+    """A fact the daemon noted (`StateStore.note`); {} when there is none, or it is not one."""
+    row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
     try:
-        noted = json.loads(row[0]) if row else {}
+        fact = json.loads(row[0]) if row else {}
     except ValueError:
-        return 0, None
-    if not isinstance(noted, dict):
-        return 0, None
-    records, reason = noted.get("records"), noted.get("reason")
+        return {}
+    return fact if isinstance(fact, dict) else {}
+
+
+def _skipped_records(db: sqlite3.Connection, service: str) -> tuple[int, str | None]:
+    """(records skipped in the service's last full listing, why the first one was)."""
+    fact = _meta_json(db, f"skipped_records:{service}")
+    records, reason = fact.get("records"), fact.get("reason")
     return (
         records if type(records) is int else 0,
         reason if isinstance(reason, str) else None,
@@ -80,17 +85,9 @@ def _skipped_records(row: tuple[str] | None) -> tuple[int, str | None]:
 def _skipped(db: sqlite3.Connection) -> dict[str, int]:
     """What the node's last listing left out: lines that are not a pin, CIDs that do not
     parse, second spellings of one CID."""
-    row = db.execute("SELECT value FROM meta WHERE key='node_skipped'").fetchone()
-    try:
-        counts = json.loads(row[0]) if row else {}
-    except ValueError:
-        counts = {}
-    if not isinstance(counts, dict):
-        counts = {}
+    counts = _meta_json(db, "node_skipped")
     return {
-        k: int(v)
-        for k in ("lines", "unparsable", "spellings")
-        if type(v := counts.get(k, 0)) is int
+        k: v for k in ("lines", "unparsable", "spellings") if type(v := counts.get(k, 0)) is int
     }
 
 
@@ -166,8 +163,7 @@ def _service(
         "FROM services WHERE name=?",
         (name,),
     ).fetchone()
-    noted = db.execute("SELECT value FROM meta WHERE key=?", (f"skipped_records:{name}",))
-    out["skipped_records"], out["skipped_reason"] = _skipped_records(noted.fetchone())
+    out["skipped_records"], out["skipped_reason"] = _skipped_records(db, name)
     if everywhere or not row or row[4] is None:
         (out["unsent"],) = db.execute(UNSENT_SQL, (name,)).fetchone()
     else:  # with K of N, what is meant for this service is known after its last cycle
