@@ -602,8 +602,17 @@ class StateStore:
         """Apply a new include/exclude to the stored listing (the config changed while the
         node is offline); returns how many pins changed."""
         changes: list[tuple[int, str]] = []
-        async with self._db.execute("SELECT cid, name, kind, selected FROM local_pins") as rows:
-            async for cid, name, kind, was in rows:
+        after = ""
+        while True:  # a page at a time: no statement stays open across an await
+            rows = await self._db.execute_fetchall(
+                "SELECT cid, name, kind, selected FROM local_pins WHERE cid > ? "
+                f"ORDER BY cid LIMIT {VET_CHUNK}",
+                (after,),
+            )
+            if not rows:
+                break
+            after = rows[-1][0]
+            for cid, name, kind, was in rows:
                 now = selected(cid, name, kind)
                 if now != bool(was):
                     changes.append((int(now), cid))

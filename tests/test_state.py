@@ -838,3 +838,13 @@ async def test_tracking_hands_out_pending_requests_once_and_counts_what_is_left(
         assert len(await tracked.rest(2)) == 2
     async with store.tracking("svc", before=fresh - 1) as again:
         assert again.remaining() == 6, "a new round starts from the state again"
+
+
+async def test_reselect_applies_a_new_selection_page_by_page(store: StateStore) -> None:
+    """include/exclude changed while the node is offline: the stored listing is selected
+    again, more than one page of it, without holding a statement open across awaits."""
+    pins = {f"bafy{i:06d}": ("photos/" if i % 3 == 0 else "misc/") + str(i) for i in range(12_000)}
+    await store.replace_local_pins(pins)
+    changed = await store.reselect(lambda _cid, name, _kind: name.startswith("photos/"))
+    assert changed == 8000 and await store.local_counts() == (12_000, 4000)
+    assert await store.reselect(lambda _cid, name, _kind: name.startswith("photos/")) == 0
