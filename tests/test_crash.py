@@ -15,6 +15,7 @@ from tests.conftest import seed_pins
 from tests.daemon_helpers import ServiceSpec, acli, start_daemon, write_config
 from tests.fake_psa import FakePinningService, Fault
 from tests.peers import KuboNode
+from tests.test_hostile_state import wait_for
 
 PINS = 600
 KILLS = 5
@@ -43,8 +44,19 @@ async def test_kill_9_during_initial_sync_never_pins_twice(
         on_service_after_kill: list[int] = []
         intents_after_kill: list[int] = []
         for kill in range(KILLS):
+            sent = svc.count(method="POST", path_prefix="/pins")
             daemon = await start_daemon(config, env, tmp_path / f"daemon-{kill}.log")
-            await asyncio.sleep(rng.uniform(0.8, 2.0))
+            # Killed while it sends, however long this machine takes to start it: once its
+            # first add arrived, at a random moment in the next 0.6 s.
+            await wait_for(
+                lambda sent=sent: (
+                    svc.count(method="POST", path_prefix="/pins") > sent
+                    or len(svc.pins) >= len(local)
+                ),
+                120,
+                "the daemon sending",
+            )
+            await asyncio.sleep(rng.uniform(0.0, 0.6))
             daemon.kill()
             await daemon.wait()
             on_service_after_kill.append(len(svc.pins))
