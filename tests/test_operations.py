@@ -363,7 +363,9 @@ async def test_status_and_retry_beside_a_busy_daemon_and_no_per_pin_spam(
     from tests.fake_psa import Fault
 
     async with FakeKubo(pins=2000) as node, FakePinningService(token=ALPHA) as alpha:
-        alpha.chaos(1.0, kinds=[Fault("slow", delay=0.01)], method="POST")
+        # Each add takes 30 ms on the server, so the sync lasts about 15 s, long enough for a
+        # few rounds of the commands even on a slow machine (each CLI run starts Python).
+        alpha.chaos(1.0, kinds=[Fault("slow", delay=0.03)], method="POST")
         config = tmp_path / "config.yaml"
         env = write_config(
             config, node_api=node.url, services=[ServiceSpec("alpha", alpha.url, ALPHA)]
