@@ -51,6 +51,7 @@ from pinsyncd.psa import (
     clip_name,
     find_pins,
     iter_pins,
+    same_content,
 )
 from pinsyncd.state import (
     UNFINISHED_STATUSES,
@@ -137,6 +138,9 @@ class ServiceExecutor:
         self._rng = rng or random.Random()
         self._limit = asyncio.Semaphore(service.concurrency)
         self._halted = False  # a 401/409/429 this cycle: send nothing more to this service
+        self._replace_noop: bool | None = None  # None: not read from the state yet
+        """The service answers a replace of a request by its own CID with the request as it
+        was (Helia's server): such a replace is sent as a delete, then an add."""
         self._rate_restored = False
         client.on_rate_limited = self._remember_block
         self.progress: Callable[[str, int, int], None] | None = None
@@ -170,6 +174,8 @@ class ServiceExecutor:
         self._halted = False
         before = dict(self.client.requests)
         state = await self.store.service_state(self.service.name)
+        if self._replace_noop is None:
+            self._replace_noop = await self.store.get_meta(self._noop_key) is not None
         if not self._rate_restored:  # a restart keeps the slowed-down rate after a 429
             self._rate_restored = True
             if state.rate is not None:
@@ -249,7 +255,7 @@ class ServiceExecutor:
         candidates, remote, next_after = await self.store.plan_view(
             self.service.name,
             names_of=d.mfs_name,
-            renamed=d.rename,
+            renamed=self._renames(d),
             cids=d.gone | d.surplus,
             candidates=adopted,
             pending=after is None,
@@ -267,6 +273,30 @@ class ServiceExecutor:
         """What a cycle would do now, all at once (reads the state, sends nothing)."""
         desired, remote, _ = await self._view(d, adopted)
         return self._plan(d, desired, remote, adopted, node), desired, remote
+
+    def _renames(self, d: Directives) -> bool:
+        """Whether names are carried to this service. Not where a replace does nothing: a
+        rename would then be a delete and an add, and a pinned backup is worth more than its
+        name."""
+        return d.rename and not self._replace_noop
+
+    @property
+    def _noop_key(self) -> str:
+        return f"replace_noop:{self.service.name}"
+
+    async def _learn_replace_noop(self, item: Replace, answer: PinStatus) -> None:
+        """Remember, for this service and across restarts, that its replace does nothing."""
+        if self._replace_noop:
+            return
+        self._replace_noop = True
+        fact = {"requestid": answer.requestid, "status": answer.status.value, "cid": item.cid}
+        await self.store.note(self._noop_key, fact)
+        self.log.warning(
+            "the service answers a replace with the request as it was: a failed pin is now "
+            "deleted, then added again, and names are no longer carried to it",
+            requestid=answer.requestid,
+            status=answer.status.value,
+        )
 
     async def _unsent_count(self, d: Directives) -> int:
         """Pins meant for this service with no request on it, counted a window at a time."""
@@ -296,7 +326,7 @@ class ServiceExecutor:
             surplus=d.surplus,
             mfs_root=d.mfs_root,
             mfs_name=d.mfs_name,
-            rename=d.rename,
+            rename=self._renames(d),
             node_online=node is None or node.online,
         )
 
@@ -701,7 +731,22 @@ class ServiceExecutor:
                             intent, current, attempts=intent.attempts - 1, last_error=None
                         )
             try:
-                status = await self._create(item, pin, replacing)
+                # What was learned holds for a replace by the same CID; one by another
+                # (a new MFS root) is tried as such, and falls back only if it does nothing.
+                known = self._replace_noop and item.reason != "mfs"
+                if isinstance(item, Replace) and replacing and known:
+                    if item.reason == "rename":
+                        return None  # planned before the no-op was seen: not worth a delete
+                    status = await self._delete_then_add(item, pin)
+                else:
+                    status = await self._create(item, pin, replacing)
+                    if isinstance(item, Replace) and replacing and _unchanged(item, pin, status):
+                        await self._learn_replace_noop(item, status)
+                        if item.reason == "rename":  # the old name stays; nothing else to do
+                            return _apply_status(intent, status, last_error=None)
+                        status = await self._delete_then_add(item, pin)
+                if status is None:
+                    return None  # the request replaced is still there, as it was
             except NotSent:
                 return None
             except NotFound:
@@ -722,6 +767,21 @@ class ServiceExecutor:
         # device's request: then it is shared, and not ours to delete.
         owned = claim_of(status.pin.meta, self.ours(node)) is not Claim.OTHER
         return _apply_status(intent, status, last_error=None, owned=owned)
+
+    async def _delete_then_add(self, item: Replace, pin: Pin) -> PinStatus | None:
+        """A replace where the service's own does nothing: delete the request, and add the pin
+        once the delete is answered, so there is never more than one request for the CID.
+        None when the delete did not go through (the request is as it was before)."""
+        try:
+            await self.client.delete_pin(item.requestid)
+        except NotFound:
+            pass  # already gone
+        except (Unauthorized, InsufficientFunds, RateLimited, NotSent):
+            raise
+        except PinningServiceError as exc:
+            self.log.info("a delete before an add again failed", cid=item.cid, error=str(exc))
+            return None
+        return await self._create(item, pin, replacing=False)
 
     async def _create(self, item: Add | Replace, pin: Pin, replacing: bool) -> PinStatus:
         """Send the create. A 429 means it was not applied: after a short Retry-After (which
@@ -1061,6 +1121,16 @@ def _rank(status: PinStatus) -> tuple[int, float]:
 def _row_rank(row: RemotePin) -> tuple[int, float]:
     created = _parse_time(row.created).timestamp() if row.created else 0.0
     return _STATUS_RANK[Status(row.status.value)], created
+
+
+def _unchanged(item: Replace, sent: Pin, answer: PinStatus) -> bool:
+    """Whether a replace came back as the request it was meant to replace: the same
+    requestid, still `failed`, or still for the old CID or name."""
+    if answer.requestid != item.requestid or same_content(item.requestid, sent.cid):
+        return False  # a new request, or a pin made again by its CID (ipfs-cluster)
+    if answer.status is Status.FAILED or not same_content(answer.pin.cid, sent.cid):
+        return True
+    return item.reason == "rename" and answer.pin.name != sent.name
 
 
 def _apply_status(row: RemotePin, status: PinStatus, **changes: Any) -> RemotePin:

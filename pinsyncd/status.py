@@ -141,6 +141,7 @@ def _empty() -> dict[str, Any]:
         "paused_until": None,
         "skipped_records": 0,
         "skipped_reason": None,
+        "replace_noop": False,
     }
 
 
@@ -164,6 +165,7 @@ def _service(
         (name,),
     ).fetchone()
     out["skipped_records"], out["skipped_reason"] = _skipped_records(db, name)
+    out["replace_noop"] = bool(_meta_json(db, f"replace_noop:{name}"))
     if everywhere or not row or row[4] is None:
         (out["unsent"],) = db.execute(UNSENT_SQL, (name,)).fetchone()
     else:  # with K of N, what is meant for this service is known after its last cycle
@@ -269,6 +271,11 @@ def render_table(status: dict[str, Any]) -> str:
             lines.append(
                 f"{'':<{width}}  {s['skipped_records']} records in its last full listing do not "
                 f"match the spec and were skipped ({s['skipped_reason']})"
+            )
+        if s.get("replace_noop"):
+            lines.append(
+                f"{'':<{width}}  its replace does nothing: a failed pin is deleted, then added "
+                "again, and names are not carried to it"
             )
         if s["stuck"]:
             lines.append(

@@ -327,6 +327,7 @@ class FakePinningService:
         rate_limit_grace: float = 0.005,
         in_flight_grace: float = 0.05,
         hang_seconds: float = 3600.0,
+        replace_noop: bool = False,
     ) -> None:
         if order not in ("newest_first", "oldest_first"):
             raise ValueError(f"bad order {order!r}")
@@ -351,7 +352,13 @@ class FakePinningService:
         self.rate_limit_grace = rate_limit_grace
         self.in_flight_grace = in_flight_grace
         self.hang_seconds = hang_seconds
+        self.replace_noop = replace_noop
+        """Helia's server: a replace by the request's own CID answers 202 with the request as
+        it was (same requestid, old status, old name) and changes nothing."""
         self.flooded = 0  # bytes of the last `flood` body that were sent
+        self.most_at_once: dict[str, int] = {}
+        """Per CID, the most live requests it ever had at one instant."""
+        self._live_by_cid: dict[str, int] = {}
 
         self.requests: list[RecordedRequest] = []
         self.rate_limit_violations: list[RateLimitViolation] = []
@@ -601,11 +608,15 @@ class FakePinningService:
         self._order.append(rec)
         self._keys.append(ns)
         self._by_id[rid] = rec
+        key = str(pin.get("cid"))  # a record added as junk may have no CID, or not a string
+        live = self._live_by_cid[key] = self._live_by_cid.get(key, 0) + 1
+        self.most_at_once[key] = max(live, self.most_at_once.get(key, 0))
         return rec
 
     def _remove(self, rec: _Record) -> None:
         rec.alive = False
         del self._by_id[rec.requestid]
+        self._live_by_cid[str(rec.pin.get("cid"))] -= 1
         self._dead += 1
         if self._dead > 64 and self._dead * 2 > len(self._order):
             self._order = [r for r in self._order if r.alive]
@@ -874,7 +885,10 @@ class FakePinningService:
             return _json_response(200, self._pin_status(self._lookup(rid), time.monotonic()))
         if method == "POST":
             pin = self._parse_pin(raw)
-            self._remove(self._lookup(rid))
+            old = self._lookup(rid)
+            if self.replace_noop and old.pin["cid"] == pin["cid"]:
+                return _json_response(202, self._pin_status(old, time.monotonic()))
+            self._remove(old)
             rec = self._create(pin)
             return _json_response(202, self._pin_status(rec, time.monotonic()))
         if method == "DELETE":

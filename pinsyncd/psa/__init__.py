@@ -1,6 +1,6 @@
 """The IPFS Pinning Service API v1.0.0: wire types, typed errors, the client and the pager."""
 
-from pinsyncd.psa.client import PinningServiceClient, addressable
+from pinsyncd.psa.client import PinningServiceClient, addressable, same_content
 from pinsyncd.psa.errors import (
     BadRequest,
     ClientError,
@@ -53,4 +53,5 @@ __all__ = [
     "clip_name",
     "find_pins",
     "iter_pins",
+    "same_content",
 ]
