@@ -17,7 +17,7 @@ from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config
 from pinsyncd.delegates import DelegateDialer
 from pinsyncd.executor import NodeView, ServiceExecutor, ServiceReport
-from pinsyncd.kubo import LocalNode, NodeError, PinListing
+from pinsyncd.kubo import LocalNode, NodeError, PinListing, pin_kind
 from pinsyncd.origins import select_origins
 from pinsyncd.policy import Policy, mfs_name
 from pinsyncd.psa import PinningServiceClient
@@ -165,7 +165,9 @@ class SyncEngine:
         try:
             identity = await self.node.identity()
             added, removed, _renamed = await self.store.replace_local_listing(
-                self._listing(identity.peer_id, vetting), vetting
+                self._listing(identity.peer_id, vetting),
+                vetting,
+                listed_twice=len(self.config.sync.pin_types) > 1,
             )
         except ListingStopped as exc:
             report.node_error = str(exc)
@@ -204,15 +206,22 @@ class SyncEngine:
         self, peer_id: str, vetting: ListingVetting
     ) -> AsyncIterator[list[tuple[str, str, str, int]]]:
         """The node's pins of the configured types (one streamed `pin/ls` each), then the
-        MFS root when `sync.mfs` is on, in batches of (cid, name, kind, selected). The MFS
-        root is always selected; if it is also pinned, the pin's entry wins. Lines that are
-        not a pin are counted in `vetting`."""
+        MFS root when `sync.mfs` is on, in batches of (cid, name, kind, selected). Each pin
+        is labelled with the type its entry gives, and one of a type not configured is left
+        out; a CID listed under two types keeps its first entry. The MFS root is
+        always selected; if it is also pinned, the pin's entry wins. Lines that are not a
+        pin are counted in `vetting`."""
         selected = self.selector.selected
         skipped = PinListing()
+        wanted = set(self.config.sync.pin_types)
         for pin_type in self.config.sync.pin_types:
             batches = self._unless_halted(self.node.iter_pin_batches(pin_type, skipped))
             async for pins in batches:
-                yield [(p.cid, p.name, pin_type, int(selected(p.cid, p.name))) for p in pins]
+                yield [
+                    (p.cid, p.name, kind, int(selected(p.cid, p.name)))
+                    for p in pins
+                    if (kind := pin_kind(p.type, pin_type)) in wanted
+                ]
         vetting.bad_lines = skipped.bad_lines
         vetting.examples.extend(skipped.examples)
         if self.config.sync.mfs:

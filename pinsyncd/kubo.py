@@ -44,6 +44,16 @@ class LocalPin:
     type: str
 
 
+PIN_TYPES = frozenset({"recursive", "direct", "indirect"})
+
+
+def pin_kind(listed: str, asked: str) -> str:
+    """A listed pin's type: the `Type` its entry carries, which is the truth (ipfs-cluster's
+    IPFS proxy lists every pin whatever type is asked for), or the type asked for when the
+    entry carries none that Kubo knows."""
+    return listed if listed in PIN_TYPES else asked
+
+
 MAX_LINE = 2**20
 """The longest `pin/ls` line read (a pin's line is a CID and a name: well under a KiB)."""
 

@@ -435,21 +435,26 @@ class StateStore:
         self,
         batches: AsyncIterable[Sequence[tuple[str, str, str, int]]],
         vetting: ListingVetting | None = None,
+        *,
+        listed_twice: bool = False,
     ) -> tuple[int, int, int]:
         async with self._listing_lock:
-            return await self._replace_local_listing(batches, vetting)
+            return await self._replace_local_listing(batches, vetting, listed_twice)
 
     async def _replace_local_listing(
         self,
         batches: AsyncIterable[Sequence[tuple[str, str, str, int]]],
-        vetting: ListingVetting | None = None,
+        vetting: ListingVetting | None,
+        listed_twice: bool,
     ) -> tuple[int, int, int]:
         """Store a complete listing, streamed in batches of (cid, name, kind, selected), and
         return (added, removed, renamed). The batches go to a temporary table and the
         difference is made in SQL, so memory does not grow with the pinset, and an unchanged
-        pinset writes nothing to the state. If the stream fails, nothing changes. A CID
-        listed twice keeps its first entry. A CID that leaves the node is noted with the
-        time, for `unpin: mirror`; one that comes back is no longer noted.
+        pinset writes nothing to the state. If the stream fails, nothing changes. With
+        `listed_twice` (more than one listing, which may name one CID in each), a CID listed
+        twice keeps its first entry; the MFS root always gives way to a pin. A CID that
+        leaves the node is noted with the time, for `unpin: mirror`; one that comes back is
+        no longer noted.
         With `vetting`, the CIDs new to the state are checked first (see `ListingVetting`);
         a listing it finds incomplete removes nothing."""
         # Appended in arrival order and indexed once at the end: inserting a million random
@@ -472,6 +477,11 @@ class StateStore:
                 "DELETE FROM temp.listing WHERE kind = 'mfs' AND EXISTS (SELECT 1 FROM "
                 "temp.listing AS t WHERE t.cid = listing.cid AND t.rowid != listing.rowid)"
             )
+            if listed_twice:  # a pass over the whole listing, paid only by who needs it
+                await self._db.execute(
+                    "DELETE FROM temp.listing WHERE rowid NOT IN "
+                    "(SELECT MIN(rowid) FROM temp.listing GROUP BY cid)"
+                )
         if vetting is not None:
             await self._vet_listing(vetting)
         complete = vetting is None or vetting.complete

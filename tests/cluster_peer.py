@@ -29,6 +29,7 @@ from tests.peers import IPFS_BIN, ROOT, KuboNode, _stop
 CLUSTER_BIN = ROOT / ".peers" / "bin" / "ipfs-cluster-service"
 CLUSTER_CTL = ROOT / ".peers" / "bin" / "ipfs-cluster-ctl"
 _LISTEN = re.compile(rb"(PINSVCAPI|RESTAPI) \(HTTP - authenticated\): /ip4/127\.0\.0\.1/tcp/(\d+)")
+_PROXY = re.compile(rb"IPFS Proxy: /ip4/127\.0\.0\.1/tcp/(\d+) ->")
 _READY = b"IPFS Cluster is READY"
 
 
@@ -48,6 +49,10 @@ class ClusterPeer:
     url: str = ""
     """The Pinning Service API endpoint, e.g. http://127.0.0.1:40123."""
     rest_url: str = ""
+    proxy: bool = False
+    """Turn on `api.ipfsproxy`, the Kubo RPC API for the cluster's whole pinset."""
+    proxy_url: str = ""
+    """With `proxy`: its RPC API, e.g. http://127.0.0.1:40125 (pinsyncd's `node.api`)."""
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,13 +86,17 @@ class ClusterPeer:
         config["consensus"]["crdt"]["trusted_peers"] = ["*"]
         credentials = {self.user: self.password}
         apis = config["api"]
-        apis.pop("ipfsproxy", None)  # a component is on only when its section is present
+        host, port = self.kubo.api_url.removeprefix("http://").split(":")
+        if self.proxy:
+            apis["ipfsproxy"]["listen_multiaddress"] = [loopback]
+            apis["ipfsproxy"]["node_multiaddress"] = f"/ip4/{host}/tcp/{port}"
+        else:
+            apis.pop("ipfsproxy", None)  # a component is on only when its section is present
         apis["pinsvcapi"]["http_listen_multiaddress"] = loopback
         apis["pinsvcapi"]["basic_auth_credentials"] = credentials
         apis["restapi"]["http_listen_multiaddress"] = loopback  # for ipfs-cluster-ctl
         apis["restapi"]["basic_auth_credentials"] = credentials
         connector = config["ipfs_connector"]["ipfshttp"]
-        host, port = self.kubo.api_url.removeprefix("http://").split(":")
         connector["node_multiaddress"] = f"/ip4/{host}/tcp/{port}"
         connector["pin_timeout"] = self.pin_timeout
         config["pin_tracker"]["stateless"]["concurrent_pins"] = self.concurrent_pins
@@ -141,9 +150,12 @@ class ClusterPeer:
                 break
             text = self.log.read_bytes()[offset:]
             ports = {m.group(1): int(m.group(2)) for m in _LISTEN.finditer(text)}
-            if _READY in text and len(ports) == 2:
+            proxy = _PROXY.search(text)
+            if _READY in text and len(ports) == 2 and (proxy or not self.proxy):
                 self.url = f"http://127.0.0.1:{ports[b'PINSVCAPI']}"
                 self.rest_url = f"http://127.0.0.1:{ports[b'RESTAPI']}"
+                if proxy:
+                    self.proxy_url = f"http://127.0.0.1:{int(proxy.group(1))}"
                 if self.delegates():
                     return
             time.sleep(0.1)

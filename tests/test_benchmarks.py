@@ -198,7 +198,7 @@ def test_listing_vet() -> None:
     r = run_benchmark("listing_vet")
     (size,) = r["sizes"]
     assert size["pins"] == 2000
-    for label in ("plain", "vetted"):
+    for label in ("plain", "vetted", "two_types", "proxy"):
         number(size[f"{label}_first_wall"], positive=True)
         for key in ("first_cpu", "idle_wall", "idle_cpu"):  # rounded: may be 0.0 at 2,000
             number(size[f"{label}_{key}"])

@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -571,3 +572,66 @@ async def test_lost_add_answers_are_resolved_not_resent_and_a_re_add_confuses_no
         async with client_for(cluster) as client:
             assert len([p async for p in iter_pins(client)]) == len(wanted), "one pin per CID"
     print(f"\nstate: {json.dumps(counts)}")
+
+
+# --- the cluster as the source ---------------------------------------------------------------
+
+
+async def test_back_up_a_whole_cluster_through_its_ipfs_proxy(
+    cluster_factory: ClusterFactory, mock_psa_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """pinsyncd's node is cluster A's IPFS proxy (`api.ipfsproxy`); its targets are cluster B
+    (a real Pinning Service API server that fetches the data) and the npm mock. The proxy
+    lists every pin for each type asked and drops the names: each pin keeps the type its
+    entry gives, a CID listed twice is one pin, and the data reaches B from A's Kubo alone
+    (A's addresses are the origins, and A's Kubo dials B's delegates through the proxy)."""
+    source = cluster_factory("source", proxy=True)
+    target = cluster_factory("target")
+    mock = mock_psa_factory()
+    blobs = {f"file-{i}": os.urandom(300_000) for i in range(4)}
+    cids: dict[str, str] = {}
+    for name, data in blobs.items():
+        cids[name] = source.kubo.cli("add", "-Q", "--pin=false", stdin=data)
+        source.ctl("pin", "add", "--name", name, cids[name])
+    block = source.kubo.cli("block", "put", stdin=os.urandom(1000))
+    source.ctl("pin", "add", "--mode", "direct", "--name", "a-block", block)
+    assert not any(holds(target.kubo, cid) for cid in cids.values())
+
+    config = tmp_path / "config.yaml"
+    env = write_config(
+        config,
+        node_api=source.proxy_url,
+        services=[
+            ServiceSpec("cluster", target.url, target.token(), timeout="5s"),
+            ServiceSpec("mock", mock.url, mock.token),
+        ],
+        interval="1s",
+        extra_sync="pin_types: [recursive, direct]\n  origins: all",
+        retry="base: 1s\ncap: 4s\nmax_attempts: 50",
+    )
+
+    async def pinned(count: int) -> bool:
+        services = (await asyncio.to_thread(status_json, config, env))["services"]
+        return services["cluster"]["pinned"] == count and services["mock"]["queued"] == count
+
+    log = tmp_path / "daemon.log"
+    async with pinsyncd_daemon(config, env, log):
+        took = await wait_until(lambda: pinned(5), 90, "the cluster's 5 pins on both targets")
+        later = source.kubo.cli("add", "-Q", "--pin=false", stdin=os.urandom(2000))
+        source.ctl("pin", "add", "--name", "later", later)
+        took_later = await wait_until(lambda: pinned(6), 90, "a pin added to the cluster later")
+    print(f"\ncluster -> cluster + mock: 5 pins in {took:.1f}s, one more in {took_later:.1f}s")
+
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        kinds = dict(db.execute("SELECT cid, kind FROM local_pins").fetchall())
+        names = dict(db.execute("SELECT cid, name FROM local_pins").fetchall())
+    assert kinds == {**{cid: "recursive" for cid in [*cids.values(), later]}, block: "direct"}
+    assert set(names.values()) == {""}, "the proxy passes no names"
+    async with client_for(target) as client:
+        listed = [s async for s in iter_pins(client, statuses=frozenset(Status))]
+    assert sorted(s.pin.cid for s in listed) == sorted([*cids.values(), block, later])
+    assert {s.status for s in listed} == {Status.PINNED}
+    source.stop()  # the data is on B now, whatever happens to A
+    for name, data in blobs.items():
+        assert read_back(target.kubo, cids[name]) == data
+    assert "Traceback" not in log.read_text()

@@ -848,3 +848,24 @@ async def test_reselect_applies_a_new_selection_page_by_page(store: StateStore) 
     changed = await store.reselect(lambda _cid, name, _kind: name.startswith("photos/"))
     assert changed == 8000 and await store.local_counts() == (12_000, 4000)
     assert await store.reselect(lambda _cid, name, _kind: name.startswith("photos/")) == 0
+
+
+async def test_a_cid_in_two_listings_keeps_its_first_entry(tmp_path: Path) -> None:
+    """Two type listings that both name a CID (ipfs-cluster's IPFS proxy lists every pin
+    under each type): the first entry is kept, and listing the same again writes nothing."""
+    store = await StateStore.open(tmp_path / "state.db")
+    try:
+        a, b, c = (f"bafkrei{'abc'[i] * 52}" for i in range(3))
+
+        async def listings() -> AsyncIterator[list[tuple[str, str, str, int]]]:
+            yield [(a, "first", "recursive", 1), (b, "", "recursive", 1)]
+            yield [(a, "second", "direct", 1), (b, "", "recursive", 1), (c, "c", "direct", 1)]
+
+        assert await store.replace_local_listing(listings(), listed_twice=True) == (3, 0, 0)
+        assert await store.replace_local_listing(listings(), listed_twice=True) == (0, 0, 0)
+        assert await store.local_pins() == {a: "first", b: "", c: "c"}
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            kinds = dict(db.execute("SELECT cid, kind FROM local_pins").fetchall())
+        assert kinds == {a: "recursive", b: "recursive", c: "direct"}
+    finally:
+        await store.close()
