@@ -24,7 +24,7 @@ from pinsyncd import clock
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.cids import InvalidCIDError, multihash_of
 from pinsyncd.config import Service
-from pinsyncd.delegates import DelegateDialer
+from pinsyncd.delegates import DelegateDialer, cause_of
 from pinsyncd.durations import format_duration
 from pinsyncd.ownership import Claim, claim_of, meta_for
 from pinsyncd.planner import Add, Remove, Replace, ServicePlan, plan_service
@@ -234,6 +234,7 @@ class ServiceExecutor:
         changes["rate"] = throttle.rate if throttle.rate != throttle.ceiling else None
         changes["unsent"] = report.unsent
         await self.store.save_service_state(replace(state, last_cycle=time.time(), **changes))
+        await self._note_dials()
         counts = await self.store.counts(self.service.name, unsent=False)
         report.pending = sum(counts.get(s, 0) for s in UNFINISHED_STATUSES)
         report.requests = {
@@ -455,6 +456,21 @@ class ServiceExecutor:
                 extra_requests_for_same_cid=report.duplicates,
                 other_devices_requests=report.others,
             )
+
+    async def _note_dials(self) -> None:
+        """Keep, for `status`, which of the service's delegates the node failed to dial at
+        their latest try (the dials run beside the cycles: this is what had been learned by
+        the end of this one)."""
+        trouble = self.dialer.trouble(self.service.name) if self.dialer is not None else None
+        fact: dict[str, object] = {}
+        if trouble is not None:
+            fact = {
+                "delegates": list(trouble.addresses),
+                "error": trouble.error,
+                "cause": cause_of(trouble.error),
+                "origins_sent": trouble.origins,
+            }
+        await self.store.note(f"delegates:{self.service.name}", fact)
 
     async def _note_skipped(self, listing: ListingReport) -> None:
         """After a full listing: keep how many of its records were skipped (they do not match
@@ -762,7 +778,9 @@ class ServiceExecutor:
             except PinningServiceError as exc:  # 400 and other 4xx: not applied
                 return self._error(intent, str(exc))
         if status.delegates and node.online and self.dialer is not None:
-            self.dialer.submit(status.delegates)
+            self.dialer.submit(
+                status.delegates, service=self.service.name, origins=len(node.origins)
+            )
         # A service that keeps one request per CID (ipfs-cluster) may answer with another
         # device's request: then it is shared, and not ours to delete.
         owned = claim_of(status.pin.meta, self.ours(node)) is not Claim.OTHER
@@ -895,7 +913,11 @@ class ServiceExecutor:
                         if row is None:
                             continue
                         if status.delegates and redial and self.dialer is not None:
-                            self.dialer.keep_connected(status.delegates)
+                            self.dialer.keep_connected(
+                                status.delegates,
+                                service=self.service.name,
+                                origins=len(node.origins),
+                            )
                         if row.status.value != status.status.value:
                             updates.append(_apply_status(row, status))
                     await self._record(updates, report)

@@ -82,6 +82,22 @@ def _skipped_records(db: sqlite3.Connection, service: str) -> tuple[int, str | N
     )
 
 
+def _dials(db: sqlite3.Connection, service: str) -> dict[str, Any] | None:
+    """The service's delegates the node failed to dial at their latest try, with the error
+    and how many origins went with its pins; None when every dial worked (or none was made)."""
+    fact = _meta_json(db, f"delegates:{service}")
+    delegates, error, origins = fact.get("delegates"), fact.get("error"), fact.get("origins_sent")
+    if not isinstance(delegates, list) or not delegates:
+        return None
+    cause = fact.get("cause")
+    return {
+        "delegates": [str(d) for d in delegates],
+        "error": str(error),
+        "cause": cause if isinstance(cause, str) else str(error),
+        "origins_sent": origins if type(origins) is int else 0,
+    }
+
+
 def _skipped(db: sqlite3.Connection) -> dict[str, int]:
     """What the node's last listing left out: lines that are not a pin, CIDs that do not
     parse, second spellings of one CID."""
@@ -142,6 +158,7 @@ def _empty() -> dict[str, Any]:
         "skipped_records": 0,
         "skipped_reason": None,
         "replace_noop": False,
+        "delegates_unreachable": None,
     }
 
 
@@ -166,6 +183,7 @@ def _service(
     ).fetchone()
     out["skipped_records"], out["skipped_reason"] = _skipped_records(db, name)
     out["replace_noop"] = bool(_meta_json(db, f"replace_noop:{name}"))
+    out["delegates_unreachable"] = _dials(db, name)
     if everywhere or not row or row[4] is None:
         (out["unsent"],) = db.execute(UNSENT_SQL, (name,)).fetchone()
     else:  # with K of N, what is meant for this service is known after its last cycle
@@ -276,6 +294,18 @@ def render_table(status: dict[str, Any]) -> str:
             lines.append(
                 f"{'':<{width}}  its replace does nothing: a failed pin is deleted, then added "
                 "again, and names are not carried to it"
+            )
+        dials = s.get("delegates_unreachable")
+        if dials and (s["stuck"] or s["queued"] or s["pinning"]):
+            sent = dials["origins_sent"]
+            lines.append(
+                f"{'':<{width}}  your node cannot dial its delegates "
+                f"({', '.join(dials['delegates'][:3])}): {dials['cause']}; "
+                + (
+                    f"{sent} origins were sent, so it must dial your node"
+                    if sent
+                    else "no origins were sent, so it cannot reach your node either"
+                )
             )
         if s["stuck"]:
             lines.append(

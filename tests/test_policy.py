@@ -45,10 +45,11 @@ def make_config(
     *,
     sync: str = "",
     retry: str = "base: 10ms\n  cap: 50ms\n  max_attempts: 3\n  failed_retry: 1d",
+    origins: str = "all",
 ) -> Config:
     lines = [
         f"node:\n  api: {node_url}\n  timeout: 5s",
-        "sync:\n  interval: 1h\n  status_interval: 100ms\n  origins: all\n" + sync,
+        f"sync:\n  interval: 1h\n  status_interval: 100ms\n  origins: {origins}\n" + sync,
         f"state:\n  path: {tmp_path / 'state.db'}",
         f"retry:\n  {retry}",
         "services:",

@@ -623,6 +623,8 @@ EMPTY = {
     "paused_until": None,
     "skipped_records": 0,
     "skipped_reason": None,
+    "replace_noop": False,
+    "delegates_unreachable": None,
 }
 
 
