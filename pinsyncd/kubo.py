@@ -21,6 +21,7 @@ import aiohttp
 from yarl import URL
 
 from pinsyncd import __version__
+from pinsyncd.rpc_stream import StreamDropped, StreamedPost
 
 
 class NodeError(Exception):
@@ -53,6 +54,9 @@ def pin_kind(listed: str, asked: str) -> str:
     entry carries none that Kubo knows."""
     return listed if listed in PIN_TYPES else asked
 
+
+MAX_ERROR_BODY = 64 * 1024
+"""The most of an error answer's body that is read."""
 
 MAX_LINE = 2**20
 """The longest `pin/ls` line read (a pin's line is a CID and a name: well under a KiB)."""
@@ -260,23 +264,28 @@ class LocalNode:
     async def _stream_pins(
         self, params: dict[str, str], listing: PinListing
     ) -> AsyncIterator[list[LocalPin]]:
+        """The pins of one streamed `pin/ls`, a block of lines at a time. Read with h11, not
+        aiohttp: an error the node meets once the stream has begun comes only in the
+        `X-Stream-Error` trailer (`rpc_stream`), and makes the listing a failed one."""
         self._count("pin/ls")
-        url = self.api_url / "api" / "v0" / "pin" / "ls"
+        url = (self.api_url / "api" / "v0" / "pin" / "ls").with_query(params)
         # No total limit on a stream of a large pinset; a stall of `timeout` is an error.
-        client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=min(self._timeout, 10.0), sock_read=self._timeout
+        post = StreamedPost(
+            url,
+            headers={"User-Agent": f"pinsyncd/{__version__}"},
+            connect_timeout=min(self._timeout, 10.0),
+            read_timeout=self._timeout,
         )
         try:
-            async with self._session_for_call().post(
-                url, params=params, timeout=client_timeout
-            ) as response:
+            async with post as response:
                 if response.status != 200:
-                    raise self._http_error("pin/ls", response.status, await response.read())
+                    body = await response.read(MAX_ERROR_BODY)
+                    raise self._http_error("pin/ls", response.status, body)
                 # Whole blocks of lines as they arrive, each parsed by one json.loads: per
-                # line, aiohttp's readline and json.loads cost more than the rest of a cycle.
+                # line, readline and json.loads cost more than the rest of a cycle.
                 partial: list[bytes] = []  # the start of a line whose end has not come yet
                 waiting = 0  # its length
-                async for chunk in response.content.iter_any():
+                async for chunk in response.chunks():
                     end = chunk.rfind(b"\n") + 1
                     if not end:
                         partial.append(chunk)
@@ -300,13 +309,24 @@ class LocalNode:
                     yield pins
                 if error is not None:
                     raise error
+                if failure := response.trailers.get("x-stream-error"):
+                    raise NodeRequestError(
+                        f"node error during pin/ls (the listing broke off): {safe_text(failure)}"
+                    )
         except TimeoutError:
             raise NodeUnavailable(
                 f"node unreachable: the pin/ls stream from {self.api_url} stalled for "
                 f"more than {self._timeout:g}s"
             ) from None
-        except aiohttp.ClientError as exc:
-            raise self._unreachable(exc, during="pin/ls") from None
+        except StreamDropped:
+            raise NodeUnavailable(
+                f"node unreachable: {self.api_url} dropped the connection during pin/ls"
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise NodeUnavailable(
+                f"node unreachable: cannot connect to {self.api_url}: {reason}"
+            ) from None
 
     def _parse_pin_block(
         self, block: bytes, listing: PinListing, *, last: bool = False

@@ -35,7 +35,8 @@ def generated_cid(index: int, seed: str = "") -> str:
 @dataclass
 class StreamFault:
     """How the next pin/ls stream misbehaves: after `after` lines, `kind` is one of `cut`
-    (the connection drops), `error` (a Kubo error line), `stall` (nothing more, ever),
+    (the connection drops), `error` (an error line), `trailer` (Kubo's way: the body ends
+    cleanly, and the error is in the `X-Stream-Error` trailer), `stall` (nothing more, ever),
     `trickle` (one more pin line every `interval` seconds, forever) or `endless_line` (one
     line that never ends, until the client hangs up)."""
 
@@ -132,9 +133,11 @@ class FakeKubo:
     async def _pin_ls(self, request: web.Request) -> web.StreamResponse:
         self.calls["pin/ls"] += 1
         fault = self.stream_faults.pop(0) if self.stream_faults else None
+        with_names = self.names and request.query.get("names") == "true"
+        if fault is not None and fault.kind == "trailer":
+            return await self._pin_ls_with_trailer(request, fault.after, with_names)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
-        with_names = self.names and request.query.get("names") == "true"
         if fault is None:
             for block in self.encoded_stream(with_names):
                 await response.write(block)
@@ -167,6 +170,29 @@ class FakeKubo:
                 await asyncio.sleep(3600)  # stall
             chunk.append(_pin_line(cid, name, with_names))
         await response.write(b"".join(chunk))
+        await response.write_eof()
+        return response
+
+    async def _pin_ls_with_trailer(
+        self, request: web.Request, after: int, with_names: bool
+    ) -> web.StreamResponse:
+        """`after` pins, then the end of the body with an `X-Stream-Error` trailer, as Kubo
+        ends a stream that failed once it had begun. aiohttp cannot send trailers, so this
+        answer frames its own chunks."""
+        headers = {
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+            "Trailer": "X-Stream-Error",
+            "Connection": "close",
+        }
+        response = web.StreamResponse(headers=headers)
+        response._length_check = False  # no framing by aiohttp: the chunks below are raw
+        await response.prepare(request)
+        pins = zip(range(after), self._iter_pinset(), strict=False)
+        body = b"".join(_pin_line(cid, name, with_names) for _, (cid, name) in pins)
+        if body:
+            await response.write(b"%x\r\n%s\r\n" % (len(body), body))
+        await response.write(b"0\r\nX-Stream-Error: fake: datastore closed\r\n\r\n")
         await response.write_eof()
         return response
 

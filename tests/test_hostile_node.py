@@ -170,3 +170,33 @@ async def test_sigterm_with_requests_hung_ends_after_the_grace_and_keeps_the_int
     assert code == 0, err
     assert len(svc.pins) == 4, "four under way; the others waited for a turn, never sent"
     assert json.loads(out)["services"]["a"]["sending"] == 8, "every one still an intent"
+
+
+async def test_a_listing_that_ends_with_an_error_trailer_unpins_nothing(tmp_path: Path) -> None:
+    """Kubo reports an error met once a stream has begun only in the `X-Stream-Error`
+    trailer; the body ends cleanly. Before: the 30 pins listed before the error were taken
+    for the whole pinset, and with `unpin: mirror` the other 20 were deleted from the
+    service once the grace was over. Now the listing is a failed one: nothing is unpinned,
+    and the run says why."""
+    pins = {generated_cid(i, "trailer"): f"t{i}" for i in range(50)}
+    async with (
+        FakeKubo(extra=pins) as node,
+        FakePinningService(token=TOKEN, transition_after=0.0) as svc,
+    ):
+        device = Device(tmp_path / "d", node, [ServiceSpec("a", svc.url, TOKEN)], MIRROR)
+        await device.sync("--wait")
+        assert all(len(svc.pins_for_cid(c)) == 1 for c in pins)
+        node.stream_faults = [StreamFault("trailer", after=30) for _ in range(2)]
+        outputs, codes = [], []
+        for _ in range(2):
+            code, out, err = await acli(["sync", "--once", "-c", str(device.config)], device.env)
+            outputs.append(out + err)
+            codes.append(code)
+            await asyncio.sleep(1.1)  # past unpin_grace (1s): the real config, not a timing claim
+        assert node.stream_faults == [], "both listings broke off"
+        events = await device.sync()
+        assert not [e for e in events if e["event"] == "deleted pins"]
+        assert all(len(svc.pins_for_cid(c)) == 1 for c in pins), "nothing unpinned"
+    assert codes == [1, 1], "a one-shot sync with a broken listing fails"
+    assert all("the listing broke off): fake: datastore closed" in text for text in outputs)
+    assert "Traceback" not in "".join(outputs)

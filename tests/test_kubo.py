@@ -7,10 +7,12 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from pinsyncd.kubo import LocalNode, NodeRequestError, NodeUnavailable
+from tests.fake_kubo import FakeKubo, StreamFault
 from tests.peers import KuboNode
 from tests.servers import Handler, serving
 
@@ -202,3 +204,21 @@ async def test_falls_back_when_names_are_not_supported(
     ]
     assert first == second
     assert ["names" in q for q in asked] == [True, False, False], "asks once, then remembers"
+
+
+async def test_an_error_in_the_trailer_fails_the_listing() -> None:
+    """Kubo sends an error met once a stream has begun only in the `X-Stream-Error` trailer.
+    aiohttp, which pinsyncd read the listing with before, sees a complete body."""
+    fault = StreamFault("trailer", after=300)
+    async with FakeKubo(pins=500, stream_faults=[fault, fault]) as kubo:
+        async with aiohttp.ClientSession() as session:
+            url = f"{kubo.url}/api/v0/pin/ls?type=recursive&stream=true"
+            async with session.post(url) as response:
+                assert (await response.read()).count(b"\n") == 300, "no error to be seen"
+        async with LocalNode(kubo.url) as node:
+            seen: list[str] = []
+            with pytest.raises(NodeRequestError, match=r"broke off.*datastore closed"):
+                async for pin in node.iter_pins():
+                    seen.append(pin.cid)
+            assert len(seen) == 300
+            assert len([pin async for pin in node.iter_pins()]) == 500, "the next is whole"

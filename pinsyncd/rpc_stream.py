@@ -1,0 +1,152 @@
+"""One streamed `POST` to the node's RPC API, read with its trailers.
+
+Kubo (and ipfs-cluster's IPFS proxy) report an error met after a streamed answer began only
+in the `X-Stream-Error` trailer: the body itself ends cleanly. aiohttp reads and drops
+trailers, so a pin listing that broke off halfway would look complete, and every pin after
+the break would look unpinned. h11 (the HTTP/1.1 state machine under httpx) hands them
+over, so the pin listing is read with it; every other RPC call stays on aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Self
+
+import h11
+from yarl import URL
+
+READ_SIZE = 256 * 1024
+"""Bytes asked of the socket at a time."""
+
+
+class StreamDropped(Exception):
+    """The node closed the connection, or broke the HTTP framing, before the answer ended."""
+
+
+class StreamedPost:
+    """`async with StreamedPost(url, ...) as answer`: `answer.status` and `answer.headers`
+    once the head has come, then `answer.chunks()` (the body as it arrives) or
+    `answer.read()`, then `answer.trailers`. Connect failures raise `OSError`; no data for
+    `read_timeout` seconds raises `TimeoutError`; a cut answer `StreamDropped`."""
+
+    def __init__(
+        self,
+        url: URL,
+        *,
+        headers: dict[str, str],
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
+        self.url = url
+        self._headers = headers
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._conn = h11.Connection(h11.CLIENT)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.trailers: dict[str, str] = {}
+
+    async def __aenter__(self) -> Self:
+        url = self.url
+        tls = ssl.create_default_context() if url.scheme == "https" else None
+        host = url.host or "127.0.0.1"
+        port = url.port or (443 if tls else 80)
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=tls), self._connect_timeout
+        )
+        headers = [
+            ("Host", url.raw_authority or host),
+            ("Content-Length", "0"),
+            ("Connection", "close"),
+            *self._headers.items(),
+        ]
+        target = url.raw_path_qs or "/"
+        self._writer.write(
+            self._conn.send(h11.Request(method="POST", target=target, headers=headers))
+        )
+        self._writer.write(self._conn.send(h11.EndOfMessage()) or b"")
+        await self._writer.drain()
+        while True:
+            event = await self._next()
+            if isinstance(event, h11.Response):
+                self.status = event.status_code
+                self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+                return self
+            # h11.InformationalResponse (100 Continue and the like): wait for the real head
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await self._writer.wait_closed()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, what has come joined into one block (Kubo sends each line
+        of a stream as its own HTTP chunk); `trailers` is set once it has ended."""
+        parts: list[bytes] = []
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise StreamDropped(str(exc)) from None
+            if event is h11.NEED_DATA:
+                if parts:
+                    yield b"".join(parts)
+                    parts.clear()
+                await self._receive()
+            elif isinstance(event, h11.Data):
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                if parts:
+                    yield b"".join(parts)
+                self.trailers = {
+                    k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers
+                }
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                raise StreamDropped("the connection was closed before the answer ended")
+
+    async def read(self, limit: int) -> bytes:
+        """The body (of an error answer), up to `limit` bytes."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks():
+            parts.append(chunk[: limit - size])
+            size += len(parts[-1])
+            if size >= limit:
+                break
+        return b"".join(parts)
+
+    async def _next(self) -> h11.Event:
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise StreamDropped(str(exc)) from None
+            if event is h11.NEED_DATA:
+                await self._receive()
+                continue
+            if isinstance(event, h11.ConnectionClosed):
+                raise StreamDropped("the connection was closed before the answer ended")
+            assert not isinstance(event, type)  # NEED_DATA and PAUSED are sentinels
+            return event
+
+    async def _receive(self) -> None:
+        """Feed h11 what the socket has next (b"" at its end), waiting `read_timeout` at most."""
+        assert self._reader is not None
+        data = await asyncio.wait_for(self._reader.read(READ_SIZE), self._read_timeout)
+        try:
+            self._conn.receive_data(data)
+        except h11.RemoteProtocolError as exc:
+            raise StreamDropped(str(exc)) from None
