@@ -96,10 +96,7 @@ class StreamedPost:
         of a stream as its own HTTP chunk); `trailers` is set once it has ended."""
         parts: list[bytes] = []
         while True:
-            try:
-                event = self._conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise StreamDropped(str(exc)) from None
+            event = self._event()
             if event is h11.NEED_DATA:
                 if parts:
                     yield b"".join(parts)
@@ -114,8 +111,6 @@ class StreamedPost:
                     k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers
                 }
                 return
-            elif isinstance(event, h11.ConnectionClosed):
-                raise StreamDropped("the connection was closed before the answer ended")
 
     async def read(self, limit: int) -> bytes:
         """The body (of an error answer), up to `limit` bytes."""
@@ -129,18 +124,22 @@ class StreamedPost:
         return b"".join(parts)
 
     async def _next(self) -> h11.Event:
-        while True:
-            try:
-                event = self._conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise StreamDropped(str(exc)) from None
-            if event is h11.NEED_DATA:
-                await self._receive()
-                continue
-            if isinstance(event, h11.ConnectionClosed):
-                raise StreamDropped("the connection was closed before the answer ended")
-            assert not isinstance(event, type)  # NEED_DATA and PAUSED are sentinels
-            return event
+        """The next event, reading from the socket as h11 needs."""
+        while (event := self._event()) is h11.NEED_DATA:
+            await self._receive()
+        assert isinstance(event, h11.Event)  # PAUSED comes only after the answer has ended
+        return event
+
+    def _event(self) -> object:
+        """What h11 has parsed next, NEED_DATA if nothing; a broken answer or a closed
+        connection is `StreamDropped`."""
+        try:
+            event = self._conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise StreamDropped(str(exc)) from None
+        if isinstance(event, h11.ConnectionClosed):
+            raise StreamDropped("the connection was closed before the answer ended")
+        return event  # an h11.Event, or the NEED_DATA or PAUSED sentinel
 
     async def _receive(self) -> None:
         """Feed h11 what the socket has next (b"" at its end), waiting `read_timeout` at most."""
