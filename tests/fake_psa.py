@@ -327,7 +327,7 @@ class FakePinningService:
         rate_limit_grace: float = 0.005,
         in_flight_grace: float = 0.05,
         hang_seconds: float = 3600.0,
-        replace_noop: bool = False,
+        replace_noop: bool | Literal["any"] = False,
     ) -> None:
         if order not in ("newest_first", "oldest_first"):
             raise ValueError(f"bad order {order!r}")
@@ -354,7 +354,8 @@ class FakePinningService:
         self.hang_seconds = hang_seconds
         self.replace_noop = replace_noop
         """Helia's server: a replace by the request's own CID answers 202 with the request as
-        it was (same requestid, old status, old name) and changes nothing."""
+        it was (same requestid, old status, old name) and changes nothing; `"any"`: a
+        replace by any CID does."""
         self.flooded = 0  # bytes of the last `flood` body that were sent
         self.most_at_once: dict[str, int] = {}
         """Per CID, the most live requests it ever had at one instant."""
@@ -886,7 +887,7 @@ class FakePinningService:
         if method == "POST":
             pin = self._parse_pin(raw)
             old = self._lookup(rid)
-            if self.replace_noop and old.pin["cid"] == pin["cid"]:
+            if self.replace_noop == "any" or (self.replace_noop and old.pin["cid"] == pin["cid"]):
                 return _json_response(202, self._pin_status(old, time.monotonic()))
             self._remove(old)
             rec = self._create(pin)

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from pinsyncd.ownership import meta_for
 from pinsyncd.policy import Directives
 from pinsyncd.state import RemoteStatus, StateStore
 from pinsyncd.status import read_status, render_table
 from tests.fake_psa import FakePinningService
 from tests.test_executor import ONLINE, TOKEN, executor_for, local_pins
+
+OURS = meta_for(ONLINE.peer_id, "")  # this device's own request
 
 
 @pytest.fixture
@@ -131,3 +134,28 @@ async def test_a_replace_that_works_is_still_one_request(store: StateStore) -> N
         counts = svc.request_counts()
         assert replaces(svc) == 3 and counts["delete"] == 0 and counts["add"] == 0
         assert await store.get_meta("replace_noop:spec") is None
+
+
+async def test_a_new_mfs_root_where_no_replace_works_is_a_delete_then_an_add(
+    store: StateStore,
+) -> None:
+    """The MFS root moved on, and the service's replace does nothing whatever the CID: the
+    old root's request is deleted, then the new root added; the old root's row goes."""
+    old_root, new_root = local_pins(2)
+    mfs = Directives(mfs_root=new_root, mfs_name=f"policy/{ONLINE.peer_id}/mfs")
+    async with FakePinningService(token=TOKEN, replace_noop="any") as svc:
+        old = svc.add_pin(old_root, name=mfs.mfs_name, status="pinned", meta=OURS)
+        executor = executor_for(svc, store)
+        async with executor.client:
+            await executor.sync({old_root: ""}, ONLINE)  # first contact: the old root adopted
+            assert (await store.remote_pins("spec"))[old_root].requestid == old["requestid"]
+            await store.replace_local_pins({new_root: ""})
+            svc.requests.clear()
+            report = await executor.sync(mfs, ONLINE)
+        counts = svc.request_counts()
+        assert (replaces(svc), counts["delete"], counts["add"]) == (1, 1, 1)
+        assert report.replaced == 1
+        assert svc.pins_for_cid(old_root) == [] and len(svc.pins_for_cid(new_root)) == 1
+        rows = await store.remote_pins("spec")
+        assert set(rows) == {new_root}, "the old root's row went with its request"
+        assert await store.get_meta("replace_noop:spec") is not None
