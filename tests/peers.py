@@ -14,6 +14,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.loopback_guard import ADDR_FILTERS
 
@@ -38,25 +39,41 @@ def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         process.wait()
 
 
-def read_port_line(process: subprocess.Popen[bytes], timeout: float, what: str) -> int:
-    """Wait for the `{"port": N}` line a test server prints once it listens."""
+def stop_piped(process: subprocess.Popen[bytes]) -> None:
+    """Stop a test server whose stdout is a pipe, and close the pipe."""
+    _stop(process)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def read_json_line(process: subprocess.Popen[bytes], timeout: float, what: str) -> dict[str, Any]:
+    """Wait for the first line a test server prints once it listens (a JSON object, with at
+    least its `port`); the server is stopped if none comes."""
     assert process.stdout is not None
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
     buffer = b""
-    while time.monotonic() < deadline:
-        if not selector.select(max(0.0, deadline - time.monotonic())):
-            break
-        chunk = os.read(process.stdout.fileno(), 4096)
-        if not chunk:
-            break
-        buffer += chunk
-        if b"\n" in buffer:
-            line = buffer.split(b"\n", 1)[0]
-            return int(json.loads(line)["port"])
+    try:
+        while time.monotonic() < deadline:
+            if not selector.select(max(0.0, deadline - time.monotonic())):
+                break
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buffer += chunk
+            if b"\n" in buffer:
+                line: dict[str, Any] = json.loads(buffer.split(b"\n", 1)[0])
+                return line
+    finally:
+        selector.close()
     _stop(process)
     raise RuntimeError(f"{what} did not start: {buffer.decode(errors='replace')[-500:]}")
+
+
+def read_port_line(process: subprocess.Popen[bytes], timeout: float, what: str) -> int:
+    """Wait for the `{"port": N}` line a test server prints once it listens."""
+    return int(read_json_line(process, timeout, what)["port"])
 
 
 @dataclass
@@ -175,9 +192,7 @@ class MockPinningService:
 
     def stop(self) -> None:
         if self.process is not None:
-            _stop(self.process)
-            if self.process.stdout is not None:
-                self.process.stdout.close()
+            stop_piped(self.process)
             self.process = None
 
     def set_status(self, cids: str | list[str], status: str) -> None:
