@@ -1,10 +1,10 @@
 """A fake IPFS Pinning Service API v1.0.0 server for tests, with quirks and fault injection.
 
-By default it follows the frozen spec (``/work/shared/spec/ipfs-pinning-service.yaml``)
-closely: Bearer auth, 202 on add/replace/delete, a fresh uuid4 ``requestid`` on every
-add (even for the same CID), globally unique and strictly increasing ``created``
-timestamps, newest-first listing, ``count`` = total matches, pinned-only when no
-``status`` filter is given and 400s for every out-of-spec query.
+By default it follows the IPFS Pinning Service API spec v1.0.0 closely: Bearer auth, 202
+on add/replace/delete, a fresh uuid4 ``requestid`` on every add (even for the same CID),
+globally unique and strictly increasing ``created`` timestamps, newest-first listing,
+``count`` = total matches, pinned-only when no ``status`` filter is given and 400s for
+every out-of-spec query.
 
 Quirk switches emulate real servers (the npm mock, Kubo's test server, ipfs-cluster),
 and :class:`Fault` rules make chosen requests fail (error codes, 429 with rate-limit

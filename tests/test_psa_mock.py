@@ -137,7 +137,7 @@ async def test_find_pins_by_cid_in_chunks_and_across_versions(
 async def test_mock_meta_filter_crash_is_a_clear_server_error(
     mock_psa: MockPinningService,
 ) -> None:
-    """The mock answers any `meta` filter with an HTML 500 page (RESEARCH.md §4.1)."""
+    """The mock answers any `meta` filter with an HTML 500 page."""
     async with client_for(mock_psa) as client:
         with pytest.raises(ServerError) as caught:
             await client.list_pins(meta={"app_id": "pinsyncd"}, statuses=ALL_STATUSES)

@@ -2,7 +2,7 @@
 of pins by CID in chunks of at most 10.
 
 The spec pages newest-first with `before = created of the oldest item` and `count` = total.
-Real servers differ (RESEARCH.md §3.3, §4): the npm mock lists oldest-first and reports
+Real servers differ: the npm mock lists oldest-first and reports
 `count` = page length; ipfs-cluster's `before` is inclusive; timestamps may repeat within a
 millisecond. So the pager:
 
