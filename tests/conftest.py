@@ -73,6 +73,14 @@ def peers_installed() -> None:
     install_peers()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs a real peer (through `peers_installed`) carries the `peers`
+    marker, so `-m "not peers"` runs only tests that need no Go or npm build."""
+    for item in items:
+        if "peers_installed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.peers)
+
+
 @pytest.fixture(scope="session")
 def kubo(peers_installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KuboNode]:
     """A real Kubo daemon, online on loopback only, with SEEDED_PINS named recursive pins."""
