@@ -243,6 +243,7 @@ class Daemon:
             self.config.state_path,
             lambda: [s.name for s in self.config.services],
             max_attempts=self.config.retry.max_attempts,
+            replicas=self.config.replicas,
         )
         api = HttpApi(
             listen,
@@ -292,6 +293,7 @@ class Daemon:
         if metrics is None:
             return
         metrics.pins.max_attempts = self.config.retry.max_attempts
+        metrics.pins.replicas = self.config.replicas
         for name, client in engine.clients.items():
 
             def on_request(operation: str, error: BaseException | None, name: str = name) -> None:

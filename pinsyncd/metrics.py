@@ -64,16 +64,26 @@ class PinsCollector(Collector):
     service names come from `services()`, so a reloaded config is picked up at once."""
 
     def __init__(
-        self, state_path: Path, services: Callable[[], Sequence[str]], *, max_attempts: int = 5
+        self,
+        state_path: Path,
+        services: Callable[[], Sequence[str]],
+        *,
+        max_attempts: int = 5,
+        replicas: int | None = None,
     ) -> None:
         self.state_path = state_path
         self.services = services
-        self.max_attempts = max_attempts  # may be updated when the config is reloaded
+        # Both may be updated when the config is reloaded: the counts are then those of
+        # `pinsyncd status` and `/status` (`unsent` with `sync.replicas` below N included).
+        self.max_attempts = max_attempts
+        self.replicas = replicas
 
     def collect(self) -> Iterator[Metric]:
         names = list(self.services())
         try:
-            status = read_status(self.state_path, names, max_attempts=self.max_attempts)
+            status = read_status(
+                self.state_path, names, max_attempts=self.max_attempts, replicas=self.replicas
+            )
         except (StateError, sqlite3.Error) as exc:
             log.warning("cannot read the state file for metrics", error=str(exc))
             return
@@ -98,7 +108,12 @@ class Metrics:
     file (through `PinsCollector`), so call it off the event loop."""
 
     def __init__(
-        self, state_path: Path, services: Callable[[], Sequence[str]], *, max_attempts: int = 5
+        self,
+        state_path: Path,
+        services: Callable[[], Sequence[str]],
+        *,
+        max_attempts: int = 5,
+        replicas: int | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -132,7 +147,9 @@ class Metrics:
             "Unix time the local node was last listed.",
             registry=r,
         )
-        self.pins = PinsCollector(state_path, services, max_attempts=max_attempts)
+        self.pins = PinsCollector(
+            state_path, services, max_attempts=max_attempts, replicas=replicas
+        )
         r.register(self.pins)
 
     def record_request(self, service: str, operation: str, outcome: str) -> None:

@@ -17,6 +17,7 @@ from pinsyncd.http_api import HttpApi, parse_listen
 from pinsyncd.metrics import Metrics, outcome_of
 from pinsyncd.psa import errors
 from pinsyncd.state import RemotePin, RemoteStatus, ServiceState, StateStore
+from pinsyncd.status import read_status
 
 STATUS_DOC = {"services": {"a": {"pinned": 1}}, "local": {"pins": 3, "last_cycle": None}}
 
@@ -253,3 +254,24 @@ def test_parse_listen(listen: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_rejects(listen: str) -> None:
     with pytest.raises(ValueError):
         parse_listen(listen)
+
+
+async def test_unsent_in_metrics_is_the_one_status_shows_with_k_of_n(tmp_path: Path) -> None:
+    """With `sync.replicas` 1 of 2 services, what is meant for a service is known from its
+    last cycle: `/metrics` says the same as `status` (before, it counted every selected pin
+    without a request as unsent on every service)."""
+    path = tmp_path / "state.db"
+    store = await StateStore.open(path)
+    try:
+        await store.replace_local_pins({f"cid{i}": "" for i in range(6)})
+        await store.save(RemotePin("a", f"cid{i}", RemoteStatus.PINNED) for i in range(4))
+        await store.save_service_state(ServiceState("a", unsent=2))
+        await store.save_service_state(ServiceState("b", unsent=0))  # the others are a's
+    finally:
+        await store.close()
+    metrics = Metrics(path, lambda: ["a", "b"], replicas=1)
+    parsed = samples(metrics.render()[0].decode())
+    status = read_status(path, ["a", "b"], replicas=1)["services"]
+    for name, unsent in (("a", 2), ("b", 0)):
+        assert status[name]["unsent"] == unsent
+        assert value(parsed, "pinsyncd_pins", service=name, status="unsent") == unsent
