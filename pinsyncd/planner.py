@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pinsyncd.psa.models import clip_name
+from pinsyncd.names import clip_name
 from pinsyncd.state import PENDING_STATUSES, RemotePin, RemoteStatus
 
 _REMOVABLE = frozenset({*PENDING_STATUSES, RemoteStatus.PINNED, RemoteStatus.FAILED})

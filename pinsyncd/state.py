@@ -35,6 +35,7 @@ import structlog
 from pinsyncd import clock
 from pinsyncd.cids import InvalidCIDError, other_spellings
 from pinsyncd.logs import redact_text
+from pinsyncd.names import clip_name
 
 log = structlog.get_logger("pinsyncd.state")
 
@@ -355,6 +356,8 @@ class StateStore:
             raise StateError(f"cannot open the state file {path}: {exc}") from None
         store = cls(db, path)
         try:
+            # SQL compares a stored request's name with the local name as it is sent (clipped)
+            await db.create_function("clip_name", 1, clip_name, deterministic=True)
             await store._prepare()
         except BaseException:
             await db.close()
@@ -695,8 +698,8 @@ class StateStore:
             for *row, name in await self._db.execute_fetchall(
                 f"SELECT {_R_COLUMNS}, l.name FROM remote_pins AS r JOIN local_pins AS l "
                 "ON l.cid = r.cid WHERE r.service = ? AND r.status = 'pinned' AND l.selected "
-                "AND r.name IS NOT NULL AND r.name != CASE l.name WHEN '' THEN l.cid "
-                "ELSE l.name END",
+                "AND r.name IS NOT NULL AND r.name != clip_name(CASE l.name WHEN '' THEN l.cid "
+                "ELSE l.name END)",
                 (service,),
             ):
                 rows_by_cid[row[1]] = _remote_from_row(row)

@@ -871,3 +871,25 @@ async def test_a_cid_in_two_listings_keeps_its_first_entry(tmp_path: Path) -> No
         assert kinds == {a: "recursive", b: "recursive", c: "direct"}
     finally:
         await store.close()
+
+
+async def test_a_long_name_already_sent_clipped_is_not_a_rename(tmp_path: Path) -> None:
+    """A local name over 255 bytes goes to the service clipped. Before, the state compared
+    the stored (clipped) name with the whole local name, so such a pin was loaded as a rename
+    candidate every cycle (and the planner, which clips, then did nothing with it)."""
+    from pinsyncd.names import clip_name
+
+    store = await StateStore.open(tmp_path / "state.db")
+    try:
+        long, short = "é" * 200, "renamed"  # 400 bytes: sent as 127 characters
+        await store.replace_local_pins({"bafkreilong": long, "bafkreishort": short})
+        await store.save(
+            [
+                RemotePin("s", "bafkreilong", RemoteStatus.PINNED, "r1", name=clip_name(long)),
+                RemotePin("s", "bafkreishort", RemoteStatus.PINNED, "r2", name="old name"),
+            ]
+        )
+        wanted, _, _ = await store.plan_view("s", renamed=True)
+        assert wanted == {"bafkreishort": short}, "only the pin whose name really changed"
+    finally:
+        await store.close()

@@ -16,7 +16,9 @@ from pydantic import (
     ValidationError,
 )
 
-MAX_NAME_BYTES = 255  # Pin.name maxLength; Kubo enforces the same limit in bytes
+from pinsyncd.names import MAX_NAME_BYTES as MAX_NAME_BYTES  # re-exported
+from pinsyncd.names import clip_name as clip_name  # re-exported
+
 MAX_ORIGINS = 20
 MAX_CIDS_PER_QUERY = 10  # GET /pins `cid` maxItems
 MAX_PAGE_SIZE = 1000  # GET /pins `limit` maximum
@@ -199,14 +201,6 @@ class Failure(_Wire):
     """The error body every operation may answer with."""
 
     error: FailureError
-
-
-def clip_name(name: str, limit: int = MAX_NAME_BYTES) -> str:
-    """`name` cut to at most `limit` UTF-8 bytes, never in the middle of a character."""
-    encoded = name.encode("utf-8")
-    if len(encoded) <= limit:
-        return name
-    return encoded[:limit].decode("utf-8", errors="ignore")
 
 
 def format_timestamp(moment: datetime) -> str:
