@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pinsyncd.config import RetryConfig
+from pinsyncd.config import DEFAULT_MAX_ATTEMPTS, RetryConfig
 
 
 def backoff_delay(
@@ -22,7 +22,7 @@ def backoff_delay(
 class RetryPolicy:
     base: float = 30.0
     cap: float = 3600.0
-    max_attempts: int = 5
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     failed_retry: float = 86400.0
 
     @classmethod

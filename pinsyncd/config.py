@@ -204,12 +204,16 @@ class SyncConfig(_Section):
         return types
 
 
+DEFAULT_MAX_ATTEMPTS = 5
+"""Failed attempts of a pin on a service before it counts as failed for good."""
+
+
 class RetryConfig(_Section):
     """How failures are retried: exponential backoff with full jitter, capped."""
 
     base: Duration = 30.0
     cap: Duration = 3600.0
-    max_attempts: int = Field(default=5, ge=1, le=1000)
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=1000)
     failed_retry: Duration = 86400.0
 
 

@@ -62,11 +62,11 @@ from pinsyncd.state import (
     ServiceState,
     StateStore,
 )
+from pinsyncd.throttle import INLINE_WAIT
 
 _STATUS_RANK = {Status.PINNED: 3, Status.PINNING: 2, Status.QUEUED: 1, Status.FAILED: 0}
 AUTH_RECHECK = 60.0  # a paused service (401/403/409) is asked again at most once a minute
 PAUSED = "paused: "  # the prefix of a pause that needs the user (token, funds)
-INLINE_WAIT = 5.0  # a Retry-After up to this long is waited out; a longer one pauses
 LONG_PAUSE = 300.0  # a wait this long is always logged as a warning, not only when it starts
 RETRY_AFTER = "rate limited: waiting for the service's Retry-After"
 ADOPT_BATCH = 10_000  # listed pins matched against the state and written at a time

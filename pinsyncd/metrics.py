@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pinsyncd.config import DEFAULT_MAX_ATTEMPTS
 from pinsyncd.psa import errors
 from pinsyncd.state import StateError
 from pinsyncd.status import read_status
@@ -68,7 +69,7 @@ class PinsCollector(Collector):
         state_path: Path,
         services: Callable[[], Sequence[str]],
         *,
-        max_attempts: int = 5,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         replicas: int | None = None,
     ) -> None:
         self.state_path = state_path
@@ -112,7 +113,7 @@ class Metrics:
         state_path: Path,
         services: Callable[[], Sequence[str]],
         *,
-        max_attempts: int = 5,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         replicas: int | None = None,
     ) -> None:
         self.registry = CollectorRegistry()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-MAX_ORIGINS = 20
+from pinsyncd.spec_limits import MAX_ORIGINS
 
 
 def select_origins(

@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pinsyncd.names import clip_name
+from pinsyncd.spec_limits import clip_name
 from pinsyncd.state import PENDING_STATUSES, RemotePin, RemoteStatus
 
 _REMOVABLE = frozenset({*PENDING_STATUSES, RemoteStatus.PINNED, RemoteStatus.FAILED})

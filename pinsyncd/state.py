@@ -35,7 +35,7 @@ import structlog
 from pinsyncd import clock
 from pinsyncd.cids import InvalidCIDError, other_spellings
 from pinsyncd.logs import redact_text
-from pinsyncd.names import clip_name
+from pinsyncd.spec_limits import clip_name
 
 log = structlog.get_logger("pinsyncd.state")
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pinsyncd.config import DEFAULT_MAX_ATTEMPTS
 from pinsyncd.durations import format_duration
 from pinsyncd.state import COUNTS_SQL, UNSENT_SQL, StateError, sqlite_problem
 
@@ -21,7 +22,7 @@ def read_status(
     state_path: Path,
     services: Sequence[str],
     *,
-    max_attempts: int = 5,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     replicas: int | None = None,
     stuck_after: float = 3600.0,
 ) -> dict[str, Any]:

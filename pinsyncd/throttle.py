@@ -21,6 +21,9 @@ from collections.abc import Callable
 
 MIN_RATE = 0.2  # requests per second: never slower than one every five seconds
 INCREASE = 1.03  # per successful request after a 429: doubles in about 23 successes
+INLINE_WAIT = 5.0
+"""A wait for a turn (or a short Retry-After) up to this long is waited out; a longer one
+pauses the service instead."""
 OBSERVE = 20  # recent requests used to measure the rate actually sent
 HOLDOFF = 1.0  # seconds after a decrease in which further 429s do not decrease again
 HOLDOFF_SUCCESSES = 20  # ... and successes at the new rate that must have come since
@@ -62,7 +65,7 @@ class Throttle:
         """Abandon every wait under way and to come (the daemon is stopping)."""
         self._interrupted.set()
 
-    async def acquire(self, max_wait: float = 5.0) -> None:
+    async def acquire(self, max_wait: float = INLINE_WAIT) -> None:
         if self._interrupted.is_set():
             raise Interrupted
         now = self._clock()

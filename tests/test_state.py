@@ -877,7 +877,7 @@ async def test_a_long_name_already_sent_clipped_is_not_a_rename(tmp_path: Path) 
     """A local name over 255 bytes goes to the service clipped. Before, the state compared
     the stored (clipped) name with the whole local name, so such a pin was loaded as a rename
     candidate every cycle (and the planner, which clips, then did nothing with it)."""
-    from pinsyncd.names import clip_name
+    from pinsyncd.spec_limits import clip_name
 
     store = await StateStore.open(tmp_path / "state.db")
     try:

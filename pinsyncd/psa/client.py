@@ -52,7 +52,7 @@ from pinsyncd.psa.models import (
     format_timestamp,
     parse_page,
 )
-from pinsyncd.throttle import Blocked, Interrupted, Throttle
+from pinsyncd.throttle import INLINE_WAIT, Blocked, Interrupted, Throttle
 from pinsyncd.tokens import Token, TokenError, TokenSource
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -82,7 +82,7 @@ class PinningServiceClient:
         session: aiohttp.ClientSession | None = None,
         throttle: Throttle | None = None,
         read_retries: int = 2,
-        max_inline_wait: float = 5.0,
+        max_inline_wait: float = INLINE_WAIT,
         max_wait: float = MAX_WAIT,
     ) -> None:
         self.name = name

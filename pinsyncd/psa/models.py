@@ -16,10 +16,10 @@ from pydantic import (
     ValidationError,
 )
 
-from pinsyncd.names import MAX_NAME_BYTES as MAX_NAME_BYTES  # re-exported
-from pinsyncd.names import clip_name as clip_name  # re-exported
+from pinsyncd.spec_limits import MAX_NAME_BYTES as MAX_NAME_BYTES  # re-exported
+from pinsyncd.spec_limits import MAX_ORIGINS as MAX_ORIGINS  # re-exported
+from pinsyncd.spec_limits import clip_name as clip_name  # re-exported
 
-MAX_ORIGINS = 20
 MAX_CIDS_PER_QUERY = 10  # GET /pins `cid` maxItems
 MAX_PAGE_SIZE = 1000  # GET /pins `limit` maximum
 MAX_REQUESTID_BYTES = 1024  # longer is no id a service means to be addressed by
