@@ -443,14 +443,13 @@ class LocalNode:
             f"({command}: {why}); check node.api in the config"
         )
 
-    def _unreachable(self, exc: aiohttp.ClientError, during: str | None = None) -> NodeUnavailable:
+    def _unreachable(self, exc: aiohttp.ClientError) -> NodeUnavailable:
         if isinstance(exc, aiohttp.ClientConnectorError):
             reason = exc.os_error.strerror or str(exc.os_error)
             return NodeUnavailable(f"node unreachable: cannot connect to {self.api_url}: {reason}")
-        what = f" during {during}" if during else ""
         if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-            return NodeUnavailable(f"node unreachable: {self.api_url} dropped the connection{what}")
-        return NodeUnavailable(f"node unreachable: {self.api_url}{what}: {exc}")
+            return NodeUnavailable(f"node unreachable: {self.api_url} dropped the connection")
+        return NodeUnavailable(f"node unreachable: {self.api_url}: {exc}")
 
 
 def _name_of(entry: Mapping[str, Any]) -> str:
