@@ -747,16 +747,17 @@ class ServiceExecutor:
                             intent, current, attempts=intent.attempts - 1, last_error=None
                         )
             try:
-                # What was learned holds for a replace by the same CID; one by another
-                # (a new MFS root) is tried as such, and falls back only if it does nothing.
-                known = self._replace_noop and item.reason != "mfs"
-                if isinstance(item, Replace) and replacing and known:
+                if not (isinstance(item, Replace) and replacing):
+                    status = await self._create(item, pin, replacing)
+                elif self._replace_noop and item.reason != "mfs":
+                    # What was learned holds for a replace by the same CID; one by another
+                    # (a new MFS root) is tried as such, and falls back only if it does nothing.
                     if item.reason == "rename":
                         return None  # planned before the no-op was seen: not worth a delete
                     status = await self._delete_then_add(item, pin)
                 else:
                     status = await self._create(item, pin, replacing)
-                    if isinstance(item, Replace) and replacing and _unchanged(item, pin, status):
+                    if _unchanged(item, pin, status):
                         await self._learn_replace_noop(item, status)
                         if item.reason == "rename":  # the old name stays; nothing else to do
                             return _apply_status(intent, status, last_error=None)

@@ -87,6 +87,14 @@ async def test_a_replace_that_does_nothing_becomes_a_delete_then_an_add(
         assert all(len(svc.pins_for_cid(cid)) == 1 for cid in local)
         assert max(svc.most_at_once.values()) == 1
 
+        more = {**local, **local_pins(3)}  # new pins on such a service are plain adds
+        svc.requests.clear()
+        async with restarted.client:
+            report = await restarted.sync(more, ONLINE)
+        assert report.added == 3 and report.errors == 0 and report.error is None
+        assert svc.request_counts()["add"] == 3 and replaces(svc) == 0
+        assert all(len(svc.pins_for_cid(cid)) == 1 for cid in more)
+
     status = read_status(tmp_path / "state.db", ["spec"])
     assert status["services"]["spec"]["replace_noop"] is True
     assert "its replace does nothing" in render_table(status)
