@@ -698,8 +698,9 @@ class StateStore:
             for *row, name in await self._db.execute_fetchall(
                 f"SELECT {_R_COLUMNS}, l.name FROM remote_pins AS r JOIN local_pins AS l "
                 "ON l.cid = r.cid WHERE r.service = ? AND r.status = 'pinned' AND l.selected "
-                "AND r.name IS NOT NULL AND r.name != clip_name(CASE l.name WHEN '' THEN l.cid "
-                "ELSE l.name END)",
+                "AND r.name IS NOT NULL AND r.name != CASE l.name WHEN '' THEN l.cid "
+                "ELSE l.name END "  # cheap, and true for almost none: clip only those
+                "AND r.name != clip_name(CASE l.name WHEN '' THEN l.cid ELSE l.name END)",
                 (service,),
             ):
                 rows_by_cid[row[1]] = _remote_from_row(row)
