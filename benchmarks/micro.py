@@ -82,8 +82,9 @@ def measure(pins: int, budget: float) -> dict[str, Any]:
     from multiformats import CID, multihash
 
     from pinsyncd import cids
+    from pinsyncd.model import RemotePin
     from pinsyncd.psa.models import PinResults
-    from pinsyncd.state import RemotePin, _remote_from_row, _row_from_remote
+    from pinsyncd.state import _remote_from_row, _row_from_remote
 
     results: dict[str, Any] = {"pins": pins}
     with BenchServers(kubo_pins=pins) as servers:
@@ -141,7 +142,7 @@ def measure(pins: int, budget: float) -> dict[str, Any]:
 
 
 def _pinned() -> Any:
-    from pinsyncd.state import RemoteStatus
+    from pinsyncd.model import RemoteStatus
 
     return RemoteStatus.PINNED
 

@@ -19,7 +19,8 @@ from benchmarks.harness import emit, sizes_from_args, table
 
 
 async def _build(path: Path, pins: int) -> None:
-    from pinsyncd.state import RemotePin, RemoteStatus, StateStore
+    from pinsyncd.model import RemotePin, RemoteStatus
+    from pinsyncd.state import StateStore
     from tests.fake_kubo import generated_cid
 
     store = await StateStore.open(path)

@@ -137,7 +137,7 @@ async def _ask_daemon(
 def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
     names = [s.name for s in config.services]
     if failed:
-        rows = read_failed(config.state_path, names)
+        rows = read_failed(config.state_path, names, max_attempts=config.retry.max_attempts)
         print(
             redact_text(json.dumps(rows, indent=2) if as_json else printable(render_failed(rows)))
         )
@@ -244,9 +244,7 @@ async def _dry_run(config: Config) -> int:
             chosen = f", {report.selected} selected" if report.selected != report.local_pins else ""
             print(f"local node {config.node.api}: {report.local_pins} pins{chosen}")
             for service in config.services:
-                directives = await engine.policy.directives(
-                    store, service.name, peer_id=engine.peer_id, mfs_root=engine.mfs_root
-                )
+                directives = await engine.directives(service.name)
                 state = await store.service_state(service.name)
                 executor = engine.executors[service.name]
                 plan, _, _ = await executor.plan(directives, state.adopted, engine.node_view)
@@ -274,12 +272,12 @@ def _print_plan(name: str, endpoint: str, plan: ServicePlan) -> None:
         print("  first contact: would list the service's pins and adopt those it has,")
         print("  then add the rest")
     else:
-        reasons = Counter(item.reason for item in plan.replace)
-        replaced = ", ".join(f"{n} ({why})" for why, n in reasons.items()) or "0"
+        replaces = Counter(item.reason for item in plan.replace)
+        replaced = ", ".join(f"{n} ({why})" for why, n in replaces.items()) or "0"
         print(f"  would add {len(plan.add)} pins, replace {replaced}")
     if plan.remove:
-        reasons = Counter(item.reason for item in plan.remove)
-        print("  would delete " + ", ".join(f"{n} ({why})" for why, n in reasons.items()))
+        deletes = Counter(item.reason for item in plan.remove)
+        print("  would delete " + ", ".join(f"{n} ({why})" for why, n in deletes.items()))
     if plan.resolve:
         print(f"  would look up {len(plan.resolve)} adds whose outcome is unknown")
     if plan.track:
@@ -290,8 +288,8 @@ def _print_plan(name: str, endpoint: str, plan: ServicePlan) -> None:
         print(printable(f"    add {item.cid}" + (f"  ({item.name})" if item.name else "")))
     if len(plan.add) > 20:
         print(f"    ... and {len(plan.add) - 20} more")
-    for item in plan.remove[:20]:
-        print(printable(f"    delete {item.cid}  ({item.reason})"))
+    for removal in plan.remove[:20]:
+        print(printable(f"    delete {removal.cid}  ({removal.reason})"))
 
 
 def retry(config: Config, *, service: str | None, cids: list[str]) -> int:

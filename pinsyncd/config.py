@@ -26,6 +26,7 @@ from yarl import URL
 
 from pinsyncd.durations import parse_duration
 from pinsyncd.files import NotARegularFile, read_capped
+from pinsyncd.listen import parse_listen
 from pinsyncd.tokens import Token, TokenError, TokenSource
 
 DEFAULT_CONFIG_PATH = Path("/etc/pinsyncd/config.yaml")
@@ -235,8 +236,6 @@ Rate = Annotated[float, BeforeValidator(_rate)]
 def _listen(value: str | None) -> str | None:
     if value is None:
         return None
-    from pinsyncd.http_api import parse_listen
-
     parse_listen(value)
     return value
 
@@ -427,19 +426,19 @@ def parse_config(
     tokens: bool = True,
 ) -> Config:
     env = os.environ if env is None else env
-    data, lines = _load_yaml(text, filename)
-    duplicates = _raw_service_problems(data, lines)
+    data, lines, problems = _load_yaml(text, filename)
+    problems += _raw_service_problems(data, lines)
+    problems += _raw_replicas_problems(data, lines)
     try:
         parsed = ConfigFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(filename, _problems_from(exc, lines) + duplicates) from None
-    if duplicates:
-        raise ConfigError(filename, duplicates)
-    replicas, listed = parsed.sync.replicas, len(parsed.services)
-    if replicas is not None and replicas > listed:
-        loc: tuple[str | int, ...] = ("sync", "replicas")
-        message = f"is {replicas}, but only {listed} service(s) are listed"
-        raise ConfigError(filename, [Problem(_render_loc(loc), message, _line_for(loc, lines))])
+        problems += _problems_from(exc, lines)
+        parsed = None
+    if problems:  # every problem of the file at once, tokens that cannot be read included
+        if tokens:
+            problems += _raw_token_problems(data, lines, env)
+        raise ConfigError(filename, problems)
+    assert parsed is not None
 
     services = []
     for index, svc in enumerate(parsed.services):
@@ -510,6 +509,48 @@ def _raw_service_problems(data: Any, lines: _Lines) -> list[Problem]:
     return problems
 
 
+def _raw_replicas_problems(data: Any, lines: _Lines) -> list[Problem]:
+    """`sync.replicas` above the number of services listed (on the raw data, so that it is
+    reported with every other problem)."""
+    sync = data.get("sync") if isinstance(data, dict) else None
+    services = data.get("services") if isinstance(data, dict) else None
+    replicas = sync.get("replicas") if isinstance(sync, dict) else None
+    if type(replicas) is not int or not isinstance(services, list) or replicas <= len(services):
+        return []
+    loc: tuple[str | int, ...] = ("sync", "replicas")
+    message = f"is {replicas}, but only {len(services)} service(s) are listed"
+    return [Problem(_render_loc(loc), message, _line_for(loc, lines))]
+
+
+def _raw_token_problems(data: Any, lines: _Lines, env: Mapping[str, str]) -> list[Problem]:
+    """The tokens that cannot be read, of the raw service entries that name exactly one:
+    reported with the file's other problems, not after they are fixed."""
+    services = data.get("services") if isinstance(data, dict) else None
+    if not isinstance(services, list):
+        return []
+    problems = []
+    for index, item in enumerate(services):
+        if not isinstance(item, dict):
+            continue
+        keys = [k for k in ("token_env", "token_file") if isinstance(item.get(k), str)]
+        if len(keys) != 1 or ("token_env" in item) == ("token_file" in item):
+            continue
+        key = keys[0]
+        loc: tuple[str | int, ...] = ("services", index, key)
+        source = TokenSource(
+            "env" if key == "token_env" else "file",
+            item[key],
+            env,
+            key=_render_loc(loc),
+            line=_line_for(loc, lines),
+        )
+        try:
+            source.load()
+        except TokenError as exc:
+            problems.append(Problem(source.key, str(exc), source.line))
+    return problems
+
+
 # --- YAML with line numbers -------------------------------------------------------------------
 
 _Lines = dict[tuple[str | int, ...], int]
@@ -527,7 +568,9 @@ class _TooComplex(Exception):
     """The YAML is shaped to exhaust the reader: the message says how."""
 
 
-def _load_yaml(text: str, filename: str) -> tuple[Any, _Lines]:
+def _load_yaml(text: str, filename: str) -> tuple[Any, _Lines, list[Problem]]:
+    """The data, the line of each key, and the keys that appear twice (reported with the
+    other problems: the data holds the last value of such a key)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except RecursionError:
@@ -550,15 +593,13 @@ def _load_yaml(text: str, filename: str) -> tuple[Any, _Lines]:
         _index_nodes(root, (), lines, duplicates, _Budget())
     except _TooComplex as exc:
         raise ConfigError(filename, [Problem("", str(exc))]) from None
-    if duplicates:
-        raise ConfigError(filename, duplicates)
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError(filename, [Problem("", "the top level must be a mapping of keys", 1)])
     try:
         data = yaml.SafeLoader(text).get_single_data()
     except yaml.YAMLError as exc:  # e.g. a bad tag that composes but does not construct
         raise ConfigError(filename, [Problem("", f"invalid YAML: {exc}")]) from None
-    return data, lines
+    return data, lines, duplicates
 
 
 class _Budget:

@@ -557,10 +557,11 @@ class Daemon:
         remaining = await outcome.unfinished(self._store, reports)
         while wait and remaining and time.monotonic() < deadline:
             seen = {name: self._finished[name] for name in remaining}
-            await self._until(
-                lambda seen=seen: any(self._finished[n] > c for n, c in seen.items()),
-                within=deadline - time.monotonic(),
-            )
+
+            def moved(seen: dict[str, int] = seen) -> bool:
+                return any(self._finished[n] > c for n, c in seen.items())
+
+            await self._until(moved, within=deadline - time.monotonic())
             if self._stop.is_set():
                 return stopping
             for name, count in seen.items():

@@ -13,18 +13,20 @@ from typing import TypeVar
 import aiosqlite
 import structlog
 
+from pinsyncd import clock
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config
 from pinsyncd.delegates import DelegateDialer
 from pinsyncd.executor import NodeView, ServiceExecutor, ServiceReport
 from pinsyncd.kubo import LocalNode, NodeError, PinListing, pin_kind
 from pinsyncd.origins import select_origins
-from pinsyncd.policy import Policy, mfs_name
+from pinsyncd.policy import Answers, Directives, Policy, mfs_name
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.psa.errors import MAX_WAIT
 from pinsyncd.selection import Selector
 from pinsyncd.state import ListingVetting, StateStore
 from pinsyncd.throttle import Throttle
+from pinsyncd.tuning import DEFAULT, Tuning
 
 log = structlog.get_logger("pinsyncd.engine")
 
@@ -64,6 +66,7 @@ class SyncEngine:
         retry: RetryPolicy | None = None,
         stopping: Callable[[], bool] = lambda: False,
         halt: asyncio.Event | None = None,
+        tuning: Tuning = DEFAULT,
     ) -> None:
         self.config = config
         self._halt = halt  # set: a listing under way is abandoned
@@ -93,6 +96,7 @@ class SyncEngine:
                 verify_interval=config.sync.verify_interval,
                 stopping=stopping,
                 previous_peer_ids=config.node.previous_peer_ids,
+                tuning=tuning,
             )
             for s in config.services
         }
@@ -146,15 +150,32 @@ class SyncEngine:
         raised, so one service can never stop the others. A state file error (full disk,
         damage) is raised: it is every service's."""
         try:
-            directives = await self.policy.directives(
-                self.store, name, peer_id=self.peer_id, mfs_root=self.mfs_root
-            )
+            directives = await self.directives(name)
             return await self.executors[name].sync(directives, self.node_view, send=send)
         except aiosqlite.Error:
             raise  # the state file's trouble, not this service's: the caller decides
         except Exception as exc:
             log.exception("service cycle crashed", service=name)
             return ServiceReport(name, error=f"internal error: {exc!r}")
+
+    async def directives(self, name: str) -> Directives:
+        """What the policy asks of service `name` in this cycle: its questions answered from
+        the state, then its decision."""
+        policy, store = self.policy, self.store
+        states = {s: await store.service_state(s) for s in policy.order}
+        asked = policy.ask(name, states, clock.now())
+        answers = Answers(
+            lost=await store.failed_for_good(asked.ahead, policy.max_attempts)
+            if asked.lost
+            else None,
+            surplus=frozenset(await store.surplus(name, asked.ahead, policy.replicas))
+            if asked.surplus
+            else frozenset(),
+            gone=frozenset(await store.gone_since(name, asked.gone_before))
+            if asked.gone_before is not None
+            else frozenset(),
+        )
+        return policy.decide(asked, answers, peer_id=self.peer_id, mfs_root=self.mfs_root)
 
     async def adopt(self, name: str) -> ServiceReport:
         """`pinsyncd adopt` on one service, from the current node listing."""

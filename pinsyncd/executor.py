@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +26,15 @@ from pinsyncd.cids import InvalidCIDError, multihash_of
 from pinsyncd.config import Service
 from pinsyncd.delegates import DelegateDialer, cause_of
 from pinsyncd.durations import format_duration
+from pinsyncd.model import (
+    UNFINISHED_STATUSES,
+    Origin,
+    RemotePin,
+    RemoteStatus,
+    ServiceState,
+    failed_for_good,
+)
+from pinsyncd.outcomes import RETRY_AFTER, CycleEnd, Health, Trouble, health_after, is_user_pause
 from pinsyncd.ownership import Claim, claim_of, meta_for
 from pinsyncd.planner import Add, Remove, Replace, ServicePlan, plan_service
 from pinsyncd.policy import Directives
@@ -53,26 +62,10 @@ from pinsyncd.psa import (
     iter_pins,
     same_content,
 )
-from pinsyncd.state import (
-    UNFINISHED_STATUSES,
-    Listed,
-    Origin,
-    RemotePin,
-    RemoteStatus,
-    ServiceState,
-    StateStore,
-)
-from pinsyncd.throttle import INLINE_WAIT
+from pinsyncd.state import Listed, StateStore
+from pinsyncd.tuning import DEFAULT, Tuning
 
 _STATUS_RANK = {Status.PINNED: 3, Status.PINNING: 2, Status.QUEUED: 1, Status.FAILED: 0}
-AUTH_RECHECK = 60.0  # a paused service (401/403/409) is asked again at most once a minute
-PAUSED = "paused: "  # the prefix of a pause that needs the user (token, funds)
-LONG_PAUSE = 300.0  # a wait this long is always logged as a warning, not only when it starts
-RETRY_AFTER = "rate limited: waiting for the service's Retry-After"
-ADOPT_BATCH = 10_000  # listed pins matched against the state and written at a time
-WINDOW = 50_000  # pins planned and sent at a time in a cycle
-RESOLVE_BATCH = 50  # intents looked up, then committed, at a time (a crash loses one batch)
-TRACK_PAGE = 1000  # listed statuses matched against the pending requests at a time
 _REFUSED = (Unauthorized, InsufficientFunds, RateLimited)  # a create that was not applied
 
 
@@ -124,8 +117,10 @@ class ServiceExecutor:
         stopping: Callable[[], bool] = lambda: False,
         rng: random.Random | None = None,
         previous_peer_ids: Iterable[str] = (),
+        tuning: Tuning = DEFAULT,
     ) -> None:
         self.service = service
+        self.tuning = tuning
         self.previous_peer_ids = frozenset(previous_peer_ids)
         """Peer ids this node had before: their requests are ours too."""
         self._turn = asyncio.Lock()  # one cycle or adoption at a time on this service
@@ -184,56 +179,32 @@ class ServiceExecutor:
             _note_pause(report, state.pause_reason or "paused")
             report.unsent = await self._unsent_count(directives)
             return report
-        changes: dict[str, object] = {}
         report.unsent = -1  # set by a cycle that goes through all its windows
-        try:
-            await self._cycle(state, directives, node, send, report)
-        except NotSent:
-            changes = {}  # stopping: nothing more was sent, nothing to judge the service by
-            report.unsent = state.unsent or 0  # as last counted: no recount while stopping
-        except (Unauthorized, InsufficientFunds) as exc:
-            reason = self._pause_reason(exc)
-            changes = self._pause(state, reason, AUTH_RECHECK, str(exc))
-            changes["down_since"] = state.down_since or clock.now()
-        except RateLimited as exc:
-            wait = exc.retry_after if exc.retry_after is not None else AUTH_RECHECK
-            reason = f"rate limited: nothing is sent for {format_duration(wait)}"
-            changes = self._pause(state, reason, wait, str(exc))
-        except PinningServiceError as exc:
-            failures = state.failures + 1
-            wait = self.retry.delay(failures, self._rng)
-            reason = f"backing off: {failures} failed cycle(s), next try in {format_duration(wait)}"
-            changes = self._pause(state, reason, wait, str(exc))
-            changes["failures"] = failures
-            changes["down_since"] = state.down_since or clock.now()
-            report.error = str(exc)
+        end = await self._run_cycle(state, directives, node, send, report)
+        health = health_after(
+            state,
+            end,
+            now=clock.now(),
+            recheck=self.tuning.auth_recheck,
+            backoff=lambda failures: self.retry.delay(failures, self._rng),
+        )
+        if health is None:  # stopping: no recount either, the count is as last taken
+            report.unsent = state.unsent or 0
         else:
-            if state.pause_reason:
-                self.log.info("service is answering again", after=state.pause_reason)
-            changes = {
-                "paused_until": 0.0,
-                "pause_reason": None,
-                "failures": 0,
-                "last_error": None,
-                "down_since": 0.0,
-            }
-            blocked = self.client.throttle.blocked_for()
-            if blocked > 0:  # a Retry-After still running: a restart must respect it too
-                changes.update(paused_until=clock.now() + blocked, pause_reason=RETRY_AFTER)
-                if blocked >= LONG_PAUSE:
-                    self.log.warning(
-                        "the service asked to wait: nothing is sent to it until then",
-                        next_try=format_duration(blocked),
-                    )
-        if changes.get("pause_reason"):
-            _note_pause(report, str(changes["pause_reason"]))
+            self._log_health(state, end, health)
+            if health.pause_reason:
+                _note_pause(report, health.pause_reason)
+            if end.trouble is Trouble.FAILING:
+                report.error = end.error
         state = await self.store.service_state(self.service.name)
         if report.unsent < 0:  # the cycle ended early: count what is left to send
             report.unsent = await self._unsent_count(directives) if state.adopted else 0
         throttle = self.client.throttle
-        changes["rate"] = throttle.rate if throttle.rate != throttle.ceiling else None
-        changes["unsent"] = report.unsent
-        await self.store.save_service_state(replace(state, last_cycle=time.time(), **changes))
+        if health is not None:
+            state = health.applied_to(state)
+        rate = throttle.rate if throttle.rate != throttle.ceiling else None
+        state = replace(state, last_cycle=time.time(), rate=rate, unsent=report.unsent)
+        await self.store.save_service_state(state)
         await self._note_dials()
         counts = await self.store.counts(self.service.name, unsent=False)
         report.pending = sum(counts.get(s, 0) for s in UNFINISHED_STATUSES)
@@ -249,7 +220,7 @@ class ServiceExecutor:
     ) -> tuple[Mapping[str, str], dict[str, RemotePin], str | None]:
         """From the state: the pins meant for this service that need something done, the
         requests the planner must see (see `StateStore.plan_view`), and where the next
-        window of pins starts. With `after` (a cycle), pins come in windows of `WINDOW` CIDs
+        window of pins starts. With `after` (a cycle), pins come in windows of `Tuning.window` CIDs
         and pending requests are left to `_track`; without it (a dry run), all at once.
         Before the first contact nothing is sent, so no candidates are loaded."""
         first = not after  # the MFS root is planned in the first window, whatever its CID
@@ -261,7 +232,7 @@ class ServiceExecutor:
             candidates=adopted,
             pending=after is None,
             after=after or "",
-            limit=WINDOW if after is not None else None,
+            limit=self.tuning.window if after is not None else None,
             include=d.mfs_root if first else None,
         )
         if not first and d.mfs_root:
@@ -302,10 +273,12 @@ class ServiceExecutor:
     async def _unsent_count(self, d: Directives) -> int:
         """Pins meant for this service with no request on it, counted a window at a time."""
         count, after = 0, ""
-        while after is not None:
-            desired, remote, after = await self._view(d, True, after=after)
+        while True:
+            desired, remote, next_after = await self._view(d, True, after=after)
             count += _unsent(desired, remote)
-        return count
+            if next_after is None:
+                return count
+            after = next_after
 
     def _plan(
         self,
@@ -340,7 +313,7 @@ class ServiceExecutor:
         report: ServiceReport,
     ) -> None:
         """Adopt (first contact) and resolve, then go through the pins that need something
-        done a window of `WINDOW` CIDs at a time, so memory does not grow with them (an
+        done a window of `Tuning.window` CIDs at a time, so memory does not grow with them (an
         initial backup of a million pins), then track the requests pending from before."""
         since = clock.now()
         if not state.adopted:  # a full listing: it also counts as a verification
@@ -421,16 +394,18 @@ class ServiceExecutor:
                     report.others += 1
                     continue
                 batch.append(_listed(status, owned=claim is Claim.OURS))
-                if len(batch) >= ADOPT_BATCH:
+                if len(batch) >= self.tuning.adopt_batch:
                     await staged.add(batch)
                     batch = []
             if batch:
                 await staged.add(batch)
-            async for chunk in staged.matched(ADOPT_BATCH):
+            async for chunk in staged.matched(self.tuning.adopt_batch):
                 matched += len(chunk)
                 await self.store.save(_take_over(chunk, start, report))
             by_hash: dict[bytes, str] | None = None
-            async for others in staged.unmatched(ADOPT_BATCH):  # foreign, or other spellings
+            async for others in staged.unmatched(
+                self.tuning.adopt_batch
+            ):  # foreign, or other spellings
                 if by_hash is None:
                     by_hash = _hash_index(await self.store.known_cids(self.service.name))
                 mapped: list[Listed] = []
@@ -533,8 +508,10 @@ class ServiceExecutor:
             self.log.warning("dropped an intent for a CID that does not parse", cid=cid)
             await self.store.forget(self.service.name, [cid])
             remote.pop(cid, None)
-        for start in range(0, len(valid), RESOLVE_BATCH):
-            await self._resolve_batch(valid[start : start + RESOLVE_BATCH], remote, report, node)
+        for start in range(0, len(valid), self.tuning.resolve_batch):
+            await self._resolve_batch(
+                valid[start : start + self.tuning.resolve_batch], remote, report, node
+            )
 
     async def _resolve_batch(
         self,
@@ -710,7 +687,7 @@ class ServiceExecutor:
             status=RemoteStatus.INTENT,
             name=name,
             attempts=base.attempts + 1,
-            requestid=item.requestid if replacing else base.requestid,
+            requestid=item.requestid if isinstance(item, Replace) else base.requestid,
             # An add makes a new request of ours (the one it follows, if any, is left alone).
             origin=base.origin if previous is not None and replacing else Origin.CREATED,
             owned=True,
@@ -731,39 +708,12 @@ class ServiceExecutor:
                 return None  # not sent
             replacing = isinstance(item, Replace)
             if isinstance(item, Replace) and item.reason == "failed":
-                # `failed` can be transient or wrong on a service: look once more first.
-                try:
-                    current = await self.client.get_pin(item.requestid)
-                except NotFound:
-                    replacing = False  # the failed request is gone: add afresh
-                except (Unauthorized, InsufficientFunds, RateLimited):
-                    self._halted = True
-                    raise
-                except PinningServiceError:  # NotSent included
-                    return None  # nothing was created; the replace waits for a later cycle
-                else:
-                    if current.status is not Status.FAILED:
-                        return _apply_status(
-                            intent, current, attempts=intent.attempts - 1, last_error=None
-                        )
+                look = await self._second_look(item, intent)
+                if look is None or isinstance(look, RemotePin):
+                    return look
+                replacing = look
             try:
-                if not (isinstance(item, Replace) and replacing):
-                    status = await self._create(item, pin, replacing)
-                elif self._replace_noop and item.reason != "mfs":
-                    # What was learned holds for a replace by the same CID; one by another
-                    # (a new MFS root) is tried as such, and falls back only if it does nothing.
-                    if item.reason == "rename":
-                        return None  # planned before the no-op was seen: not worth a delete
-                    status = await self._delete_then_add(item, pin)
-                else:
-                    status = await self._create(item, pin, replacing)
-                    if _unchanged(item, pin, status):
-                        await self._learn_replace_noop(item, status)
-                        if item.reason == "rename":  # the old name stays; nothing else to do
-                            return _apply_status(intent, status, last_error=None)
-                        status = await self._delete_then_add(item, pin)
-                if status is None:
-                    return None  # the request replaced is still there, as it was
+                sent = await self._send(item, intent, pin, replacing)
             except NotSent:
                 return None
             except NotFound:
@@ -778,6 +728,9 @@ class ServiceExecutor:
                 raise
             except PinningServiceError as exc:  # 400 and other 4xx: not applied
                 return self._error(intent, str(exc))
+        if not isinstance(sent, PinStatus):
+            return sent
+        status = sent
         if status.delegates and node.online and self.dialer is not None:
             self.dialer.submit(
                 status.delegates, service=self.service.name, origins=len(node.origins)
@@ -786,6 +739,44 @@ class ServiceExecutor:
         # device's request: then it is shared, and not ours to delete.
         owned = claim_of(status.pin.meta, self.ours(node)) is not Claim.OTHER
         return _apply_status(intent, status, last_error=None, owned=owned)
+
+    async def _second_look(self, item: Replace, intent: RemotePin) -> RemotePin | bool | None:
+        """`failed` can be transient or wrong on a service: look once more before replacing.
+        True: replace it; False: the failed request is gone, add afresh; a row: it is not
+        failed (any more), nothing to send; None: the look failed, the replace waits."""
+        try:
+            current = await self.client.get_pin(item.requestid)
+        except NotFound:
+            return False
+        except (Unauthorized, InsufficientFunds, RateLimited):
+            self._halted = True
+            raise
+        except PinningServiceError:  # NotSent included
+            return None  # nothing was created; the replace waits for a later cycle
+        if current.status is not Status.FAILED:
+            return _apply_status(intent, current, attempts=intent.attempts - 1, last_error=None)
+        return True
+
+    async def _send(
+        self, item: Add | Replace, intent: RemotePin, pin: Pin, replacing: bool
+    ) -> PinStatus | RemotePin | None:
+        """The create for `item`: the service's answer; a row when a rename turned out to
+        change nothing; None when nothing was sent, or the request replaced is as it was."""
+        if not (isinstance(item, Replace) and replacing):
+            return await self._create(item, pin, replacing=False)
+        if self._replace_noop and item.reason != "mfs":
+            # What was learned holds for a replace by the same CID; one by another
+            # (a new MFS root) is tried as such, and falls back only if it does nothing.
+            if item.reason == "rename":
+                return None  # planned before the no-op was seen: not worth a delete
+            return await self._delete_then_add(item, pin)
+        status = await self._create(item, pin, replacing=True)
+        if _unchanged(item, pin, status):
+            await self._learn_replace_noop(item, status)
+            if item.reason == "rename":  # the old name stays; nothing else to do
+                return _apply_status(intent, status, last_error=None)
+            return await self._delete_then_add(item, pin)
+        return status
 
     async def _delete_then_add(self, item: Replace, pin: Pin) -> PinStatus | None:
         """A replace where the service's own does nothing: delete the request, and add the pin
@@ -814,7 +805,7 @@ class ServiceExecutor:
                         replacing = False
                 return await self.client.add_pin(pin)
             except RateLimited as exc:
-                short = exc.retry_after is not None and exc.retry_after <= INLINE_WAIT
+                short = exc.retry_after is not None and exc.retry_after <= self.tuning.inline_wait
                 if not short or attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -904,7 +895,9 @@ class ServiceExecutor:
             if not tracked.remaining():
                 return
             redial = node.online and self.dialer is not None
-            pages = _pages(iter_pins(self.client, statuses=PENDING_STATUSES), TRACK_PAGE)
+            pages = _pages(
+                iter_pins(self.client, statuses=PENDING_STATUSES), self.tuning.track_page
+            )
             async with contextlib.aclosing(pages):
                 async for page in pages:
                     rows = await tracked.take([status.requestid for status in page])
@@ -928,7 +921,7 @@ class ServiceExecutor:
                 done = iter_pins(self.client, statuses=(Status.PINNED, Status.FAILED), after=after)
                 async with (
                     contextlib.aclosing(done),
-                    contextlib.aclosing(_pages(done, TRACK_PAGE)) as pages,
+                    contextlib.aclosing(_pages(done, self.tuning.track_page)) as pages,
                 ):
                     async for page in pages:
                         rows = await tracked.take([status.requestid for status in page])
@@ -971,7 +964,7 @@ class ServiceExecutor:
                 attempts = max(1, row.attempts)
                 wait = self.retry.after_failed(attempts, self._rng)
                 row = row.evolve(next_attempt=clock.now() + wait)
-                for_good = attempts >= self.retry.max_attempts
+                for_good = failed_for_good(row.status, attempts, self.retry.max_attempts)
                 (self.log.warning if for_good else self.log.debug)(
                     "pin failed for good on the service" if for_good else "pin failed",
                     cid=row.cid,
@@ -1093,32 +1086,54 @@ class ServiceExecutor:
                 replace(state, paused_until=until, pause_reason=reason or RETRY_AFTER)
             )
 
-    def _pause_reason(self, exc: PinningServiceError) -> str:
-        if isinstance(exc, TokenUnavailable):
-            return f"{PAUSED}{str(exc).split(': ', 2)[-1]}"
-        if isinstance(exc, Unauthorized):
-            return f"{PAUSED}the token from {self.service.token.source} was refused"
-        return f"{PAUSED}the service says the account has insufficient funds"
+    async def _run_cycle(
+        self,
+        state: ServiceState,
+        directives: Directives,
+        node: NodeView,
+        send: bool,
+        report: ServiceReport,
+    ) -> CycleEnd:
+        """Run the cycle; how it ended, named for `outcomes.health_after`."""
+        try:
+            await self._cycle(state, directives, node, send, report)
+        except NotSent:
+            return CycleEnd(Trouble.STOPPING)
+        except (Unauthorized, InsufficientFunds) as exc:
+            return CycleEnd(Trouble.REFUSED, str(exc), refusal=self._refusal(exc))
+        except RateLimited as exc:
+            return CycleEnd(Trouble.RATE_LIMITED, str(exc), retry_after=exc.retry_after)
+        except PinningServiceError as exc:
+            return CycleEnd(Trouble.FAILING, str(exc))
+        return CycleEnd(Trouble.NONE, blocked_for=self.client.throttle.blocked_for())
 
-    def _pause(
-        self, state: ServiceState, reason: str, seconds: float, error: str
-    ) -> dict[str, object]:
-        """The state changes for a pause. It is logged when it starts, not on every recheck."""
-        kind = reason.split(":")[0]
-        if (state.pause_reason or "").split(":")[0] != kind or seconds >= LONG_PAUSE:
-            log = self.log.error if reason.startswith(PAUSED) else self.log.warning
-            log(reason, error=error, next_try=format_duration(seconds))
-        else:
-            self.log.debug(reason, error=error)
-        return {
-            "paused_until": clock.now() + seconds,
-            "pause_reason": reason,
-            "last_error": error,
-        }
+    def _refusal(self, exc: PinningServiceError) -> str:
+        if isinstance(exc, TokenUnavailable):
+            return str(exc).split(": ", 2)[-1]
+        if isinstance(exc, Unauthorized):
+            return f"the token from {self.service.token.source} was refused"
+        return "the service says the account has insufficient funds"
+
+    def _log_health(self, before: ServiceState, end: CycleEnd, health: Health) -> None:
+        """A pause is logged when it starts (or is long), not on every recheck."""
+        if end.trouble is Trouble.NONE:
+            if before.pause_reason:
+                self.log.info("service is answering again", after=before.pause_reason)
+            if health.announce:
+                self.log.warning(
+                    "the service asked to wait: nothing is sent to it until then",
+                    next_try=format_duration(health.wait),
+                )
+            return
+        if not health.announce:
+            self.log.debug(health.pause_reason, error=end.error)
+            return
+        log = self.log.error if health.needs_user else self.log.warning
+        log(health.pause_reason, error=end.error, next_try=format_duration(health.wait))
 
 
 def _note_pause(report: ServiceReport, reason: str) -> None:
-    if reason.startswith(PAUSED):
+    if is_user_pause(reason):
         report.paused = reason
     else:
         report.backoff = reason
@@ -1220,7 +1235,9 @@ def _apply_listed(row: RemotePin, listed: Listed) -> RemotePin:
     )
 
 
-async def _pages(statuses: AsyncIterator[PinStatus], size: int) -> AsyncIterator[list[PinStatus]]:
+async def _pages(
+    statuses: AsyncIterator[PinStatus], size: int
+) -> AsyncGenerator[list[PinStatus], None]:
     page: list[PinStatus] = []
     async for status in statuses:
         page.append(status)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -177,7 +177,7 @@ class LocalNode:
 
     async def iter_pin_batches(
         self, pin_type: str = "recursive", listing: PinListing | None = None
-    ) -> AsyncIterator[list[LocalPin]]:
+    ) -> AsyncGenerator[list[LocalPin], None]:
         """The same listing as `iter_pins`, in the blocks the stream arrives in (up to a few
         thousand pins each), for callers that want one await per block rather than per pin.
         Lines that are not a pin are skipped and counted in `listing`; a listing with such

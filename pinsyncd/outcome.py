@@ -8,7 +8,8 @@ from collections.abc import Mapping
 
 from pinsyncd.durations import format_duration
 from pinsyncd.executor import ServiceReport
-from pinsyncd.state import UNFINISHED_STATUSES, StateStore
+from pinsyncd.model import UNFINISHED_STATUSES
+from pinsyncd.state import StateStore
 
 
 def problems(node_error: str | None, services: Mapping[str, ServiceReport]) -> list[str]:

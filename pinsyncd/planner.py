@@ -28,10 +28,13 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pinsyncd.model import PENDING_STATUSES, RemotePin, RemoteStatus
 from pinsyncd.spec_limits import clip_name
-from pinsyncd.state import PENDING_STATUSES, RemotePin, RemoteStatus
 
 _REMOVABLE = frozenset({*PENDING_STATUSES, RemoteStatus.PINNED, RemoteStatus.FAILED})
+
+
+RemoveReason = Literal["unpinned locally", "extra copy", "old MFS root"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,7 @@ class Replace:
 class Remove:
     cid: str
     requestid: str
-    reason: Literal["unpinned locally", "extra copy", "old MFS root"]
+    reason: RemoveReason
 
 
 @dataclass
@@ -91,8 +94,7 @@ def plan_service(
         intent_age = lambda row: now - row.updated  # noqa: E731 - the wall clock, for tests
     if paused:
         return plan
-    if not adopted:
-        plan.adopt = True
+    plan.adopt = not adopted
     old_roots: list[RemotePin] = []
     for cid, row in remote.items():
         if row.status is RemoteStatus.INTENT:
@@ -106,55 +108,21 @@ def plan_service(
         if plan.adopt or cid in desired:
             continue
         if cid in gone or cid in surplus:
-            if row.status is RemoteStatus.ERROR:
-                plan.drop.append(cid)
-            elif row.requestid and row.status in _REMOVABLE and row.owned:
-                why = "unpinned locally" if cid in gone else "extra copy"
-                plan.remove.append(Remove(cid, row.requestid, why))
-        elif (
-            mfs_name
-            and row.name == mfs_name
-            and cid != mfs_root
-            and row.requestid
-            and row.status in _REMOVABLE
-            and row.owned
-        ):
+            _unwanted(plan, row, "unpinned locally" if cid in gone else "extra copy")
+        elif mfs_name and row.name == mfs_name and cid != mfs_root and _ours_to_remove(row):
             old_roots.append(row)
     if plan.adopt:
         return plan  # adds wait until the service's existing pins are known
     for cid, name in desired.items():
-        row = remote.get(cid)
-        if row is None or (row.status is RemoteStatus.ERROR and row.next_attempt <= now):
-            if cid == mfs_root and old_roots:
-                old = old_roots.pop()
-                assert old.requestid is not None
-                plan.replace.append(Replace(cid, old.requestid, name, "mfs", old.cid))
-            else:
-                plan.add.append(Add(cid, name))
-        elif row.status is RemoteStatus.ERROR or (
-            row.status is RemoteStatus.FAILED and not (row.requestid and row.owned)
-        ):
-            if row.next_attempt <= now:
-                plan.add.append(Add(cid, name))
-            else:
-                plan.waiting += 1
-        elif row.status is RemoteStatus.FAILED:
-            assert row.requestid is not None
-            # While the node is offline it is most likely the only provider: a replace
-            # would fail again and use up an attempt, so it waits for the node.
-            if row.next_attempt <= now and node_online:
-                plan.replace.append(Replace(cid, row.requestid, name))
-            else:
-                plan.waiting += 1
-        elif (
-            rename
-            and row.owned
-            and row.status is RemoteStatus.PINNED
-            and row.requestid
-            and row.name is not None
-            and row.name != clip_name(name or cid)
-        ):
-            plan.replace.append(Replace(cid, row.requestid, name, "rename"))
+        known = remote.get(cid)
+        if cid == mfs_root and old_roots and _sendable(known, now):
+            old = old_roots.pop()
+            assert old.requestid is not None
+            plan.replace.append(Replace(cid, old.requestid, name, "mfs", old.cid))
+        elif known is None:
+            plan.add.append(Add(cid, name))
+        else:
+            _wanted(plan, known, name, now=now, rename=rename, node_online=node_online)
     # Roots older than the one just replaced (left by a crash or a failed replace) go, once
     # the current root's request is known to exist or not.
     root = remote.get(mfs_root) if mfs_root else None
@@ -163,3 +131,53 @@ def plan_service(
             Remove(row.cid, row.requestid, "old MFS root") for row in old_roots if row.requestid
         )
     return plan
+
+
+def _ours_to_remove(row: RemotePin) -> bool:
+    """A request this device made, known by its requestid, in a state a delete applies to."""
+    return bool(row.requestid) and row.status in _REMOVABLE and row.owned
+
+
+def _unwanted(plan: ServicePlan, row: RemotePin, why: RemoveReason) -> None:
+    """A CID the service should no longer hold: forget an errored add, delete our request."""
+    if row.status is RemoteStatus.ERROR:
+        plan.drop.append(row.cid)
+    elif _ours_to_remove(row):
+        assert row.requestid is not None
+        plan.remove.append(Remove(row.cid, row.requestid, why))
+
+
+def _sendable(row: RemotePin | None, now: float) -> bool:
+    """No request yet, or an errored add whose backoff has passed: an add may go out."""
+    return row is None or (row.status is RemoteStatus.ERROR and row.next_attempt <= now)
+
+
+def _wanted(
+    plan: ServicePlan, row: RemotePin, name: str, *, now: float, rename: bool, node_online: bool
+) -> None:
+    """A CID the service should hold, with a row for it: what, if anything, to send."""
+    due = row.next_attempt <= now
+    if row.status is RemoteStatus.ERROR or (
+        row.status is RemoteStatus.FAILED and not (row.requestid and row.owned)
+    ):
+        if due:
+            plan.add.append(Add(row.cid, name))
+        else:
+            plan.waiting += 1
+    elif row.status is RemoteStatus.FAILED:
+        assert row.requestid is not None
+        # While the node is offline it is most likely the only provider: a replace
+        # would fail again and use up an attempt, so it waits for the node.
+        if due and node_online:
+            plan.replace.append(Replace(row.cid, row.requestid, name))
+        else:
+            plan.waiting += 1
+    elif (
+        rename
+        and row.owned
+        and row.status is RemoteStatus.PINNED
+        and row.requestid
+        and row.name is not None
+        and row.name != clip_name(name or row.cid)
+    ):
+        plan.replace.append(Replace(row.cid, row.requestid, name, "rename"))

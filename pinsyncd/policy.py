@@ -18,9 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pinsyncd import clock
 from pinsyncd.config import Config
-from pinsyncd.state import ServiceState, StateStore
+from pinsyncd.model import ServiceState
 
 MFS_NAME = "policy/{peer_id}/mfs"
 """The remote name of the MFS root pin, as Kubo's own MFS pinning policy names it."""
@@ -56,7 +55,29 @@ def is_down(state: ServiceState, failover_after: float, now: float) -> bool:
     return state.down_since > 0 and now - state.down_since >= failover_after
 
 
+@dataclass(frozen=True)
+class Questions:
+    """What the policy must know from the state to decide for one service (`Policy.ask`)."""
+
+    ahead: tuple[str, ...] = ()  # services ranked ahead of it that are up
+    lost: bool = False  # which CIDs those services lost (K of N applies)
+    surplus: bool = False  # which CIDs K of those have pinned (`sync.trim_extra`)
+    gone_before: float | None = None  # which CIDs left the node before then (`unpin: mirror`)
+
+
+@dataclass(frozen=True)
+class Answers:
+    """The state's answers to `Questions`."""
+
+    lost: Mapping[str, int] | None = None  # CID -> services in `ahead` that lost it
+    surplus: frozenset[str] = frozenset()
+    gone: frozenset[str] = frozenset()
+
+
 class Policy:
+    """The policy for one configuration. It never reads the state itself: `ask` says what it
+    needs, from the services' states; `decide` turns the answers into `Directives`."""
+
     def __init__(self, config: Config) -> None:
         self.order = config.service_order
         self.replicas = config.replicas
@@ -67,45 +88,48 @@ class Policy:
     def replicated_everywhere(self) -> bool:
         return self.replicas >= len(self.order)
 
-    async def directives(
+    def ask(self, service: str, states: Mapping[str, ServiceState], now: float) -> Questions:
+        """What to look up for `service`, given every service's state (`states`)."""
+        ahead: tuple[str, ...] = ()
+        k_of_n = False
+        if not self.replicated_everywhere:
+            ahead = self._up_ahead_of(service, states, now)
+            k_of_n = len(ahead) >= self.replicas
+        mirror = self.sync.unpin == "mirror"
+        return Questions(
+            ahead=ahead,
+            lost=k_of_n,
+            surplus=k_of_n and self.sync.trim_extra,
+            gone_before=now - self.sync.unpin_grace if mirror else None,
+        )
+
+    def decide(
         self,
-        store: StateStore,
-        service: str,
+        questions: Questions,
+        answers: Answers,
         *,
         peer_id: str | None,
         mfs_root: str | None = None,
-        now: float | None = None,
     ) -> Directives:
-        now = clock.now() if now is None else now
-        lost: Mapping[str, int] | None = None
-        spare = 0
-        surplus: frozenset[str] = frozenset()
-        if not self.replicated_everywhere:
-            ahead = await self._up_ahead_of(store, service, now)
-            if len(ahead) >= self.replicas:
-                lost = await store.failed_for_good(ahead, self.max_attempts)
-                spare = len(ahead) - self.replicas
-                if self.sync.trim_extra:
-                    surplus = frozenset(await store.surplus(service, ahead, self.replicas))
-        gone: frozenset[str] = frozenset()
-        if self.sync.unpin == "mirror":
-            gone = frozenset(await store.gone_since(service, now - self.sync.unpin_grace))
         mfs = self.sync.mfs and peer_id is not None
         return Directives(
-            lost=lost,
-            spare=spare,
-            gone=gone,
-            surplus=surplus,
+            lost=answers.lost if questions.lost else None,
+            spare=len(questions.ahead) - self.replicas if questions.lost else 0,
+            gone=answers.gone,
+            surplus=answers.surplus,
             mfs_root=mfs_root if mfs else None,
             mfs_name=mfs_name(peer_id) if mfs and peer_id else None,
             rename=self.sync.propagate_names,
         )
 
-    async def _up_ahead_of(self, store: StateStore, service: str, now: float) -> list[str]:
+    def _up_ahead_of(
+        self, service: str, states: Mapping[str, ServiceState], now: float
+    ) -> tuple[str, ...]:
         """The services ranked ahead of `service` that are not down."""
         ahead = self.order[: self.order.index(service)] if service in self.order else ()
-        up = []
-        for name in ahead:
-            if not is_down(await store.service_state(name), self.sync.failover_after, now):
-                up.append(name)
-        return up
+        failover = self.sync.failover_after
+        return tuple(
+            name
+            for name in ahead
+            if not is_down(states.get(name) or ServiceState(name), failover, now)
+        )

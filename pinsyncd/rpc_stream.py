@@ -57,9 +57,10 @@ class StreamedPost:
         tls = ssl.create_default_context() if url.scheme == "https" else None
         host = url.host or "127.0.0.1"
         port = url.port or (443 if tls else 80)
-        self._reader, self._writer = await asyncio.wait_for(
+        self._reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=tls), self._connect_timeout
         )
+        self._writer = writer
         headers = [
             ("Host", url.raw_authority or host),
             ("Content-Length", "0"),
@@ -67,11 +68,9 @@ class StreamedPost:
             *self._headers.items(),
         ]
         target = url.raw_path_qs or "/"
-        self._writer.write(
-            self._conn.send(h11.Request(method="POST", target=target, headers=headers))
-        )
-        self._writer.write(self._conn.send(h11.EndOfMessage()) or b"")
-        await self._writer.drain()
+        writer.write(self._conn.send(h11.Request(method="POST", target=target, headers=headers)))
+        writer.write(self._conn.send(h11.EndOfMessage()) or b"")
+        await writer.drain()
         while True:
             event = await self._next()
             if isinstance(event, h11.Response):

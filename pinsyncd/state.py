@@ -24,8 +24,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -35,56 +34,10 @@ import structlog
 from pinsyncd import clock
 from pinsyncd.cids import InvalidCIDError, other_spellings
 from pinsyncd.logs import redact_text
+from pinsyncd.model import GIVEN_UP_STATUSES, Origin, RemotePin, RemoteStatus, ServiceState
 from pinsyncd.spec_limits import clip_name
 
 log = structlog.get_logger("pinsyncd.state")
-
-
-class RemoteStatus(StrEnum):
-    INTENT = "intent"  # an add was decided and may have been sent; the outcome is not known
-    QUEUED = "queued"
-    PINNING = "pinning"
-    PINNED = "pinned"
-    FAILED = "failed"
-    ERROR = "error"  # the last add did not reach the service; retry at next_attempt
-
-
-LIVE_STATUSES = frozenset(
-    {RemoteStatus.INTENT, RemoteStatus.QUEUED, RemoteStatus.PINNING, RemoteStatus.PINNED}
-)
-"""A row in one of these has (or may have) a live request on the service: never add again."""
-
-PENDING_STATUSES = frozenset({RemoteStatus.QUEUED, RemoteStatus.PINNING})
-UNFINISHED_STATUSES = ("intent", "queued", "pinning")
-"""Sent, or maybe sent, and not yet pinned or failed (the `pending` count)."""
-
-
-class Origin(StrEnum):
-    CREATED = "created"  # pinsyncd sent the add
-    ADOPTED = "adopted"  # the pin was already on the service and pinsyncd took it over
-
-
-@dataclass(frozen=True, slots=True)
-class RemotePin:
-    """One (service, CID) as pinsyncd tracks it."""
-
-    service: str
-    cid: str
-    status: RemoteStatus
-    requestid: str | None = None
-    created: str | None = None  # the service's `created`, RFC 3339
-    name: str | None = None
-    origin: Origin = Origin.CREATED
-    attempts: int = 0
-    next_attempt: float = 0.0  # Unix time
-    last_error: str | None = None
-    details: str | None = None  # the service's info.status_details
-    updated: float = 0.0
-    owned: bool = True  # this device's own request (see `pinsyncd.ownership`): it may delete it
-    stamp: str | None = None  # `updated` on the boot clock (`pinsyncd.clock`)
-
-    def evolve(self, **changes: Any) -> RemotePin:
-        return replace(self, updated=clock.now(), stamp=clock.stamp(), **changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,23 +52,6 @@ class Listed:
     name: str | None = None
     details: str | None = None
     owned: bool = True  # made by this device (else unclaimed: adoptable, never deleted)
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceState:
-    """Per-service bookkeeping that must survive restarts."""
-
-    name: str
-    adopted: bool = False  # the first full listing (adoption of existing pins) is done
-    paused_until: float = 0.0  # nothing is sent before this (Unix time)
-    pause_reason: str | None = None
-    last_cycle: float | None = None
-    last_error: str | None = None
-    failures: int = 0  # cycles in a row that failed (for the service's own backoff)
-    rate: float | None = None  # the adaptive request rate after a 429 (None: not limited)
-    last_verified: float = 0.0  # when the service's pinned set was last listed in full
-    down_since: float = 0.0  # when its current run of failed or paused cycles began (0: up)
-    unsent: int | None = None  # pins meant for it with no request yet, at its last cycle
 
 
 VET_CHUNK = 5000
@@ -231,6 +167,10 @@ MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 COUNTS_SQL = "SELECT status, COUNT(*) FROM remote_pins WHERE service=? GROUP BY status"
+FAILED_FOR_GOOD_SQL = (
+    f"status IN ({', '.join(repr(s.value) for s in sorted(GIVEN_UP_STATUSES))}) AND attempts >= ?"
+)
+"""`model.failed_for_good` as a filter on `remote_pins`; its parameter is `max_attempts`."""
 UNSENT_SQL = """
 SELECT COUNT(*) FROM local_pins AS l WHERE l.selected AND NOT EXISTS (
     SELECT 1 FROM remote_pins AS r
@@ -256,6 +196,13 @@ class StateDamaged(StateError):
 
 
 _DAMAGE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+
+
+async def _fetch(
+    db: aiosqlite.Connection, sql: str, params: Sequence[object] = ()
+) -> list[aiosqlite.Row]:
+    """Every row of one statement, as a list (aiosqlite types it as a bare iterable)."""
+    return list(await db.execute_fetchall(sql, params))
 
 
 def is_damage(exc: BaseException) -> bool:
@@ -390,29 +337,37 @@ class StateStore:
                 f"the state file {self.path} has schema version {version}, newer than this "
                 f"pinsyncd understands ({SCHEMA_VERSION}); upgrade pinsyncd"
             )
-        for target in range(version, SCHEMA_VERSION):
-            try:
-                await db.execute("BEGIN IMMEDIATE")
+        if version < SCHEMA_VERSION:
+            await self._migrate(version)
+
+    async def _migrate(self, version: int) -> None:
+        """Bring the file from `version` to `SCHEMA_VERSION` in one transaction: a reader
+        beside it (`pinsyncd status`) sees the old schema or the new one, never one between,
+        and a crash leaves the old one."""
+        db, target = self._db, version
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for target in range(version, SCHEMA_VERSION):
                 # One statement at a time: executescript() would commit halfway.
                 for statement in _statements(MIGRATIONS[target]):
                     await db.execute(statement)
-                await db.execute(f"PRAGMA user_version={target + 1}")
-                await db.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(aiosqlite.Error):
-                    await asyncio.shield(db.execute("ROLLBACK"))
-                if isinstance(exc, aiosqlite.Error):
-                    raise StateError(
-                        f"cannot bring the state file {self.path} to schema version "
-                        f"{target + 1}: {exc} (is it another program's database?)"
-                    ) from None
-                raise
+            await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            await db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(aiosqlite.Error):
+                await asyncio.shield(db.execute("ROLLBACK"))
+            if isinstance(exc, aiosqlite.Error):
+                raise StateError(
+                    f"cannot bring the state file {self.path} to schema version "
+                    f"{target + 1}: {exc} (is it another program's database?)"
+                ) from None
+            raise
 
     # --- the local pinset -------------------------------------------------------------------
 
     async def local_pins(self) -> dict[str, str]:
         """The last complete listing, CID -> name (selected or not)."""
-        rows = await self._db.execute_fetchall("SELECT cid, name FROM local_pins")
+        rows = await _fetch(self._db, "SELECT cid, name FROM local_pins")
         return {cid: name for cid, name in rows}
 
     async def replace_local_pins(
@@ -549,7 +504,8 @@ class StateStore:
         after = ""
         while True:  # a page at a time (no statement stays open across an await), in CID
             # order on both sides, as the diff itself: linear, also at a million pins
-            chunk = await self._db.execute_fetchall(
+            chunk = await _fetch(
+                self._db,
                 f"SELECT t.rowid, t.cid, {known} FROM temp.listing AS t INDEXED BY "
                 f"listing_by_cid WHERE t.cid > ? AND t.kind != 'mfs' {where} "
                 f"ORDER BY t.cid LIMIT {VET_CHUNK}",
@@ -584,7 +540,8 @@ class StateStore:
         listed: dict[str, tuple[int, int]] = {}  # cid -> (rowid, in the state)
         for start in range(0, len(wanted), 500):
             part = wanted[start : start + 500]
-            for cid, rowid, known in await self._db.execute_fetchall(
+            for cid, rowid, known in await _fetch(
+                self._db,
                 f"SELECT t.cid, t.rowid, EXISTS (SELECT 1 FROM local_pins AS l WHERE "
                 f"l.cid = t.cid) FROM temp.listing AS t WHERE t.cid IN "
                 f"({','.join('?' * len(part))})",
@@ -608,7 +565,7 @@ class StateStore:
         return pins, selected
 
     async def mfs_root(self) -> str | None:
-        rows = await self._db.execute_fetchall("SELECT cid FROM local_pins WHERE kind = 'mfs'")
+        rows = await _fetch(self._db, "SELECT cid FROM local_pins WHERE kind = 'mfs'")
         return next((cid for (cid,) in rows), None)
 
     async def reselect(self, selected: Callable[[str, str, str], bool]) -> int:
@@ -617,7 +574,8 @@ class StateStore:
         changes: list[tuple[int, str]] = []
         after = ""
         while True:  # a page at a time: no statement stays open across an await
-            rows = await self._db.execute_fetchall(
+            rows = await _fetch(
+                self._db,
                 "SELECT cid, name, kind, selected FROM local_pins WHERE cid > ? "
                 f"ORDER BY cid LIMIT {VET_CHUNK}",
                 (after,),
@@ -672,30 +630,32 @@ class StateStore:
                 "WHERE l.selected AND (r.status IS NULL OR r.status IN ('error', 'failed'))"
             )
             window = f" AND l.cid > ? ORDER BY l.cid LIMIT {int(limit)}" if limit else ""
-            rows = await self._db.execute_fetchall(
-                select + window, (service, after) if limit else (service,)
+            rows = await _fetch(
+                self._db, select + window, (service, after) if limit else (service,)
             )
-            wanted = dict(rows)
+            wanted = {cid: name for cid, name in rows}
             if limit and len(rows) >= limit:
                 next_after = rows[-1][0]
             if include and include not in wanted:
-                wanted.update(
-                    await self._db.execute_fetchall(select + " AND l.cid = ?", (service, include))
-                )
+                more = await _fetch(self._db, select + " AND l.cid = ?", (service, include))
+                wanted.update((cid, name) for cid, name in more)
         statuses = "'intent', 'failed', 'error'" + (", 'queued', 'pinning'" if pending else "")
-        found = await self._db.execute_fetchall(
+        found = await _fetch(
+            self._db,
             f"SELECT {_REMOTE_COLUMNS} FROM remote_pins INDEXED BY remote_pins_by_status "
             f"WHERE service = ? AND status IN ({statuses})",
             (service,),
         )
         if names_of is not None:  # the MFS roots: a scan of the service's rows
-            found += await self._db.execute_fetchall(
+            found += await _fetch(
+                self._db,
                 f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? AND name = ?",
                 (service, names_of),
             )
         rows_by_cid = {row[1]: _remote_from_row(row) for row in found}
         if renamed:
-            for *row, name in await self._db.execute_fetchall(
+            for *row, name in await _fetch(
+                self._db,
                 f"SELECT {_R_COLUMNS}, l.name FROM remote_pins AS r JOIN local_pins AS l "
                 "ON l.cid = r.cid WHERE r.service = ? AND r.status = 'pinned' AND l.selected "
                 "AND r.name IS NOT NULL AND r.name != CASE l.name WHEN '' THEN l.cid "
@@ -731,7 +691,8 @@ class StateStore:
         """Which of `among` (default: all) are selected local pins or have a row on the
         service: the CIDs a service's listing is matched against."""
         if among is None:
-            rows = await self._db.execute_fetchall(
+            rows = await _fetch(
+                self._db,
                 "SELECT cid FROM local_pins WHERE selected "
                 "UNION SELECT cid FROM remote_pins WHERE service = ?",
                 (service,),
@@ -742,7 +703,8 @@ class StateStore:
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = await self._db.execute_fetchall(
+            rows = await _fetch(
+                self._db,
                 f"SELECT cid FROM local_pins WHERE selected AND cid IN ({marks}) "
                 f"UNION SELECT cid FROM remote_pins WHERE service = ? AND cid IN ({marks})",
                 (*chunk, service, *chunk),
@@ -756,7 +718,8 @@ class StateStore:
         wanted = list(dict.fromkeys(cids))
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            for row in await self._db.execute_fetchall(
+            for row in await _fetch(
+                self._db,
                 f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? "
                 f"AND cid IN ({','.join('?' * len(chunk))})",
                 (service, *chunk),
@@ -769,7 +732,8 @@ class StateStore:
         pinned on `replicas` of the services `ahead` of it."""
         if not ahead or replicas > len(ahead):
             return set()
-        rows = await self._db.execute_fetchall(
+        rows = await _fetch(
+            self._db,
             "SELECT r.cid FROM remote_pins AS r JOIN local_pins AS l ON l.cid = r.cid "
             "WHERE r.service = ? AND l.selected AND r.requestid IS NOT NULL "
             "AND r.status IN ('queued', 'pinning', 'pinned', 'failed') "
@@ -792,7 +756,8 @@ class StateStore:
                     )
             async with self._temp_transaction():
                 await self._db.execute(table.index("requestid"))
-            rows = await self._db.execute_fetchall(
+            rows = await _fetch(
+                self._db,
                 f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? AND status = "
                 f"'pinned' AND requestid NOT IN (SELECT requestid FROM {table.name})",
                 (service,),
@@ -827,13 +792,14 @@ class StateStore:
                 await self._db.execute(f"DROP TABLE IF EXISTS {table.name}")
 
     async def _one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...]:
-        rows = await self._db.execute_fetchall(sql, params)
+        rows = await _fetch(self._db, sql, params)
         return tuple(next(iter(rows)))
 
     async def gone_since(self, service: str, before: float) -> list[str]:
         """CIDs that the service holds (as far as pinsyncd knows) and that have been absent
         from the node since before `before` (Unix time)."""
-        rows = await self._db.execute_fetchall(
+        rows = await _fetch(
+            self._db,
             "SELECT r.cid FROM remote_pins AS r JOIN local_gone AS g ON g.cid = r.cid "
             "WHERE r.service=? AND g.since <= ? "
             "AND NOT EXISTS (SELECT 1 FROM local_pins AS l WHERE l.cid = r.cid)",
@@ -845,9 +811,10 @@ class StateStore:
         """CID -> on how many of `services` it failed `attempts` times or more."""
         if not services:
             return {}
-        rows = await self._db.execute_fetchall(
-            "SELECT cid, COUNT(*) FROM remote_pins WHERE status IN ('failed', 'error') "
-            f"AND attempts >= ? AND service IN ({','.join('?' * len(services))}) GROUP BY cid",
+        rows = await _fetch(
+            self._db,
+            f"SELECT cid, COUNT(*) FROM remote_pins WHERE {FAILED_FOR_GOOD_SQL} "
+            f"AND service IN ({','.join('?' * len(services))}) GROUP BY cid",
             (attempts, *services),
         )
         return {cid: n for cid, n in rows}
@@ -856,7 +823,8 @@ class StateStore:
         """CIDs pinned on at least `at_least` of `services`."""
         if not services or at_least > len(services):
             return set()
-        rows = await self._db.execute_fetchall(
+        rows = await _fetch(
+            self._db,
             "SELECT cid FROM remote_pins WHERE status='pinned' "
             f"AND service IN ({','.join('?' * len(services))}) GROUP BY cid HAVING COUNT(*) >= ?",
             (*services, at_least),
@@ -866,8 +834,8 @@ class StateStore:
     # --- remote pins ------------------------------------------------------------------------
 
     async def remote_pins(self, service: str) -> dict[str, RemotePin]:
-        rows = await self._db.execute_fetchall(
-            f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service=?", (service,)
+        rows = await _fetch(
+            self._db, f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service=?", (service,)
         )
         return {row[1]: _remote_from_row(row) for row in rows}
 
@@ -903,11 +871,9 @@ class StateStore:
     async def counts(self, service: str, *, unsent: bool = True) -> dict[str, int]:
         """Rows by status, plus `unsent`: local pins without a request on the service (a scan
         of the whole local pinset; `unsent=False` skips it)."""
-        counts = {
-            status: n for status, n in await self._db.execute_fetchall(COUNTS_SQL, (service,))
-        }
+        counts = {status: n for status, n in await _fetch(self._db, COUNTS_SQL, (service,))}
         if unsent:
-            rows = await self._db.execute_fetchall(UNSENT_SQL, (service,))
+            rows = await _fetch(self._db, UNSENT_SQL, (service,))
             counts["unsent"] = next(iter(rows))[0]
         return counts
 
@@ -953,7 +919,8 @@ class StateStore:
     # --- per service ------------------------------------------------------------------------
 
     async def service_state(self, name: str) -> ServiceState:
-        rows = await self._db.execute_fetchall(
+        rows = await _fetch(
+            self._db,
             "SELECT adopted, paused_until, pause_reason, last_cycle, last_error, failures, rate, "
             "last_verified, down_since, unsent FROM services WHERE name=?",
             (name,),
@@ -987,7 +954,7 @@ class StateStore:
     # --- small facts ------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
-        rows = await self._db.execute_fetchall("SELECT value FROM meta WHERE key=?", (key,))
+        rows = await _fetch(self._db, "SELECT value FROM meta WHERE key=?", (key,))
         return next((value for (value,) in rows), None)
 
     async def note(self, key: str, fact: Mapping[str, object]) -> bool:
@@ -1114,12 +1081,21 @@ class Staging:
         )
         after = ("", "")
         while True:
-            rows = await db.execute_fetchall(sql, (self._service, *after, limit))
+            rows = await _fetch(db, sql, (self._service, *after, limit))
             if not rows:
                 return
             chunk: list[tuple[Listed, RemotePin | None]] = []
             for row in rows:
-                listed = Listed(row[0], row[1], RemoteStatus(row[2]), *row[3:7], bool(row[7]))
+                listed = Listed(
+                    row[0],
+                    row[1],
+                    RemoteStatus(row[2]),
+                    row[3],
+                    row[4],
+                    row[5],
+                    row[6],
+                    bool(row[7]),
+                )
                 remote = _remote_from_row(row[8:]) if with_rows and row[8] is not None else None
                 chunk.append((listed, remote))
             after = (rows[-1][0], rows[-1][1])
@@ -1150,7 +1126,8 @@ class Tracking:
         for start in range(0, len(requestids), 500):
             chunk = requestids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = await db.execute_fetchall(
+            rows = await _fetch(
+                db,
                 # CROSS JOIN: from the few listed ids to the rows, not the other way round.
                 f"SELECT {_R_COLUMNS} FROM {self._table} AS t CROSS JOIN remote_pins AS r "
                 f"ON r.service = ? AND r.cid = t.cid AND r.requestid = t.requestid "
@@ -1170,7 +1147,8 @@ class Tracking:
 
     async def rest(self, limit: int) -> list[RemotePin]:
         """Up to `limit` of the rows not yet accounted for."""
-        rows = await self._store._db.execute_fetchall(
+        rows = await _fetch(
+            self._store._db,
             f"SELECT {_R_COLUMNS} FROM {self._table} AS t CROSS JOIN remote_pins AS r "
             f"ON r.service = ? AND r.cid = t.cid AND r.requestid = t.requestid LIMIT ?",
             (self._service, limit),

@@ -13,7 +13,14 @@ from typing import Any
 
 from pinsyncd.config import DEFAULT_MAX_ATTEMPTS
 from pinsyncd.durations import format_duration
-from pinsyncd.state import COUNTS_SQL, UNSENT_SQL, StateError, sqlite_problem
+from pinsyncd.state import (
+    COUNTS_SQL,
+    FAILED_FOR_GOOD_SQL,
+    SCHEMA_VERSION,
+    UNSENT_SQL,
+    StateError,
+    sqlite_problem,
+)
 
 STATUSES = ("pinned", "pinning", "queued", "failed")
 
@@ -132,12 +139,21 @@ def _connect(path: Path) -> sqlite3.Connection | None:
     db = sqlite3.connect(path, timeout=10)
     try:
         db.execute("PRAGMA query_only=1")
-        db.execute("SELECT 1 FROM remote_pins LIMIT 1")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
     except sqlite3.DatabaseError as exc:
         db.close()
-        if "no such table" in str(exc):  # created but not migrated yet
-            return None
         raise _read_error(path, exc) from None
+    if version == 0:  # created, and not set up yet: nothing to read
+        db.close()
+        return None
+    if version != SCHEMA_VERSION:
+        db.close()
+        newer = (
+            "newer than this pinsyncd reads; upgrade pinsyncd"
+            if version > SCHEMA_VERSION
+            else "from an older pinsyncd; `pinsyncd run` or `pinsyncd sync` brings it up to date"
+        )
+        raise StateError(f"the state file {path} has schema version {version}, {newer}")
     return db
 
 
@@ -169,7 +185,7 @@ def _service(
     out = _empty()
     out["stuck"] = _stuck(db, name, stuck_after)
     (out["failed_for_good"],) = db.execute(
-        "SELECT COUNT(*) FROM remote_pins WHERE service=? AND status='failed' AND attempts>=?",
+        f"SELECT COUNT(*) FROM remote_pins WHERE service=? AND {FAILED_FOR_GOOD_SQL}",
         (name, max_attempts),
     ).fetchone()
     for status, count in db.execute(COUNTS_SQL, (name,)):
@@ -217,15 +233,21 @@ def _stuck(db: sqlite3.Connection, name: str, stuck_after: float) -> int:
     return stuck
 
 
-def read_failed(state_path: Path, services: Sequence[str]) -> list[dict[str, Any]]:
-    """Every pin a service marked failed, with the service's reason, for `status --failed`."""
+def read_failed(
+    state_path: Path, services: Sequence[str], *, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+) -> list[dict[str, Any]]:
+    """For `status --failed`: every pin a service marked failed, with the service's reason,
+    and every add that failed for good without reaching the service, with its error."""
     db = _connect(state_path)
     if db is None:
         return []
     try:
         rows = db.execute(
-            "SELECT service, cid, name, attempts, details, requestid, next_attempt "
-            "FROM remote_pins WHERE status='failed' ORDER BY service, cid"
+            "SELECT service, cid, name, attempts, COALESCE(details, last_error), requestid, "
+            "next_attempt FROM remote_pins "
+            f"WHERE status='failed' OR (status='error' AND {FAILED_FOR_GOOD_SQL}) "
+            "ORDER BY service, cid",
+            (max_attempts,),
         ).fetchall()
     except sqlite3.DatabaseError as exc:
         raise _read_error(state_path, exc) from None
@@ -279,45 +301,56 @@ def render_table(status: dict[str, Any]) -> str:
         s = status["services"][name]
         counts = "  ".join(f"{s[c]:>7}" for c in columns)
         lines.append(f"{name:<{width}}  {counts}  {s['last_cycle'] or 'never'}")
-        if s["failed_for_good"]:
-            lines.append(
-                f"{'':<{width}}  {s['failed_for_good']} failed for good "
-                "(pinsyncd status --failed shows why)"
+        lines.extend(f"{'':<{width}}  {line}" for line in _service_notes(s, stuck_after))
+    lines.extend(_node_lines(status))
+    return "\n".join(lines)
+
+
+def _service_notes(s: dict[str, Any], stuck_after: str) -> list[str]:
+    """The lines under one service's row: what needs the reader's attention."""
+    notes = []
+    if s["failed_for_good"]:
+        notes.append(f"{s['failed_for_good']} failed for good (pinsyncd status --failed shows why)")
+    if s["sending"]:
+        notes.append(f"{s['sending']} being sent (outcome not yet known)")
+    if s.get("skipped_records"):
+        notes.append(
+            f"{s['skipped_records']} records in its last full listing do not "
+            f"match the spec and were skipped ({s['skipped_reason']})"
+        )
+    if s.get("replace_noop"):
+        notes.append(
+            "its replace does nothing: a failed pin is deleted, then added "
+            "again, and names are not carried to it"
+        )
+    dials = s.get("delegates_unreachable")
+    if dials and (s["stuck"] or s["queued"] or s["pinning"]):
+        sent = dials["origins_sent"]
+        notes.append(
+            f"your node cannot dial its delegates "
+            f"({', '.join(dials['delegates'][:3])}): {dials['cause']}; "
+            + (
+                f"{sent} origins were sent, so it must dial your node"
+                if sent
+                else "no origins were sent, so it cannot reach your node either"
             )
-        if s["sending"]:
-            lines.append(f"{'':<{width}}  {s['sending']} being sent (outcome not yet known)")
-        if s.get("skipped_records"):
-            lines.append(
-                f"{'':<{width}}  {s['skipped_records']} records in its last full listing do not "
-                f"match the spec and were skipped ({s['skipped_reason']})"
-            )
-        if s.get("replace_noop"):
-            lines.append(
-                f"{'':<{width}}  its replace does nothing: a failed pin is deleted, then added "
-                "again, and names are not carried to it"
-            )
-        dials = s.get("delegates_unreachable")
-        if dials and (s["stuck"] or s["queued"] or s["pinning"]):
-            sent = dials["origins_sent"]
-            lines.append(
-                f"{'':<{width}}  your node cannot dial its delegates "
-                f"({', '.join(dials['delegates'][:3])}): {dials['cause']}; "
-                + (
-                    f"{sent} origins were sent, so it must dial your node"
-                    if sent
-                    else "no origins were sent, so it cannot reach your node either"
-                )
-            )
-        if s["stuck"]:
-            lines.append(
-                f"{'':<{width}}  {s['stuck']} queued or pinning for over {stuck_after}: the "
-                "service fetches the data from your node, which must be online and reachable "
-                "(see sync.origins)"
-            )
-        if s["paused"]:
-            lines.append(f"{'':<{width}}  {s['paused']} (next try {s['paused_until']})")
-        elif s["last_error"]:
-            lines.append(f"{'':<{width}}  last error: {s['last_error']}")
+        )
+    if s["stuck"]:
+        notes.append(
+            f"{s['stuck']} queued or pinning for over {stuck_after}: the "
+            "service fetches the data from your node, which must be online and reachable "
+            "(see sync.origins)"
+        )
+    if s["paused"]:
+        notes.append(f"{s['paused']} (next try {s['paused_until']})")
+    elif s["last_error"]:
+        notes.append(f"last error: {s['last_error']}")
+    return notes
+
+
+def _node_lines(status: dict[str, Any]) -> list[str]:
+    """The lines for the local node, the daemon and replication, under the services."""
+    lines = []
     local = status["local"]
     selected = local.get("selected", local["pins"])
     chosen = f" ({selected} selected)" if selected != local["pins"] else ""
@@ -351,4 +384,4 @@ def render_table(status: dict[str, Any]) -> str:
                 text += f" ({c['none']} on none)"
             parts.append(text)
         lines.append(f"replication (each CID on {k} of {n} services): " + "; ".join(parts))
-    return "\n".join(lines)
+    return lines

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 MIN_RATE = 0.2  # requests per second: never slower than one every five seconds
 INCREASE = 1.03  # per successful request after a 429: doubles in about 23 successes
@@ -48,12 +48,16 @@ class Throttle:
         *,
         rate: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
+        """`clock` and `sleep` are the time it runs on: the monotonic clock and a real wait
+        unless a test gives virtual ones (a `sleep` that moves its `clock` on)."""
         self.ceiling = ceiling
         self.rate = rate if rate is not None else ceiling
         self.blocked_until = 0.0
         self.rate_limited = 0  # 429s seen
         self._clock = clock
+        self._virtual_sleep = sleep
         self._next_slot = 0.0
         self._recovery_target: float | None = None
         self._last_decrease = float("-inf")
@@ -91,6 +95,11 @@ class Throttle:
         self._sent.append(now)
 
     async def _sleep(self, seconds: float) -> None:
+        if self._virtual_sleep is not None:
+            await self._virtual_sleep(seconds)
+            if self._interrupted.is_set():
+                raise Interrupted
+            return
         try:
             async with asyncio.timeout(seconds):
                 await self._interrupted.wait()

@@ -357,6 +357,10 @@ class FakePinningService:
         it was (same requestid, old status, old name) and changes nothing; `"any"`: a
         replace by any CID does."""
         self.flooded = 0  # bytes of the last `flood` body that were sent
+        self.hold_adds_after: int | None = None
+        """Once this many pins are stored, a new `POST /pins` waits for `release_adds` before
+        it is applied: a test holds a sync open for as long as it needs, on any machine."""
+        self.release_adds = asyncio.Event()
         self.most_at_once: dict[str, int] = {}
         """Per CID, the most live requests it ever had at one instant."""
         self._live_by_cid: dict[str, int] = {}
@@ -709,6 +713,13 @@ class FakePinningService:
         self._refresh_fail_cids()
         if (limited := self._rate_limit_check(rec)) is not None:
             return limited
+        if (
+            request.method == "POST"
+            and rec.path.rstrip("/").endswith("/pins")
+            and self.hold_adds_after is not None
+            and len(self.pins) >= self.hold_adds_after
+        ):
+            await self.release_adds.wait()
         fault = self._pick_fault(request.method, rec.path)
         rec.fault = fault
         if fault is None:

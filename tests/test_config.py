@@ -183,6 +183,39 @@ def test_duplicate_yaml_key() -> None:
     assert found == "c.yaml:7: sync: key appears twice"
 
 
+def test_every_problem_of_a_file_is_reported_at_once() -> None:
+    """A key that appears twice, a cross-entry check, `sync.replicas` and a token that cannot
+    be read no longer wait for the other problems to be fixed first: one run, one list."""
+    text = (
+        "services:\n"
+        "  - name: a\n"
+        "    endpoint: https://a.example/psa\n"
+        "    token_env: MISSING_TOKEN\n"
+        "  - name: a\n"
+        "    endpoint: ftp://b.example\n"
+        "    token_env: TOKEN\n"
+        "    concurrency: 0\n"
+        "sync:\n"
+        "  interval: soon\n"
+        "  replicas: 3\n"
+        "  interval: 1m\n"
+        "retry:\n"
+        "  base: -1s\n"
+    )
+    found = problems(text)
+    assert [p.split(": ")[0:2] for p in found] == [
+        ["c.yaml:4", "services[0].token_env"],
+        ["c.yaml:5", "services[1].name"],
+        ["c.yaml:6", "services[1].endpoint"],
+        ["c.yaml:8", "services[1].concurrency"],
+        ["c.yaml:11", "sync.replicas"],
+        ["c.yaml:12", "sync.interval"],
+        ["c.yaml:14", "retry.base"],
+    ], found
+    assert "MISSING_TOKEN" in found[0] and "already used by services[0]" in found[1]
+    assert "key appears twice" in found[5]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

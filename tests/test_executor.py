@@ -15,11 +15,13 @@ from pinsyncd import executor as executor_module
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Service
 from pinsyncd.executor import NodeView, ServiceExecutor
+from pinsyncd.model import Origin, RemoteStatus
 from pinsyncd.ownership import APP_ID, meta_for
 from pinsyncd.policy import Directives
 from pinsyncd.psa import PinningServiceClient
-from pinsyncd.state import Origin, RemoteStatus, StateStore
+from pinsyncd.state import StateStore
 from pinsyncd.tokens import Secret
+from pinsyncd.tuning import DEFAULT, Tuning
 from tests.cidgen import random_cid, random_cids
 from tests.fake_psa import FakePinningService, Fault
 
@@ -50,10 +52,13 @@ def executor_for(
     timeout: float = 2.0,
     token: str = TOKEN,
     concurrency: int = 4,
+    tuning: Tuning = DEFAULT,
 ) -> ServiceExecutor:
     config = Service(name, svc.url, Secret(token, "$TOKEN"), concurrency, timeout)
     client = PinningServiceClient(name, svc.url, config.token, timeout=timeout)
-    return ServiceExecutor(config, client, store, None, retry=RetryPolicy(base=0.01, cap=0.05))
+    return ServiceExecutor(
+        config, client, store, None, retry=RetryPolicy(base=0.01, cap=0.05), tuning=tuning
+    )
 
 
 def local_pins(count: int) -> dict[str, str]:
@@ -184,12 +189,11 @@ async def test_a_cycle_goes_through_its_pins_a_window_at_a_time(
     """With windows of 7 CIDs, 60 pins are all added exactly once; the new MFS root, whose
     CID sorts after the first window, still replaces the old root in place (nothing is
     deleted first); a failed request is replaced once; a paused service counts all."""
-    monkeypatch.setattr(executor_module, "WINDOW", 7)
     local = local_pins(60)
     ordered = sorted(local)
     old_root, new_root, failed = random_cid(), ordered[-1], ordered[30]
     mfs = Directives(mfs_root=new_root, mfs_name="policy/12D3KooWTestPeer/mfs")
-    executor = executor_for(service, store)
+    executor = executor_for(service, store, tuning=Tuning(window=7))
     async with executor.client:
         await executor.sync({failed: local[failed]}, ONLINE)  # first contact, one pin
         (failing,) = service.pins_for_cid(failed)
@@ -211,7 +215,7 @@ async def test_a_cycle_goes_through_its_pins_a_window_at_a_time(
     replaced = {r.path for r in service.requests if r.method == "POST" and r.path != "/pins"}
     assert replaced == {f"/pins/{failing['requestid']}", f"/pins/{old['requestid']}"}
 
-    paused = executor_for(service, store, name="other")
+    paused = executor_for(service, store, name="other", tuning=Tuning(window=7))
     await store.save_service_state(
         replace(await store.service_state("other"), adopted=True, paused_until=time.time() + 60)
     )
@@ -254,7 +258,6 @@ async def test_adoption_keeps_the_best_of_several_requests_for_a_cid(
     listing, and in whichever spelling they were made."""
     from multiformats import CID
 
-    monkeypatch.setattr(executor_module, "ADOPT_BATCH", chunk)
     a, b, c = (random_cid(version=0) for _ in range(3))
     service.add_pin(a, status="queued")
     best_a = service.add_pin(a, status="pinned")["requestid"]
@@ -265,7 +268,7 @@ async def test_adoption_keeps_the_best_of_several_requests_for_a_cid(
         "requestid"
     ]
     service.add_pin(c, status="queued")
-    executor = executor_for(service, store)
+    executor = executor_for(service, store, tuning=Tuning(adopt_batch=chunk))
     async with executor.client:
         report = await executor.sync({a: "a", b: "b", c: "c"}, ONLINE, send=False)
     assert report.adopted == 3 and report.duplicates == 4
@@ -440,10 +443,9 @@ async def test_a_short_retry_after_is_waited_out_and_the_add_sent_once(
 async def test_rate_limit_pauses_until_retry_after(
     service: FakePinningService, store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(executor_module, "INLINE_WAIT", 0.1)  # so 0.5 s counts as long
     local = local_pins(10)
     service.inject(Fault("rate_limit", retry_after=0.5), method="POST", skip=3)
-    executor = executor_for(service, store, concurrency=1)
+    executor = executor_for(service, store, concurrency=1, tuning=Tuning(inline_wait=0.1))
     async with executor.client:
         report = await executor.sync(local, ONLINE)
         assert report.backoff and report.backoff.startswith("rate limited: nothing is sent")

@@ -29,9 +29,10 @@ from pinsyncd.config import Service
 from pinsyncd.delegates import DelegateDialer
 from pinsyncd.executor import NodeView, ServiceExecutor
 from pinsyncd.kubo import LocalNode
+from pinsyncd.model import RemoteStatus
 from pinsyncd.policy import Directives
 from pinsyncd.psa import ListingReport, NotFound, Pin, PinningServiceClient, Status, iter_pins
-from pinsyncd.state import RemoteStatus, StateStore
+from pinsyncd.state import StateStore
 from pinsyncd.tokens import Secret
 from tests.helia_peer import HeliaPinningService, unavailable
 from tests.peers import IPFS_BIN, KuboNode

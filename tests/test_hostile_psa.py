@@ -12,6 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from pinsyncd.cids import multihash_of
+from pinsyncd.model import RemoteStatus
 from pinsyncd.psa import (
     ListingReport,
     MalformedResponse,
@@ -24,7 +25,7 @@ from pinsyncd.psa import (
 )
 from pinsyncd.psa.client import MAX_ANSWER
 from pinsyncd.psa.errors import retry_after_seconds
-from pinsyncd.state import RemoteStatus, StateStore
+from pinsyncd.state import StateStore
 from pinsyncd.status import read_status, render_table
 from tests.cidgen import random_cid, random_cids
 from tests.fake_psa import FakePinningService, Fault

@@ -13,10 +13,12 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from pinsyncd.http_api import HttpApi, parse_listen
+from pinsyncd.http_api import HttpApi
+from pinsyncd.listen import parse_listen
 from pinsyncd.metrics import Metrics, outcome_of
+from pinsyncd.model import RemotePin, RemoteStatus, ServiceState
 from pinsyncd.psa import errors
-from pinsyncd.state import RemotePin, RemoteStatus, ServiceState, StateStore
+from pinsyncd.state import StateStore
 from pinsyncd.status import read_status
 
 STATUS_DOC = {"services": {"a": {"pinned": 1}}, "local": {"pins": 3, "last_cycle": None}}

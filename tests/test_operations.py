@@ -161,7 +161,8 @@ async def test_notify_reload_reject_and_stop(tmp_path: Path, notify: NotifySocke
 
 
 async def test_retry_clears_backoff_for_the_next_cycle(tmp_path: Path) -> None:
-    from pinsyncd.state import RemotePin, RemoteStatus, ServiceState, StateStore
+    from pinsyncd.model import RemotePin, RemoteStatus, ServiceState
+    from pinsyncd.state import StateStore
 
     async with FakeKubo(pins=0) as node, FakePinningService(token=ALPHA) as alpha:
         config = tmp_path / "config.yaml"
@@ -360,31 +361,31 @@ async def test_status_and_retry_beside_a_busy_daemon_and_no_per_pin_spam(
     """The daemon writes the state all the time during a large sync; `status` and `retry`
     read and write the same file meanwhile. Under systemd the log goes to stdout as JSON,
     one line per event: a 2000-pin sync is a handful of lines, not one per pin."""
-    from tests.fake_psa import Fault
 
     async with FakeKubo(pins=2000) as node, FakePinningService(token=ALPHA) as alpha:
-        # Each add takes 30 ms on the server, so the sync lasts about 15 s, long enough for a
-        # few rounds of the commands even on a slow machine (each CLI run starts Python).
-        alpha.chaos(1.0, kinds=[Fault("slow", delay=0.03)], method="POST")
+        # The service holds every add after the 1000th until the commands have run twice, so
+        # they run while the daemon is mid-sync however slow the machine is (each CLI run
+        # starts Python); the daemon's timeout is longer than that.
+        alpha.hold_adds_after = 1000
         config = tmp_path / "config.yaml"
         env = write_config(
-            config, node_api=node.url, services=[ServiceSpec("alpha", alpha.url, ALPHA)]
+            config,
+            node_api=node.url,
+            services=[ServiceSpec("alpha", alpha.url, ALPHA, timeout="120s")],
         )
         env["JOURNAL_STREAM"] = "8:12345"
         stdout_log = tmp_path / "stdout.log"
         daemon = await start_daemon(config, env, stdout_log)
         results = []
         try:
-            await wait_for(lambda: len(alpha.pins) > 100, 15, "the sync is under way")
-            during = 0
-            deadline = time.monotonic() + 60
-            while not synced(alpha, node) and time.monotonic() < deadline:
+            await wait_for(lambda: len(alpha.pins) >= 1000, 60, "the sync is under way")
+            for _ in range(2):
                 for command in (["status", "--json"], ["retry"]):
                     args = [*command, "-c", str(config)]
                     results.append(await asyncio.to_thread(cli, args, env))
-                during += len(alpha.pins) < 2000
-            busy_during = during >= 2
-            assert synced(alpha, node)
+            busy_during = len(alpha.pins) < 2000
+            alpha.release_adds.set()
+            await wait_for(lambda: synced(alpha, node), 120, "the sync is done")
         finally:
             daemon.terminate()
             assert await asyncio.wait_for(daemon.wait(), 20) == 0

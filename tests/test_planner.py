@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pinsyncd.model import LIVE_STATUSES, PENDING_STATUSES, Origin, RemotePin, RemoteStatus
 from pinsyncd.planner import Add, Remove, Replace, ServicePlan, plan_service
-from pinsyncd.state import LIVE_STATUSES, PENDING_STATUSES, Origin, RemotePin, RemoteStatus
 
 SERVICE = "svc"
 FAST = settings(max_examples=300, deadline=None)

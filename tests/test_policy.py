@@ -19,8 +19,9 @@ import pytest
 
 from pinsyncd.config import Config, parse_config
 from pinsyncd.engine import CycleReport, SyncEngine
+from pinsyncd.model import RemoteStatus
 from pinsyncd.policy import mfs_name
-from pinsyncd.state import RemoteStatus, StateStore
+from pinsyncd.state import StateStore
 from pinsyncd.status import read_status
 from tests.fake_kubo import FakeKubo, generated_cid
 from tests.fake_psa import FakePinningService

@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from pinsyncd import executor as executor_module
+from pinsyncd import clock
 from pinsyncd.config import Config, parse_config
 from pinsyncd.engine import SyncEngine
-from pinsyncd.state import RemoteStatus, StateStore
+from pinsyncd.model import RemotePin, RemoteStatus
+from pinsyncd.state import StateStore
 from pinsyncd.status import read_failed, read_status
+from pinsyncd.tuning import Tuning
+from tests.cidgen import random_cids
 from tests.fake_kubo import FakeKubo, StreamFault
 from tests.fake_psa import FAIL_DETAILS, FakePinningService, Fault
 
@@ -187,17 +190,16 @@ async def test_nothing_is_sent_before_the_service_says(
 async def test_a_refused_token_is_logged_once_rechecked_slowly_and_others_go_on(
     tmp_path: Path, node: FakeKubo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(executor_module, "AUTH_RECHECK", 0.3)
     async with FakePinningService(token="other") as bad, FakePinningService(token=TOKEN) as good:
         config = make_config(tmp_path, node, [("bad", bad), ("good", good)])
         store = await StateStore.open(config.state_path)
-        engine = SyncEngine(config, store)
+        engine = SyncEngine(config, store, tuning=Tuning(auth_recheck=30.0))
+        boot = clock.boot_seconds()
         try:
             with capture_logs() as logs:
-                started = time.monotonic()
-                while time.monotonic() - started < 1.0:
+                for step in range(10):  # a cycle every 10 s of pinsyncd's clock, for 100 s
+                    monkeypatch.setattr(clock, "boot_seconds", lambda s=step: boot + 10.0 * s)
                     report = await engine.cycle()
-                    await asyncio.sleep(0.02)
         finally:
             await engine.close()
             await store.close()
@@ -206,7 +208,7 @@ async def test_a_refused_token_is_logged_once_rechecked_slowly_and_others_go_on(
         assert len(errors) == 1, "one clear line, not one per recheck (those are debug)"
         assert pauses[0]["event"] == "paused: the token from $TOKEN was refused"
         assert pauses[0]["service"] == "bad"
-        assert 2 <= bad.count() <= 5, "asked again about every AUTH_RECHECK, not every cycle"
+        assert bad.count() == 4, "asked at 0, 30, 60 and 90 s (every recheck), not every cycle"
         assert report.services["bad"].paused == "paused: the token from $TOKEN was refused"
         assert report.services["good"].paused is None
         assert all(len(good.pins_for_cid(cid)) == 1 for cid in node.pinset())
@@ -247,6 +249,35 @@ async def test_failed_pins_are_reverified_replaced_and_then_failed_for_good(
     failed = read_failed(config.state_path, ["spec"])
     assert {f["cid"] for f in failed} == set(doomed)
     assert {f["reason"] for f in failed} == {FAIL_DETAILS}
+
+
+async def test_an_add_that_never_gets_through_fails_for_good_like_a_failed_pin(
+    tmp_path: Path,
+) -> None:
+    """One rule for "failed for good", wherever it is read: `max_attempts` tries without a
+    pin, whether the service marked it failed or the add never reached it (here, a 400 each
+    time). `status` counts both, `status --failed` lists both with their reason, and the
+    policy counts both as lost (so the next service in line takes them over)."""
+    path = tmp_path / "state.db"
+    store = await StateStore.open(path)
+    failed, errored, young = random_cids(3)
+    try:
+        await store.replace_local_pins({failed: "a", errored: "b", young: "c"})
+        await store.save(
+            [
+                RemotePin("spec", failed, RemoteStatus.FAILED, "r1", attempts=3, details="gone"),
+                RemotePin("spec", errored, RemoteStatus.ERROR, attempts=3, last_error="HTTP 400"),
+                RemotePin("spec", young, RemoteStatus.ERROR, attempts=2, last_error="HTTP 400"),
+            ]
+        )
+        lost = await store.failed_for_good(["spec"], 3)
+    finally:
+        await store.close()
+    assert lost == {failed: 1, errored: 1}
+    status = read_status(path, ["spec"], max_attempts=3)["services"]["spec"]
+    assert status["failed_for_good"] == 2
+    listed = {f["cid"]: f["reason"] for f in read_failed(path, ["spec"], max_attempts=3)}
+    assert listed == {failed: "gone", errored: "HTTP 400"}
 
 
 async def test_a_failed_pin_that_is_in_fact_pinned_is_not_replaced(

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from pinsyncd.model import RemoteStatus
 from pinsyncd.ownership import meta_for
 from pinsyncd.policy import Directives
-from pinsyncd.state import RemoteStatus, StateStore
+from pinsyncd.state import StateStore
 from pinsyncd.status import read_status, render_table
 from tests.fake_psa import FakePinningService
 from tests.test_executor import ONLINE, TOKEN, executor_for, local_pins

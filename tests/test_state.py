@@ -20,17 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pinsyncd.state import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    Origin,
-    RemotePin,
-    RemoteStatus,
-    ServiceState,
-    StateDamaged,
-    StateError,
-    StateStore,
-)
+from pinsyncd.model import Origin, RemotePin, RemoteStatus, ServiceState
+from pinsyncd.state import MIGRATIONS, SCHEMA_VERSION, StateDamaged, StateError, StateStore
 from pinsyncd.status import read_status, render_table
 from tests import loopback_guard
 
@@ -485,7 +476,8 @@ SAVE_ONE_AND_DIE = """
 import asyncio, os, signal, sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from pinsyncd.state import RemotePin, RemoteStatus, StateStore
+from pinsyncd.model import RemotePin, RemoteStatus
+from pinsyncd.state import StateStore
 
 async def main() -> None:
     store = await StateStore.open(Path(sys.argv[1]))
@@ -501,7 +493,8 @@ SAVE_BATCHES_FOREVER = """
 import asyncio, sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from pinsyncd.state import RemotePin, RemoteStatus, StateStore
+from pinsyncd.model import RemotePin, RemoteStatus
+from pinsyncd.state import StateStore
 
 async def main() -> None:
     store = await StateStore.open(Path(sys.argv[1]))
@@ -781,16 +774,24 @@ async def test_kinds_and_selection_are_stored_and_read_back(store: StateStore) -
     assert await store.mfs_root() is None
 
 
-async def test_a_version_3_file_with_data_is_brought_to_version_4(tmp_path: Path) -> None:
-    """v4 adds pin kinds and selection, and notes as gone the CIDs that services hold but the
-    node no longer lists (so `unpin: mirror` starts their grace period at the upgrade)."""
-    path = tmp_path / "state.db"
+def _version_3_file(path: Path) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     try:
         for script in MIGRATIONS[:3]:
             for statement in (s for s in script.split(";") if s.strip()):
                 db.execute(statement)
         db.execute("PRAGMA user_version=3")
+    finally:
+        db.close()
+
+
+async def test_a_version_3_file_with_data_is_brought_to_version_4(tmp_path: Path) -> None:
+    """v4 adds pin kinds and selection, and notes as gone the CIDs that services hold but the
+    node no longer lists (so `unpin: mirror` starts their grace period at the upgrade)."""
+    path = tmp_path / "state.db"
+    _version_3_file(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
         db.execute("INSERT INTO local_pins VALUES ('a', 'photo')")
         for cid in ("a", "b"):
             db.execute(
@@ -807,6 +808,39 @@ async def test_a_version_3_file_with_data_is_brought_to_version_4(tmp_path: Path
         assert await store.gone_since("svc", time.time() + 1) == ["b"]
         assert await store.gone_since("svc", before - 2) == []
         assert (await store.service_state("svc")).down_since == 0.0
+    finally:
+        await store.close()
+
+
+def _columns(path: Path, table: str) -> set[str]:
+    with plain(path) as db:
+        return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+async def test_the_migrations_are_one_transaction(tmp_path: Path) -> None:
+    """A file three versions behind is brought up to date all at once or not at all: `status`
+    beside a daemon that is migrating never meets a schema between two versions (it once read
+    `services` before its `unsent` column was added), and a failure in the last step leaves
+    the file as it was."""
+    path = tmp_path / "state.db"
+    _version_3_file(path)
+    with pytest.raises(StateError, match="schema version 3, from an older pinsyncd"):
+        read_status(path, ["svc"])
+    with plain(path) as db:  # makes the last migration (v6: remote_pins.stamp) fail
+        db.execute("ALTER TABLE remote_pins ADD COLUMN stamp TEXT")
+        db.commit()
+    with pytest.raises(StateError, match="schema version 6"):
+        await StateStore.open(path)
+    assert pragma(path, "user_version") == 3
+    assert "down_since" not in _columns(path, "services"), "v4 was rolled back with v6"
+    assert "local_gone" not in tables(path)
+
+    fresh = tmp_path / "fresh.db"
+    _version_3_file(fresh)
+    store = await StateStore.open(fresh)
+    try:
+        assert pragma(fresh, "user_version") == SCHEMA_VERSION
+        assert read_status(fresh, ["svc"])["services"]["svc"]["unsent"] == 0
     finally:
         await store.close()
 

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import pytest
 
 from pinsyncd.throttle import MIN_RATE, Blocked, Throttle
 
 
+class VirtualTime:
+    """A clock that moves only when the throttle sleeps on it: no test waits for real."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 async def test_a_short_retry_after_is_waited_out() -> None:
-    throttle = Throttle()
+    virtual = VirtualTime()
+    throttle = Throttle(clock=virtual.clock, sleep=virtual.sleep)
     throttle.on_rate_limited(0.3)
-    started = time.monotonic()
     await throttle.acquire(max_wait=5)
-    assert time.monotonic() - started >= 0.29
+    assert virtual.slept == [pytest.approx(0.3)]
+    assert virtual.now == pytest.approx(100.3)
 
 
 async def test_a_long_retry_after_raises_instead_of_sending() -> None:
@@ -28,13 +43,18 @@ async def test_a_long_retry_after_raises_instead_of_sending() -> None:
 
 
 async def test_requests_are_spaced_to_the_configured_rate() -> None:
-    throttle = Throttle(20.0)
+    """Turns are on a fixed grid of 1/rate: a request that comes late takes the next free
+    slot from then on, and nothing is sent faster to make up for it."""
+    virtual = VirtualTime()
+    throttle = Throttle(20.0, clock=virtual.clock, sleep=virtual.sleep)
     stamps = []
-    for _ in range(6):
+    for i in range(6):
         await throttle.acquire()
-        stamps.append(time.monotonic())
+        stamps.append(virtual.now)
+        if i == 2:
+            virtual.now += 0.2  # the caller was slow (a loaded machine)
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert min(gaps) >= 0.045, gaps
+    assert gaps == pytest.approx([0.05, 0.05, 0.2, 0.05, 0.05]), gaps
 
 
 def test_a_429_halves_the_rate_and_successes_bring_it_back() -> None:

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 from urllib.parse import quote
 
 import aiohttp
@@ -189,6 +189,32 @@ class PinningServiceClient:
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
             self._owns_session = True
         return self._session
+
+    @overload
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        path: tuple[str, ...],
+        model: type[_Model],
+        *,
+        params: list[tuple[str, str]] | None = None,
+        body: dict[str, Any] | None = None,
+        max_bytes: int = MAX_ANSWER,
+    ) -> _Model: ...
+
+    @overload
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        path: tuple[str, ...],
+        model: None,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        body: dict[str, Any] | None = None,
+        max_bytes: int = MAX_ANSWER,
+    ) -> None: ...
 
     async def _call(
         self,

@@ -28,7 +28,7 @@ listing incomplete, and `ListingReport.complete` says so.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
@@ -123,7 +123,7 @@ async def iter_pins(
     after: datetime | None = None,
     page_size: int = MAX_PAGE_SIZE,
     report: ListingReport | None = None,
-) -> AsyncIterator[PinStatus]:
+) -> AsyncGenerator[PinStatus, None]:
     """Every pin request matching the filters, each once. The status filter is always sent:
     the spec's default is `pinned` only, and some servers default to all statuses. `after`
     limits the listing to requests created after that moment."""
@@ -151,30 +151,17 @@ async def iter_pins(
             yield pin
         listed = len(page.results) + page.skipped
         full = listed >= page_size or page.count > listed
-        if not page.results:
-            break
-        if not full:
+        if not (page.results and full):
             break
         if report.seen > listing_bound(report):
             _cut_off(client, report)
             return
-        created = [pin.created for pin in page.results]
-        if not fresh:
-            if not _honours_cursor(created, cursor_before, cursor_after):
-                return  # the server ignores the cursor: what it lists is all we can get
-            report.one_page = "more pins share one `created` than fit in a page"
+        step = _next_cursor(report, page, bool(fresh), cursor_before, cursor_after)
+        if step == "stop":
+            return  # the server ignores the cursor: what it lists is all we can get
+        if step == "one page":
             break
-        if not _sorted(created):
-            report.one_page = "the pages are not sorted by `created`"
-            break
-        first, last = created[0], created[-1]
-        if report.order is None and first != last:
-            report.order = "oldest_first" if first < last else "newest_first"
-        tick = timestamp_resolution(created)
-        if report.order == "oldest_first":
-            cursor_after = max(created) - tick
-        else:
-            cursor_before = min(created) + tick
+        cursor_before, cursor_after = step
     total = report.first_count or 0
     if report.one_page is None and report.seen < total:
         report.one_page = f"the listing ended with {report.seen} of the {total} pins counted"
@@ -211,6 +198,34 @@ async def iter_pins(
             return
         total = page.count  # more were added meanwhile
     report.complete = False
+
+
+def _next_cursor(
+    report: ListingReport,
+    page: PinResults,
+    fresh: bool,
+    before: datetime | None,
+    after: datetime | None,
+) -> tuple[datetime | None, datetime | None] | Literal["stop", "one page"]:
+    """Where the next page starts, after a full `page` that brought new requests or not
+    (`fresh`): the next (before, after) cursor; "stop" when the server ignores the cursor;
+    "one page" when the cursor cannot walk this listing (`report.one_page` says why)."""
+    created = [pin.created for pin in page.results]
+    if not fresh:
+        if not _honours_cursor(created, before, after):
+            return "stop"
+        report.one_page = "more pins share one `created` than fit in a page"
+        return "one page"
+    if not _sorted(created):
+        report.one_page = "the pages are not sorted by `created`"
+        return "one page"
+    first, last = created[0], created[-1]
+    if report.order is None and first != last:
+        report.order = "oldest_first" if first < last else "newest_first"
+    tick = timestamp_resolution(created)
+    if report.order == "oldest_first":
+        return before, max(created) - tick
+    return min(created) + tick, after
 
 
 def _cut_off(client: PinningServiceClient, report: ListingReport) -> None:
