@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 from benchmarks.servers import TOKEN
 
 if TYPE_CHECKING:
-    from pinsyncd.engine import SyncEngine
+    from pinsyncd.sync.engine import SyncEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 IPFS_BIN = ROOT / ".peers" / "bin" / "ipfs"
@@ -478,9 +478,9 @@ async def engine_for(config_path: Path) -> AsyncIterator[SyncEngine]:
     `time.process_time()` around `engine.cycle()` is pinsyncd's CPU only (its SQLite thread
     included)."""
     from pinsyncd.config import load_config
-    from pinsyncd.engine import SyncEngine
     from pinsyncd.logs import configure_logging
     from pinsyncd.state import StateStore
+    from pinsyncd.sync.engine import SyncEngine
 
     configure_logging(level="warning", json=True)
     os.environ[TOKEN_ENV] = TOKEN

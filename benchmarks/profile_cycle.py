@@ -89,7 +89,8 @@ class MemoryProbes:
 
 
 async def _profiled_cycle(config: Path, memory: bool, top: int) -> str:
-    from pinsyncd import executor, state
+    from pinsyncd import state
+    from pinsyncd.sync import service as executor
 
     async with engine_for(config) as engine:
         out = io.StringIO()

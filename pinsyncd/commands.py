@@ -20,7 +20,6 @@ from pinsyncd import control, outcome
 from pinsyncd.cids import InvalidCIDError, parse_cid
 from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
-from pinsyncd.engine import SyncEngine
 from pinsyncd.lock import EX_LOCKED, Holder, StateLock
 from pinsyncd.logs import printable, redact_text, register_secrets
 from pinsyncd.planner import ServicePlan
@@ -28,6 +27,7 @@ from pinsyncd.progress import SendProgress
 from pinsyncd.psa import PinningServiceError
 from pinsyncd.state import StateStore
 from pinsyncd.status import read_failed, read_status, render_failed, render_table
+from pinsyncd.sync.engine import SyncEngine
 
 log = structlog.get_logger("pinsyncd")
 

@@ -37,8 +37,6 @@ from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config, ConfigError, load_config
 from pinsyncd.control import ControlServer, Emit, socket_path
 from pinsyncd.durations import format_duration
-from pinsyncd.engine import CycleReport, SyncEngine
-from pinsyncd.executor import ServiceReport
 from pinsyncd.http_api import HttpApi
 from pinsyncd.lock import EX_LOCKED, Holder, StateLock
 from pinsyncd.logs import register_secrets
@@ -48,6 +46,8 @@ from pinsyncd.psa import PinningServiceError, RateLimited
 from pinsyncd.state import StateDamaged, StateStore, set_aside_damaged
 from pinsyncd.state_guard import StateGuard
 from pinsyncd.status import read_status
+from pinsyncd.sync.context import ServiceReport
+from pinsyncd.sync.engine import CycleReport, SyncEngine
 
 log = structlog.get_logger("pinsyncd")
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pinsyncd.durations import format_duration
-from pinsyncd.executor import ServiceReport
 from pinsyncd.model import UNFINISHED_STATUSES
 from pinsyncd.state import StateStore
+from pinsyncd.sync.context import ServiceReport
 
 
 def problems(node_error: str | None, services: Mapping[str, ServiceReport]) -> list[str]:

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from pinsyncd import executor as executor_module
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Service
-from pinsyncd.executor import NodeView, ServiceExecutor
 from pinsyncd.model import Origin, RemoteStatus
 from pinsyncd.ownership import APP_ID, meta_for
 from pinsyncd.policy import Directives
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.state import StateStore
+from pinsyncd.sync.context import NodeView, ServiceReport
+from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.tokens import Secret
 from pinsyncd.tuning import DEFAULT, Tuning
 from tests.cidgen import random_cid, random_cids
@@ -204,7 +204,7 @@ async def test_a_cycle_goes_through_its_pins_a_window_at_a_time(
         await executor.sync(Directives(), ONLINE, send=False)  # learns of the failure
         rows = await store.remote_pins("spec")
         await store.save([rows[failed].evolve(next_attempt=0.0)])
-        await executor._adopt(executor_module.ServiceReport("spec"), ONLINE)  # the old root
+        await executor.adoption.adopt(ServiceReport("spec"), ONLINE)  # the old root
         await store.replace_local_pins(local)  # the node's MFS moved on to new_root
         service.requests.clear()
         report = await executor.sync(mfs, ONLINE)

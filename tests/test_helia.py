@@ -27,12 +27,13 @@ from multiformats import CID, multihash
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Service
 from pinsyncd.delegates import DelegateDialer
-from pinsyncd.executor import NodeView, ServiceExecutor
 from pinsyncd.kubo import LocalNode
 from pinsyncd.model import RemoteStatus
 from pinsyncd.policy import Directives
 from pinsyncd.psa import ListingReport, NotFound, Pin, PinningServiceClient, Status, iter_pins
 from pinsyncd.state import StateStore
+from pinsyncd.sync.context import NodeView
+from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.tokens import Secret
 from tests.helia_peer import HeliaPinningService, unavailable
 from tests.peers import IPFS_BIN, KuboNode

@@ -18,10 +18,11 @@ import pytest
 from pinsyncd import clock
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Service
-from pinsyncd.executor import NodeView, ServiceExecutor
 from pinsyncd.model import RemotePin, RemoteStatus
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.state import StateStore
+from pinsyncd.sync.context import NodeView
+from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.tokens import Secret
 from tests.cidgen import random_cids
 from tests.daemon_helpers import ServiceSpec, acli, start_daemon, write_config

@@ -12,10 +12,11 @@ import pytest
 
 from pinsyncd.config import Service
 from pinsyncd.delegates import DelegateDialer
-from pinsyncd.executor import NodeView, ServiceExecutor
 from pinsyncd.kubo import LocalNode
 from pinsyncd.psa import Pin, PinningServiceClient
 from pinsyncd.state import StateStore
+from pinsyncd.sync.context import NodeView
+from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.tokens import Secret
 from tests.cidgen import random_cid, random_cids
 from tests.conftest import DialGuard

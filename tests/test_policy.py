@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from pinsyncd.config import Config, parse_config
-from pinsyncd.engine import CycleReport, SyncEngine
 from pinsyncd.model import RemoteStatus
 from pinsyncd.policy import mfs_name
 from pinsyncd.state import StateStore
 from pinsyncd.status import read_status
+from pinsyncd.sync.engine import CycleReport, SyncEngine
 from tests.fake_kubo import FakeKubo, generated_cid
 from tests.fake_psa import FakePinningService
 from tests.peers import KuboNode, MockPinningService

@@ -17,7 +17,6 @@ from pinsyncd import clock
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config
 from pinsyncd.delegates import DelegateDialer
-from pinsyncd.executor import NodeView, ServiceExecutor, ServiceReport
 from pinsyncd.kubo import LocalNode, NodeError, PinListing, pin_kind
 from pinsyncd.origins import select_origins
 from pinsyncd.policy import Answers, Directives, Policy, mfs_name
@@ -25,6 +24,8 @@ from pinsyncd.psa import PinningServiceClient
 from pinsyncd.psa.errors import MAX_WAIT
 from pinsyncd.selection import Selector
 from pinsyncd.state import ListingVetting, StateStore
+from pinsyncd.sync.context import NodeView, ServiceReport
+from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.throttle import Throttle
 from pinsyncd.tuning import DEFAULT, Tuning
 
