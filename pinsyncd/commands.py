@@ -247,8 +247,10 @@ async def _dry_run(config: Config) -> int:
                 directives = await engine.directives(service.name)
                 state = await store.service_state(service.name)
                 executor = engine.executors[service.name]
-                plan, _, _ = await executor.plan(directives, state.adopted, engine.node_view)
-                _print_plan(service.name, service.endpoint, plan)
+                plan = await executor.plan(directives, state.adopted, engine.node_view)
+                counts = await store.counts(service.name, unsent=False)
+                pending = counts.get("queued", 0) + counts.get("pinning", 0)
+                _print_plan(service.name, service.endpoint, plan, pending)
         finally:
             await engine.close()
             await store.close()
@@ -266,7 +268,7 @@ def _copy_state(source: Path, target: Path) -> None:
         src.close()
 
 
-def _print_plan(name: str, endpoint: str, plan: ServicePlan) -> None:
+def _print_plan(name: str, endpoint: str, plan: ServicePlan, pending: int) -> None:
     print(f"service {name} ({endpoint}):")
     if plan.adopt:
         print("  first contact: would list the service's pins and adopt those it has,")
@@ -280,8 +282,8 @@ def _print_plan(name: str, endpoint: str, plan: ServicePlan) -> None:
         print("  would delete " + ", ".join(f"{n} ({why})" for why, n in deletes.items()))
     if plan.resolve:
         print(f"  would look up {len(plan.resolve)} adds whose outcome is unknown")
-    if plan.track:
-        print(f"  would check {len(plan.track)} pending pins")
+    if pending:
+        print(f"  would check {pending} pending pins")
     if plan.waiting:
         print(f"  {plan.waiting} pins wait for their retry time")
     for item in plan.add[:20]:

@@ -18,8 +18,11 @@ so it can be property-tested. The rules:
   beside it;
 - a new MFS root replaces the previous root's request, so blocks the two share stay pinned;
 - with `rename`, a pinned request whose name no longer matches the local name is replaced;
-- nothing is added before the service's existing pins have been adopted, nor while the
-  service is paused.
+- nothing is added before the service's existing pins have been adopted (a paused service
+  is not planned at all: its cycle ends before);
+- a cycle plans its pins a window at a time (`first` is its first window): what concerns the
+  service's rows rather than the window's pins (intents to look up, deletes, errored adds to
+  forget) is decided in the first window only, so each is decided once a cycle.
 """
 
 from __future__ import annotations
@@ -66,7 +69,6 @@ class ServicePlan:
     resolve: list[str] = field(default_factory=list)
     add: list[Add] = field(default_factory=list)
     replace: list[Replace] = field(default_factory=list)
-    track: list[RemotePin] = field(default_factory=list)
     remove: list[Remove] = field(default_factory=list)
     drop: list[str] = field(default_factory=list)  # errored adds no longer wanted: forget
     waiting: int = 0  # rows in backoff or within the intent grace period
@@ -79,7 +81,7 @@ def plan_service(
     *,
     now: float,
     adopted: bool,
-    paused: bool = False,
+    first: bool = True,
     intent_grace: float = 60.0,
     intent_age: Callable[[RemotePin], float] | None = None,
     gone: Collection[str] = (),
@@ -92,19 +94,17 @@ def plan_service(
     plan = ServicePlan(service)
     if intent_age is None:
         intent_age = lambda row: now - row.updated  # noqa: E731 - the wall clock, for tests
-    if paused:
-        return plan
     plan.adopt = not adopted
     old_roots: list[RemotePin] = []
     for cid, row in remote.items():
+        if not first:
+            break
         if row.status is RemoteStatus.INTENT:
             if intent_age(row) >= intent_grace:
                 plan.resolve.append(cid)
             else:
                 plan.waiting += 1
             continue
-        if row.status in PENDING_STATUSES and row.requestid:
-            plan.track.append(row)
         if plan.adopt or cid in desired:
             continue
         if cid in gone or cid in surplus:

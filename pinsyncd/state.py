@@ -602,7 +602,6 @@ class StateStore:
         renamed: bool = False,
         cids: Collection[str] = (),
         candidates: bool = True,
-        pending: bool = True,
         after: str = "",
         limit: int | None = None,
         include: str | None = None,
@@ -614,8 +613,8 @@ class StateStore:
           those whose pinned request carries another name. With `limit`, only a window of
           them: the first `limit` CIDs above `after` in CID order, and `include` (the MFS
           root) whatever its CID;
-        - *rows*: every request that is not `pinned` (intents, failed, errored and, with
-          `pending`, queued and pinning ones), pinned ones named `names_of` (old MFS roots),
+        - *rows*: the requests a plan acts on: intents, failed and errored ones (not the
+          pending ones: tracking follows those), pinned ones named `names_of` (old MFS roots),
           the rename candidates' and those for `cids` (the policy's deletes);
         - where the next window starts (None: this was the last).
 
@@ -639,11 +638,10 @@ class StateStore:
             if include and include not in wanted:
                 more = await _fetch(self._db, select + " AND l.cid = ?", (service, include))
                 wanted.update((cid, name) for cid, name in more)
-        statuses = "'intent', 'failed', 'error'" + (", 'queued', 'pinning'" if pending else "")
         found = await _fetch(
             self._db,
             f"SELECT {_REMOTE_COLUMNS} FROM remote_pins INDEXED BY remote_pins_by_status "
-            f"WHERE service = ? AND status IN ({statuses})",
+            "WHERE service = ? AND status IN ('intent', 'failed', 'error')",
             (service,),
         )
         if names_of is not None:  # the MFS roots: a scan of the service's rows

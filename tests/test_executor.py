@@ -188,7 +188,8 @@ async def test_a_cycle_goes_through_its_pins_a_window_at_a_time(
 ) -> None:
     """With windows of 7 CIDs, 60 pins are all added exactly once; the new MFS root, whose
     CID sorts after the first window, still replaces the old root in place (nothing is
-    deleted first); a failed request is replaced once; a paused service counts all."""
+    deleted first); a failed request is replaced once; a paused service counts all. The dry
+    run's plan walks the same windows and plans what the cycle then does."""
     local = local_pins(60)
     ordered = sorted(local)
     old_root, new_root, failed = random_cid(), ordered[-1], ordered[30]
@@ -207,8 +208,12 @@ async def test_a_cycle_goes_through_its_pins_a_window_at_a_time(
         await executor.adoption.adopt(ServiceReport("spec"), ONLINE)  # the old root
         await store.replace_local_pins(local)  # the node's MFS moved on to new_root
         service.requests.clear()
+        planned = await executor.plan(mfs, True, ONLINE)  # what `sync --dry-run` prints
+        assert service.requests == [], "a plan calls no service"
         report = await executor.sync(mfs, ONLINE)
     assert report.added == 58 and report.replaced == 2 and report.unsent == 0
+    assert (len(planned.add), len(planned.replace), planned.remove) == (58, 2, [])
+    assert {r.reason for r in planned.replace} == {"failed", "mfs"}
     assert service.count(method="DELETE") == 0
     assert all(len(service.pins_for_cid(cid)) == 1 for cid in local)
     assert service.pins_for_cid(old_root) == [], "replaced in place by the new root"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pinsyncd.model import LIVE_STATUSES, PENDING_STATUSES, Origin, RemotePin, RemoteStatus
+from pinsyncd.model import LIVE_STATUSES, Origin, RemotePin, RemoteStatus
 from pinsyncd.planner import Add, Remove, Replace, ServicePlan, plan_service
 
 SERVICE = "svc"
@@ -35,11 +35,11 @@ class Scenario:
     remote: dict[str, RemotePin]
     now: float
     adopted: bool
-    paused: bool
     intent_grace: float
     gone: frozenset[str] = frozenset()
     surplus: frozenset[str] = frozenset()
     node_online: bool = True
+    first: bool = True
 
     def plan(self) -> ServicePlan:
         return plan_service(
@@ -48,7 +48,7 @@ class Scenario:
             self.remote,
             now=self.now,
             adopted=self.adopted,
-            paused=self.paused,
+            first=self.first,
             intent_grace=self.intent_grace,
             gone=self.gone,
             surplus=self.surplus,
@@ -78,7 +78,6 @@ def scenarios(
     draw: st.DrawFn,
     *,
     adopted: st.SearchStrategy[bool] | None = None,
-    paused: st.SearchStrategy[bool] | None = None,
 ) -> Scenario:
     now = draw(
         st.one_of(
@@ -100,7 +99,6 @@ def scenarios(
         remote=remote,
         now=now,
         adopted=draw(adopted if adopted is not None else st.sampled_from([True, True, False])),
-        paused=draw(paused if paused is not None else st.sampled_from([False, False, False, True])),
         intent_grace=grace,
         # the policy's delete candidates: any CIDs, even local ones (local must still win)
         gone=frozenset(draw(st.lists(cids, max_size=6))),
@@ -129,14 +127,11 @@ def check_each_cid_at_most_once_and_only_local_ones_sent(s: Scenario, plan: Serv
     everything = [*sent_cids(plan), *plan.resolve]
     assert len(everything) == len(set(everything))
     assert set(sent_cids(plan)) <= set(s.local)
-    assert len({row.cid for row in plan.track}) == len(plan.track)
     assert plan.service == SERVICE
 
 
-def check_paused_and_adoption_gates(s: Scenario, plan: ServicePlan) -> None:
-    if s.paused:
-        assert plan == ServicePlan(SERVICE)  # no adopt/resolve/add/replace/track, waiting 0
-    elif not s.adopted:
+def check_adoption_gate(s: Scenario, plan: ServicePlan) -> None:
+    if not s.adopted:
         assert plan.adopt is True
         assert plan.add == [] and plan.replace == []
     else:
@@ -153,11 +148,11 @@ def check_deterministic_and_inputs_untouched(s: Scenario, plan: ServicePlan) -> 
         dict(remote_before),
         s.now,
         s.adopted,
-        s.paused,
         s.intent_grace,
         frozenset(s.gone),
         frozenset(s.surplus),
         s.node_online,
+        s.first,
     )
     assert twin.plan() == plan
     assert s.local == local_before and list(s.local) == list(local_before)
@@ -165,8 +160,8 @@ def check_deterministic_and_inputs_untouched(s: Scenario, plan: ServicePlan) -> 
 
 
 def check_liveness(s: Scenario, plan: ServicePlan) -> None:
-    """Adopted and not paused: every local pin without a live request is sent once due."""
-    assert s.adopted and not s.paused
+    """Adopted: every local pin without a live request is sent once due."""
+    assert s.adopted
     adds = {a.cid: a.name for a in plan.add}
     replaces = {r.cid: r for r in plan.replace}
     assert len(adds) == len(plan.add) and len(replaces) == len(plan.replace)
@@ -198,7 +193,6 @@ def check_liveness(s: Scenario, plan: ServicePlan) -> None:
 
 def check_waiting(s: Scenario, plan: ServicePlan) -> None:
     """`waiting` = intents within the grace + (once adopted) local retries not yet due."""
-    assert not s.paused
     young_intents = sum(
         1
         for row in s.remote.values()
@@ -223,22 +217,10 @@ def check_waiting(s: Scenario, plan: ServicePlan) -> None:
 
 
 def check_intents_resolved_after_the_grace_never_sent(s: Scenario, plan: ServicePlan) -> None:
-    assert not s.paused
     intents = {cid: row for cid, row in s.remote.items() if row.status is RemoteStatus.INTENT}
     expected = [cid for cid, row in intents.items() if s.now - row.updated >= s.intent_grace]
     assert plan.resolve == expected  # local or not, in the remote mapping's order
     assert not set(intents) & set(sent_cids(plan))
-
-
-def check_track_is_the_pending_rows_with_a_requestid(s: Scenario, plan: ServicePlan) -> None:
-    assert not s.paused
-    expected = [
-        row
-        for row in s.remote.values()
-        if row.status in (RemoteStatus.QUEUED, RemoteStatus.PINNING) and row.requestid
-    ]
-    assert plan.track == expected
-    assert all(row.status in PENDING_STATUSES for row in plan.track)
 
 
 def check_deletes_only_known_requests_the_policy_gave_up(s: Scenario, plan: ServicePlan) -> None:
@@ -259,7 +241,7 @@ def check_deletes_only_known_requests_the_policy_gave_up(s: Scenario, plan: Serv
         assert cid not in s.local and s.remote[cid].status is RemoteStatus.ERROR
     assert not set(removed) & set(plan.drop)
     assert not set(removed) & set(sent_cids(plan))
-    if not s.adopted or s.paused:
+    if not s.adopted:
         assert plan.remove == [] and plan.drop == []
 
 
@@ -278,20 +260,49 @@ def test_safety_rules_hold_for_any_input(s: Scenario) -> None:
     check_replaces_only_owned_requests(s, plan)
     check_never_sends_a_cid_with_a_live_request(s, plan)
     check_each_cid_at_most_once_and_only_local_ones_sent(s, plan)
-    check_paused_and_adoption_gates(s, plan)
+    check_adoption_gate(s, plan)
     check_deterministic_and_inputs_untouched(s, plan)
 
 
 @FAST
-@given(scenarios(paused=st.just(False), adopted=st.sampled_from([True, True, True, False])))
-def test_liveness_intents_tracking_and_waiting_when_not_paused(s: Scenario) -> None:
+@given(scenarios(adopted=st.sampled_from([True, True, True, False])))
+def test_liveness_intents_and_waiting(s: Scenario) -> None:
     plan = s.plan()
     if s.adopted:
         check_liveness(s, plan)
     check_waiting(s, plan)
     check_intents_resolved_after_the_grace_never_sent(s, plan)
-    check_track_is_the_pending_rows_with_a_requestid(s, plan)
     check_never_sends_a_cid_with_a_live_request(s, plan)
+
+
+@FAST
+@given(scenarios(adopted=st.just(True)))
+def test_a_later_window_decides_only_what_to_send_for_its_pins(s: Scenario) -> None:
+    """A cycle plans a window of pins at a time (`sync.service`, and `sync --dry-run` the
+    same way). What concerns the service's rows (intents to look up, deletes, errored adds
+    to forget) is decided in the first window alone, so each is carried out once a cycle;
+    a later window plans the same adds and replaces for its pins as a first one would."""
+    first = s.plan()
+    later = plan_service(
+        SERVICE,
+        s.local,
+        s.remote,
+        now=s.now,
+        adopted=True,
+        first=False,
+        intent_grace=s.intent_grace,
+        gone=s.gone,
+        surplus=s.surplus,
+        node_online=s.node_online,
+    )
+    assert (later.resolve, later.remove, later.drop) == ([], [], [])
+    assert (later.add, later.replace) == (first.add, first.replace)
+    intents_waiting = sum(
+        1
+        for row in s.remote.values()
+        if row.status is RemoteStatus.INTENT and s.now - row.updated < s.intent_grace
+    )
+    assert later.waiting == first.waiting - intents_waiting
 
 
 # --- examples documenting the rules ---------------------------------------------------------
@@ -308,7 +319,6 @@ def plan_for(
     rows: list[RemotePin],
     *,
     adopted: bool = True,
-    paused: bool = False,
     grace: float = 60.0,
 ) -> ServicePlan:
     return plan_service(
@@ -317,7 +327,6 @@ def plan_for(
         {r.cid: r for r in rows},
         now=NOW,
         adopted=adopted,
-        paused=paused,
         intent_grace=grace,
     )
 
@@ -325,7 +334,7 @@ def plan_for(
 def test_new_local_pins_are_added_with_their_names() -> None:
     plan = plan_for({"a": "photo.jpg", "b": ""}, [])
     assert plan.add == [Add("a", "photo.jpg"), Add("b", "")]
-    assert plan.replace == [] and plan.resolve == [] and plan.track == []
+    assert plan.replace == [] and plan.resolve == []
     assert plan.waiting == 0
 
 
@@ -376,7 +385,8 @@ def test_an_intent_is_looked_up_after_the_grace_never_sent_again() -> None:
     assert plan.waiting == 1
 
 
-def test_live_requests_are_left_alone_and_pending_ones_tracked() -> None:
+def test_live_requests_are_left_alone() -> None:
+    """Pending requests are tracking's (`sync.tracking`), not the planner's."""
     rows = [
         row("q", RemoteStatus.QUEUED, requestid="rq"),
         row("p", RemoteStatus.PINNING, requestid="rp"),
@@ -385,11 +395,10 @@ def test_live_requests_are_left_alone_and_pending_ones_tracked() -> None:
         row("remote-only", RemoteStatus.PINNING, requestid="rx"),
     ]
     plan = plan_for({"q": "", "p": "", "done": "", "q-no-id": ""}, rows)
-    assert plan.add == [] and plan.replace == []
-    assert [r.requestid for r in plan.track] == ["rq", "rp", "rx"]
+    assert plan == ServicePlan(SERVICE)
 
 
-def test_before_adoption_intents_are_resolved_and_requests_tracked_but_nothing_sent() -> None:
+def test_before_adoption_intents_are_resolved_but_nothing_sent() -> None:
     rows = [
         row("i", RemoteStatus.INTENT, updated=NOW - 1000),
         row("q", RemoteStatus.QUEUED, requestid="rq"),
@@ -398,18 +407,8 @@ def test_before_adoption_intents_are_resolved_and_requests_tracked_but_nothing_s
     plan = plan_for({"new": "", "e": ""}, rows, adopted=False)
     assert plan.adopt is True
     assert plan.resolve == ["i"]
-    assert [r.cid for r in plan.track] == ["q"]
     assert plan.add == [] and plan.replace == []
     assert plan.waiting == 0  # only intents are counted before adoption
-
-
-def test_paused_plans_nothing_even_before_adoption() -> None:
-    rows = [
-        row("i", RemoteStatus.INTENT, updated=0.0),
-        row("q", RemoteStatus.QUEUED, requestid="r"),
-    ]
-    plan = plan_for({"a": ""}, rows, adopted=False, paused=True)
-    assert plan == ServicePlan(SERVICE)
 
 
 # --- deletes, renames and the MFS root ------------------------------------------------------

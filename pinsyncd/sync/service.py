@@ -171,13 +171,13 @@ class ServiceExecutor:
         return report
 
     async def _view(
-        self, d: Directives, adopted: bool, *, after: str | None = None
+        self, d: Directives, adopted: bool, *, after: str
     ) -> tuple[Mapping[str, str], dict[str, RemotePin], str | None]:
-        """From the state: the pins meant for this service that need something done, the
-        requests the planner must see (see `StateStore.plan_view`), and where the next
-        window of pins starts. With `after` (a cycle), pins come in windows of `Tuning.window` CIDs
-        and pending requests are left to `_track`; without it (a dry run), all at once.
-        Before the first contact nothing is sent, so no candidates are loaded."""
+        """From the state: a window of `Tuning.window` pins meant for this service that need
+        something done (those above `after` in CID order), the requests the planner must see
+        (see `StateStore.plan_view`), and where the next window starts (None: none). Pending
+        requests are left to tracking. Before the first contact nothing is sent, so no
+        candidates are loaded."""
         first = not after  # the MFS root is planned in the first window, whatever its CID
         candidates, remote, next_after = await self.store.plan_view(
             self.service.name,
@@ -185,21 +185,37 @@ class ServiceExecutor:
             renamed=self.sender.renames(d),
             cids=d.gone | d.surplus,
             candidates=adopted,
-            pending=after is None,
-            after=after or "",
-            limit=self.tuning.window if after is not None else None,
+            after=after,
+            limit=self.tuning.window,
             include=d.mfs_root if first else None,
         )
         if not first and d.mfs_root:
             candidates.pop(d.mfs_root, None)
         return d.meant_for(candidates), remote, next_after
 
-    async def plan(
-        self, d: Directives, adopted: bool, node: NodeView | None = None
-    ) -> tuple[ServicePlan, Mapping[str, str], dict[str, RemotePin]]:
-        """What a cycle would do now, all at once (reads the state, sends nothing)."""
-        desired, remote, _ = await self._view(d, adopted)
-        return self._plan(d, desired, remote, adopted, node), desired, remote
+    async def _window(
+        self, d: Directives, node: NodeView | None, after: str, *, adopted: bool = True
+    ) -> tuple[Mapping[str, str], dict[str, RemotePin], ServicePlan, str | None]:
+        """One window, read and planned: its pins, the rows, the plan, the next window."""
+        desired, remote, next_after = await self._view(d, adopted, after=after)
+        plan = self._plan(d, desired, remote, adopted, node, first=not after)
+        return desired, remote, plan, next_after
+
+    async def plan(self, d: Directives, adopted: bool, node: NodeView | None = None) -> ServicePlan:
+        """What a cycle would do now (`sync --dry-run`): the same windows, read and planned as
+        a cycle reads and plans them, merged into one plan. Reads the state, sends nothing."""
+        merged: ServicePlan | None = None
+        after: str | None = ""
+        while after is not None:
+            _, _, plan, after = await self._window(d, node, after, adopted=adopted)
+            if merged is None:
+                merged = plan  # the first window: it also decides lookups and deletes
+            else:
+                merged.add += plan.add
+                merged.replace += plan.replace
+                merged.waiting += plan.waiting
+        assert merged is not None
+        return merged
 
     async def _unsent_count(self, d: Directives) -> int:
         """Pins meant for this service with no request on it, counted a window at a time."""
@@ -218,6 +234,8 @@ class ServiceExecutor:
         remote: Mapping[str, RemotePin],
         adopted: bool,
         node: NodeView | None,
+        *,
+        first: bool,
     ) -> ServicePlan:
         return plan_service(
             self.service.name,
@@ -225,6 +243,7 @@ class ServiceExecutor:
             remote,
             now=clock.now(),
             adopted=adopted,
+            first=first,
             intent_grace=self.intent_grace,
             intent_age=lambda row: clock.age(row.stamp),
             gone=d.gone,
@@ -258,24 +277,20 @@ class ServiceExecutor:
             await self.store.save_service_state(state)
         window: str | None = ""
         unsent = 0
-        first = True
         while window is not None:
-            desired, remote, after = await self._view(directives, True, after=window)
-            plan = self._plan(directives, desired, remote, True, node)
-            if first and plan.resolve:
+            desired, remote, plan, after = await self._window(directives, node, window)
+            if plan.resolve:  # decided in the first window only, as deletes and forgets are
                 await self.intents.resolve(plan.resolve, remote, report, node)
-                desired, remote, after = await self._view(directives, True, after=window)
-                plan = self._plan(directives, desired, remote, True, node)
-            if send and not self.ctx.stopping() and not self.ctx.halted:
+                desired, remote, plan, after = await self._window(directives, node, window)
+            if send and not self.ctx.idle():
                 await self.sender.send_all(plan.add, plan.replace, remote, node, report)
-                if first:  # deletes are planned from the rows, the same in every window
-                    await self.deleter.remove_all(plan.remove, remote, report)
-            if first and plan.drop:
+                await self.deleter.remove_all(plan.remove, remote, report)
+            if plan.drop:
                 await self.store.forget(self.service.name, plan.drop)
                 for cid in plan.drop:
                     remote.pop(cid, None)
             unsent += count_unsent(desired, remote)
-            window, first = after, False
+            window = after
         report.unsent = unsent
         await self.tracker.track(report, node, since)
         if send and clock.now() - state.last_verified >= self.verify_interval:
