@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pinsyncd import clock
 from tests import loopback_guard
 from tests.cluster_peer import ClusterPeer
 from tests.fake_psa import FakePinningService
@@ -19,6 +20,26 @@ from tests.peers import KuboNode, MockPinningService, install_peers
 from tests.servers import SPEC_TOKEN
 
 SEEDED_PINS = 3000
+
+
+class StoppedClock:
+    """pinsyncd's own time for one test, in this process: it stands still until the test
+    moves it. Every time pinsyncd decides by (the age of an intent, `clock.now()` for backoff,
+    pauses, failover, the unpin grace) is read off `clock.boot_seconds`, so a test that waits
+    for one of them moves this clock instead of sleeping, and a slow machine cannot make a
+    time look passed, or not yet passed, that the test did not mean."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.boot = clock.boot_seconds()
+        monkeypatch.setattr(clock, "boot_seconds", lambda: self.boot)
+
+    def advance(self, seconds: float) -> None:
+        self.boot += seconds
+
+
+@pytest.fixture
+def pinsyncd_clock(monkeypatch: pytest.MonkeyPatch) -> StoppedClock:
+    return StoppedClock(monkeypatch)
 
 
 class DialGuard:

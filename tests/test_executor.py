@@ -23,6 +23,7 @@ from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.tokens import Secret
 from pinsyncd.tuning import DEFAULT, Tuning
 from tests.cidgen import random_cid, random_cids
+from tests.conftest import StoppedClock
 from tests.fake_psa import FakePinningService, Fault
 
 TOKEN = "executor-token"
@@ -285,7 +286,7 @@ async def test_adoption_keeps_the_best_of_several_requests_for_a_cid(
 
 
 async def test_lost_answer_is_looked_up_not_resent(
-    service: FakePinningService, store: StateStore
+    service: FakePinningService, store: StateStore, pinsyncd_clock: StoppedClock
 ) -> None:
     """The service created the pin, but the answer was lost (reset after apply)."""
     local = local_pins(10)
@@ -297,7 +298,7 @@ async def test_lost_answer_is_looked_up_not_resent(
         assert sum(r.status is RemoteStatus.INTENT for r in rows.values()) == 3
         report = await executor.sync(local, ONLINE)
         assert report.resolved == 0, "intents wait out the grace period (2 x timeout)"
-        await asyncio.sleep(0.45)
+        pinsyncd_clock.advance(executor.intent_grace + 1)
         report = await executor.sync(local, ONLINE)
     assert report.resolved == 3 and report.added == 0
     for cid in local:
@@ -307,14 +308,16 @@ async def test_lost_answer_is_looked_up_not_resent(
 
 
 async def test_hung_add_then_lookup_finds_nothing_and_adds_again(
-    service: FakePinningService, store: StateStore
+    service: FakePinningService, store: StateStore, pinsyncd_clock: StoppedClock
 ) -> None:
     local = local_pins(1)
     service.inject(Fault("hang"), method="POST", times=1)  # never applied, never answered
     executor = executor_for(service, store, timeout=0.2)
     async with executor.client:
         await executor.sync(local, ONLINE)
-        await asyncio.sleep(0.45)
+        report = await executor.sync(local, ONLINE)
+        assert report.added == 0, "the intent waits out its grace"
+        pinsyncd_clock.advance(executor.intent_grace + 1)
         report = await executor.sync(local, ONLINE)
     assert report.added == 1
     (cid,) = local
@@ -322,14 +325,14 @@ async def test_hung_add_then_lookup_finds_nothing_and_adds_again(
 
 
 async def test_server_error_on_add_is_treated_as_maybe_applied(
-    service: FakePinningService, store: StateStore
+    service: FakePinningService, store: StateStore, pinsyncd_clock: StoppedClock
 ) -> None:
     local = local_pins(4)
     service.inject(Fault("status", status=502, after_apply=True), method="POST", times=2)
     executor = executor_for(service, store, timeout=0.2)
     async with executor.client:
         await executor.sync(local, ONLINE)
-        await asyncio.sleep(0.45)
+        pinsyncd_clock.advance(executor.intent_grace + 1)
         await executor.sync(local, ONLINE)
     assert all(len(service.pins_for_cid(cid)) == 1 for cid in local)
 
