@@ -479,7 +479,7 @@ async def engine_for(config_path: Path) -> AsyncIterator[SyncEngine]:
     included)."""
     from pinsyncd.config import load_config
     from pinsyncd.logs import configure_logging
-    from pinsyncd.state import StateStore
+    from pinsyncd.store import StateStore
     from pinsyncd.sync.engine import SyncEngine
 
     configure_logging(level="warning", json=True)

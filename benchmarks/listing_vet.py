@@ -33,7 +33,7 @@ MODES = {  # label -> (vetted, listed_twice, times each CID is listed)
 
 
 async def _listing_seconds(pins: int, mode: str) -> dict[str, float]:
-    from pinsyncd.state import ListingVetting, StateStore
+    from pinsyncd.store import ListingVetting, StateStore
     from tests.fake_kubo import generated_cid
 
     vetted, twice, copies = MODES[mode]

@@ -84,7 +84,7 @@ def measure(pins: int, budget: float) -> dict[str, Any]:
     from pinsyncd import cids
     from pinsyncd.model import RemotePin
     from pinsyncd.psa.models import PinResults
-    from pinsyncd.state import _remote_from_row, _row_from_remote
+    from pinsyncd.store.schema import remote_from_row, row_from_remote
 
     results: dict[str, Any] = {"pins": pins}
     with BenchServers(kubo_pins=pins) as servers:
@@ -134,10 +134,10 @@ def measure(pins: int, budget: float) -> dict[str, Any]:
     results["pinstatus_validate_us_per_pin"] = round(
         per_call(lambda: PinResults.model_validate_json(payload), budget) / 1000, 3
     )
-    row = _row_from_remote(
+    row = row_from_remote(
         RemotePin("bench", samples["v1_raw_base32"], _pinned(), "a" * 32, "2024", "pin-1")
     )
-    results["remote_pin_from_row_us"] = round(per_call(lambda: _remote_from_row(row), budget), 3)
+    results["remote_pin_from_row_us"] = round(per_call(lambda: remote_from_row(row), budget), 3)
     return results
 
 

@@ -89,7 +89,7 @@ class MemoryProbes:
 
 
 async def _profiled_cycle(config: Path, memory: bool, top: int) -> str:
-    from pinsyncd import state
+    from pinsyncd import store as state
     from pinsyncd.sync import service as executor
 
     async with engine_for(config) as engine:

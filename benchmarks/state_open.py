@@ -20,7 +20,7 @@ from benchmarks.harness import emit, sizes_from_args, table
 
 async def _build(path: Path, pins: int) -> None:
     from pinsyncd.model import RemotePin, RemoteStatus
-    from pinsyncd.state import StateStore
+    from pinsyncd.store import StateStore
     from tests.fake_kubo import generated_cid
 
     store = await StateStore.open(path)
@@ -38,7 +38,7 @@ async def _build(path: Path, pins: int) -> None:
 
 
 async def _open_ms(path: Path) -> float:
-    from pinsyncd.state import StateStore
+    from pinsyncd.store import StateStore
 
     started = time.perf_counter()
     store = await StateStore.open(path)

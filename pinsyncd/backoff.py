@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pinsyncd.config import DEFAULT_MAX_ATTEMPTS, RetryConfig
+from pinsyncd.config import RetryConfig
+from pinsyncd.model import DEFAULT_MAX_ATTEMPTS
 
 
 def backoff_delay(

@@ -14,7 +14,7 @@ from pinsyncd import __version__
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from pinsyncd.durations import format_duration, parse_duration
 from pinsyncd.logs import CurrentStream, configure_logging
-from pinsyncd.state import StateError, sqlite_problem
+from pinsyncd.store import StateError, sqlite_problem
 
 
 def _duration(text: str) -> float:

@@ -25,8 +25,9 @@ from pinsyncd.logs import printable, redact_text, register_secrets
 from pinsyncd.planner import ServicePlan
 from pinsyncd.progress import SendProgress
 from pinsyncd.psa import PinningServiceError
-from pinsyncd.state import StateStore
-from pinsyncd.status import read_failed, read_status, render_failed, render_table
+from pinsyncd.status import render_failed, render_table
+from pinsyncd.store import StateStore
+from pinsyncd.store.readonly import read_failed, read_status
 from pinsyncd.sync.engine import SyncEngine
 
 log = structlog.get_logger("pinsyncd")

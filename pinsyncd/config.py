@@ -27,6 +27,7 @@ from yarl import URL
 from pinsyncd.durations import parse_duration
 from pinsyncd.files import NotARegularFile, read_capped
 from pinsyncd.listen import parse_listen
+from pinsyncd.model import DEFAULT_MAX_ATTEMPTS
 from pinsyncd.tokens import Token, TokenError, TokenSource
 
 DEFAULT_CONFIG_PATH = Path("/etc/pinsyncd/config.yaml")
@@ -203,10 +204,6 @@ class SyncConfig(_Section):
         if len(set(types)) != len(types):
             raise ValueError("lists a pin type twice")
         return types
-
-
-DEFAULT_MAX_ATTEMPTS = 5
-"""Failed attempts of a pin on a service before it counts as failed for good."""
 
 
 class RetryConfig(_Section):

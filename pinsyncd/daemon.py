@@ -43,9 +43,9 @@ from pinsyncd.logs import register_secrets
 from pinsyncd.metrics import Metrics, outcome_of
 from pinsyncd.notify import Notifier
 from pinsyncd.psa import PinningServiceError, RateLimited
-from pinsyncd.state import StateDamaged, StateStore, set_aside_damaged
 from pinsyncd.state_guard import StateGuard
-from pinsyncd.status import read_status
+from pinsyncd.store import StateDamaged, StateStore, set_aside_damaged
+from pinsyncd.store.readonly import read_status
 from pinsyncd.sync.context import ServiceReport
 from pinsyncd.sync.engine import CycleReport, SyncEngine
 

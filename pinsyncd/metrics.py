@@ -19,10 +19,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pinsyncd.config import DEFAULT_MAX_ATTEMPTS
+from pinsyncd.model import DEFAULT_MAX_ATTEMPTS
 from pinsyncd.psa import errors
-from pinsyncd.state import StateError
-from pinsyncd.status import read_status
+from pinsyncd.store import StateError
+from pinsyncd.store.readonly import read_status
 
 log = structlog.get_logger("pinsyncd.metrics")
 

@@ -74,6 +74,11 @@ GIVEN_UP_STATUSES = frozenset({RemoteStatus.FAILED, RemoteStatus.ERROR})
 not reach the service."""
 
 
+DEFAULT_MAX_ATTEMPTS = 5
+"""`retry.max_attempts` when the config does not say: tries after which a pin counts as
+failed for good on a service."""
+
+
 def failed_for_good(status: RemoteStatus, attempts: int, max_attempts: int) -> bool:
     """Whether a pin counts as failed for good on a service: `max_attempts` tries have not
     got it pinned there (`retry.max_attempts`). It is still tried, but rarely

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from pinsyncd.durations import format_duration
 from pinsyncd.model import UNFINISHED_STATUSES
-from pinsyncd.state import StateStore
+from pinsyncd.store import StateStore
 from pinsyncd.sync.context import ServiceReport
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiosqlite
 import structlog
 
-from pinsyncd.state import damaged, is_damage
+from pinsyncd.store import damaged, is_damage
 
 log = structlog.get_logger("pinsyncd")
 

@@ -15,7 +15,7 @@ from pinsyncd import control
 from pinsyncd.config import load_config
 from pinsyncd.daemon import Daemon
 from pinsyncd.lock import StateLock
-from pinsyncd.status import read_status
+from pinsyncd.store.readonly import read_status
 from tests.cidgen import random_cids
 from tests.daemon_helpers import ServiceSpec, write_config
 from tests.fake_kubo import FakeKubo

@@ -17,7 +17,7 @@ from pinsyncd.model import Origin, RemoteStatus
 from pinsyncd.ownership import APP_ID, meta_for
 from pinsyncd.policy import Directives
 from pinsyncd.psa import PinningServiceClient
-from pinsyncd.state import StateStore
+from pinsyncd.store import StateStore
 from pinsyncd.sync.context import NodeView, ServiceReport
 from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.tokens import Secret

@@ -31,7 +31,7 @@ from pinsyncd.kubo import LocalNode
 from pinsyncd.model import RemoteStatus
 from pinsyncd.policy import Directives
 from pinsyncd.psa import ListingReport, NotFound, Pin, PinningServiceClient, Status, iter_pins
-from pinsyncd.state import StateStore
+from pinsyncd.store import StateStore
 from pinsyncd.sync.context import NodeView
 from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.tokens import Secret

@@ -25,8 +25,9 @@ from pinsyncd.psa import (
 )
 from pinsyncd.psa.client import MAX_ANSWER
 from pinsyncd.psa.errors import retry_after_seconds
-from pinsyncd.state import StateStore
-from pinsyncd.status import read_status, render_table
+from pinsyncd.status import render_table
+from pinsyncd.store import StateStore
+from pinsyncd.store.readonly import read_status
 from tests.cidgen import random_cid, random_cids
 from tests.fake_psa import FakePinningService, Fault
 from tests.servers import client_for, serving

@@ -20,7 +20,7 @@ from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Service
 from pinsyncd.model import RemotePin, RemoteStatus
 from pinsyncd.psa import PinningServiceClient
-from pinsyncd.state import StateStore
+from pinsyncd.store import StateStore
 from pinsyncd.sync.context import NodeView
 from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.tokens import Secret

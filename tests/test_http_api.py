@@ -18,8 +18,8 @@ from pinsyncd.listen import parse_listen
 from pinsyncd.metrics import Metrics, outcome_of
 from pinsyncd.model import RemotePin, RemoteStatus, ServiceState
 from pinsyncd.psa import errors
-from pinsyncd.state import StateStore
-from pinsyncd.status import read_status
+from pinsyncd.store import StateStore
+from pinsyncd.store.readonly import read_status
 
 STATUS_DOC = {"services": {"a": {"pinned": 1}}, "local": {"pins": 3, "last_cycle": None}}
 

@@ -14,7 +14,7 @@ from pinsyncd.config import Service
 from pinsyncd.delegates import DelegateDialer
 from pinsyncd.kubo import LocalNode
 from pinsyncd.psa import Pin, PinningServiceClient
-from pinsyncd.state import StateStore
+from pinsyncd.store import StateStore
 from pinsyncd.sync.context import NodeView
 from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.tokens import Secret

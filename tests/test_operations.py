@@ -162,7 +162,7 @@ async def test_notify_reload_reject_and_stop(tmp_path: Path, notify: NotifySocke
 
 async def test_retry_clears_backoff_for_the_next_cycle(tmp_path: Path) -> None:
     from pinsyncd.model import RemotePin, RemoteStatus, ServiceState
-    from pinsyncd.state import StateStore
+    from pinsyncd.store import StateStore
 
     async with FakeKubo(pins=0) as node, FakePinningService(token=ALPHA) as alpha:
         config = tmp_path / "config.yaml"

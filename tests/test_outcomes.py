@@ -20,8 +20,8 @@ from pinsyncd.outcomes import (
     health_after,
     is_user_pause,
 )
-from pinsyncd.state import FAILED_FOR_GOOD_SQL, MIGRATIONS, SCHEMA_VERSION
-from pinsyncd.status import read_status
+from pinsyncd.store import FAILED_FOR_GOOD_SQL, MIGRATIONS, SCHEMA_VERSION
+from pinsyncd.store.readonly import read_status
 
 NOW = 1_800_000_000.0
 RECHECK = 60.0

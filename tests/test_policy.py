@@ -20,8 +20,8 @@ import pytest
 from pinsyncd.config import Config, parse_config
 from pinsyncd.model import RemoteStatus
 from pinsyncd.policy import mfs_name
-from pinsyncd.state import StateStore
-from pinsyncd.status import read_status
+from pinsyncd.store import StateStore
+from pinsyncd.store.readonly import read_status
 from pinsyncd.sync.engine import CycleReport, SyncEngine
 from tests.fake_kubo import FakeKubo, generated_cid
 from tests.fake_psa import FakePinningService

@@ -14,8 +14,8 @@ from structlog.testing import capture_logs
 from pinsyncd import clock
 from pinsyncd.config import Config, parse_config
 from pinsyncd.model import RemotePin, RemoteStatus
-from pinsyncd.state import StateStore
-from pinsyncd.status import read_failed, read_status
+from pinsyncd.store import StateStore
+from pinsyncd.store.readonly import read_failed, read_status
 from pinsyncd.sync.engine import SyncEngine
 from pinsyncd.tuning import Tuning
 from tests.cidgen import random_cids

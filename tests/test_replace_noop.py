@@ -13,8 +13,9 @@ import pytest
 from pinsyncd.model import RemoteStatus
 from pinsyncd.ownership import meta_for
 from pinsyncd.policy import Directives
-from pinsyncd.state import StateStore
-from pinsyncd.status import read_status, render_table
+from pinsyncd.status import render_table
+from pinsyncd.store import StateStore
+from pinsyncd.store.readonly import read_status
 from tests.fake_psa import FakePinningService
 from tests.test_executor import ONLINE, TOKEN, executor_for, local_pins
 

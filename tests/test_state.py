@@ -21,8 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pinsyncd.model import Origin, RemotePin, RemoteStatus, ServiceState
-from pinsyncd.state import MIGRATIONS, SCHEMA_VERSION, StateDamaged, StateError, StateStore
-from pinsyncd.status import read_status, render_table
+from pinsyncd.status import render_table
+from pinsyncd.store import MIGRATIONS, SCHEMA_VERSION, StateDamaged, StateError, StateStore
+from pinsyncd.store.readonly import read_status
 from tests import loopback_guard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -477,7 +478,7 @@ import asyncio, os, signal, sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from pinsyncd.model import RemotePin, RemoteStatus
-from pinsyncd.state import StateStore
+from pinsyncd.store import StateStore
 
 async def main() -> None:
     store = await StateStore.open(Path(sys.argv[1]))
@@ -494,7 +495,7 @@ import asyncio, sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from pinsyncd.model import RemotePin, RemoteStatus
-from pinsyncd.state import StateStore
+from pinsyncd.store import StateStore
 
 async def main() -> None:
     store = await StateStore.open(Path(sys.argv[1]))

@@ -20,7 +20,7 @@ import pytest
 
 from pinsyncd.config import load_config
 from pinsyncd.daemon import Daemon
-from pinsyncd.state import StateDamaged, StateStore
+from pinsyncd.store import StateDamaged, StateStore
 from tests.cidgen import random_cids
 from tests.daemon_helpers import ServiceSpec, acli, log_events, start_daemon, write_config
 from tests.fake_kubo import FakeKubo

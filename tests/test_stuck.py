@@ -11,7 +11,8 @@ import structlog
 
 from pinsyncd.delegates import DelegateDialer, cause_of
 from pinsyncd.kubo import LocalNode
-from pinsyncd.status import read_status, render_table
+from pinsyncd.status import render_table
+from pinsyncd.store.readonly import read_status
 from tests.fake_psa import FakePinningService
 from tests.peers import KuboNode
 from tests.test_policy import TOKEN, Engine, Svc, make_config

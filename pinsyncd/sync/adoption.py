@@ -10,7 +10,7 @@ from pinsyncd.cids import InvalidCIDError, multihash_of
 from pinsyncd.model import RemotePin, RemoteStatus
 from pinsyncd.ownership import Claim, claim_of
 from pinsyncd.psa import ALL_STATUSES, ListingReport, iter_pins
-from pinsyncd.state import Listed
+from pinsyncd.store import Listed
 from pinsyncd.sync.context import NodeView, Part, ServiceReport
 from pinsyncd.sync.rows import hash_index, listed_of, take_over
 

@@ -22,7 +22,7 @@ from pinsyncd.psa import (
     RateLimited,
     Unauthorized,
 )
-from pinsyncd.state import StateStore
+from pinsyncd.store import StateStore
 from pinsyncd.tuning import Tuning
 
 REFUSED = (Unauthorized, InsufficientFunds, RateLimited)

@@ -23,7 +23,7 @@ from pinsyncd.policy import Answers, Directives, Policy, mfs_name
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.psa.errors import MAX_WAIT
 from pinsyncd.selection import Selector
-from pinsyncd.state import ListingVetting, StateStore
+from pinsyncd.store import ListingVetting, StateStore
 from pinsyncd.sync.context import NodeView, ServiceReport
 from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.throttle import Throttle

@@ -12,7 +12,7 @@ from pinsyncd.cids import InvalidCIDError, multihash_of
 from pinsyncd.model import Origin, RemotePin, RemoteStatus
 from pinsyncd.planner import Replace
 from pinsyncd.psa import Pin, PinStatus, Status, same_content
-from pinsyncd.state import Listed
+from pinsyncd.store import Listed
 from pinsyncd.sync.context import ServiceReport
 
 STATUS_RANK = {Status.PINNED: 3, Status.PINNING: 2, Status.QUEUED: 1, Status.FAILED: 0}

@@ -31,7 +31,7 @@ from pinsyncd.psa import (
     TokenUnavailable,
     Unauthorized,
 )
-from pinsyncd.state import StateStore
+from pinsyncd.store import StateStore
 from pinsyncd.sync.adoption import Adoption
 from pinsyncd.sync.context import (
     NodeNotListed,

@@ -1,20 +1,19 @@
-"""What pinsyncd knows, kept in SQLite on disk: the node's last complete pinset, and for every
-(service, CID) the remote request: its id, status, attempts and next attempt time.
+"""The state store: the one writer's connection to the SQLite file, its local pinset, its
+remote requests and per-service bookkeeping, fetched and saved. The rules that decide what
+to do with them are in the core (`planner`, `policy`, `outcomes`); this module only keeps
+what they decided.
 
 The rule that makes "never pin twice" hold across crashes: a row in status `intent` is written
 and committed *before* the `POST /pins` that creates a pin. A restart that finds an `intent`
 looks the CID up on the service instead of adding it again.
 
-WAL mode, so `pinsyncd status` can read while the daemon writes; the schema version is
-SQLite's `user_version`, and `MIGRATIONS` bring any older file up to date.
-"""
+WAL mode, so `pinsyncd status` can read while the daemon writes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -24,7 +23,6 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -34,238 +32,27 @@ import structlog
 from pinsyncd import clock
 from pinsyncd.cids import InvalidCIDError, other_spellings
 from pinsyncd.logs import redact_text
-from pinsyncd.model import GIVEN_UP_STATUSES, Origin, RemotePin, RemoteStatus, ServiceState
+from pinsyncd.model import RemotePin, ServiceState
 from pinsyncd.spec_limits import clip_name
+from pinsyncd.store.errors import StateDamaged, StateError, damaged, is_damage, set_aside_damaged
+from pinsyncd.store.listing import VET_CHUNK, ListingVetting
+from pinsyncd.store.schema import (
+    COUNTS_SQL,
+    FAILED_FOR_GOOD_SQL,
+    MIGRATIONS,
+    R_COLUMNS,
+    REMOTE_COLUMNS,
+    SCHEMA_VERSION,
+    UNSENT_SQL,
+    fetch,
+    remote_from_row,
+    row_from_remote,
+    scrub,
+    statements,
+)
+from pinsyncd.store.scratch import Staging, Temp, Tracking
 
 log = structlog.get_logger("pinsyncd.state")
-
-
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """One request as a service listed it, staged for adoption (`StateStore.staging`)."""
-
-    cid: str
-    requestid: str
-    status: RemoteStatus
-    created: str  # RFC 3339, as the service gave it
-    created_ts: float  # the same, as Unix time (for ranking)
-    name: str | None = None
-    details: str | None = None
-    owned: bool = True  # made by this device (else unclaimed: adoptable, never deleted)
-
-
-VET_CHUNK = 5000
-
-
-@dataclass
-class ListingVetting:
-    """What vetting a node's listing left out (`StateStore.replace_local_listing`)."""
-
-    bad_lines: int = 0
-    """Lines of the node's listing that were not a pin (counted by the node's client)."""
-    unparsable: int = 0
-    """CIDs that do not parse: never planned, never sent."""
-    spellings: int = 0
-    """Second spellings of a CID listed (CIDv0 and CIDv1 of one multihash): one pin."""
-    examples: list[str] = field(default_factory=list)
-    unparsable_known: list[str] = field(default_factory=list)
-    """Unparsable CIDs an older pinsyncd stored: dropped from the state."""
-
-    @property
-    def complete(self) -> bool:
-        """Whether the listing can be trusted to name every pin: a pin may be behind a line
-        that is not a pin or a CID that does not parse, so then nothing counts as gone."""
-        return not (self.bad_lines or self.unparsable)
-
-    def note_unparsable(self, cid: str, *, known: bool) -> None:
-        self.unparsable += 1
-        if len(self.examples) < 3:
-            self.examples.append(cid[:80])
-        if known and len(self.unparsable_known) < 500:
-            self.unparsable_known.append(cid)
-
-
-_V1 = """
-CREATE TABLE local_pins (
-    cid  TEXT PRIMARY KEY,
-    name TEXT NOT NULL DEFAULT ''
-) WITHOUT ROWID;
-
-CREATE TABLE remote_pins (
-    service      TEXT NOT NULL,
-    cid          TEXT NOT NULL,
-    status       TEXT NOT NULL,
-    requestid    TEXT,
-    created      TEXT,
-    name         TEXT,
-    origin       TEXT NOT NULL DEFAULT 'created',
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    next_attempt REAL NOT NULL DEFAULT 0,
-    last_error   TEXT,
-    details      TEXT,
-    updated      REAL NOT NULL,
-    PRIMARY KEY (service, cid)
-) WITHOUT ROWID;
-CREATE INDEX remote_pins_by_status ON remote_pins (service, status);
-
-CREATE TABLE services (
-    name         TEXT PRIMARY KEY,
-    adopted      INTEGER NOT NULL DEFAULT 0,
-    paused_until REAL NOT NULL DEFAULT 0,
-    pause_reason TEXT,
-    last_cycle   REAL,
-    last_error   TEXT
-);
-
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
-_V2 = """
-ALTER TABLE services ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE services ADD COLUMN rate REAL;
-"""
-
-_V3 = """
-ALTER TABLE services ADD COLUMN last_verified REAL NOT NULL DEFAULT 0;
-"""
-
-_V4 = """
-ALTER TABLE local_pins ADD COLUMN kind TEXT NOT NULL DEFAULT 'recursive';
-ALTER TABLE local_pins ADD COLUMN selected INTEGER NOT NULL DEFAULT 1;
-CREATE TABLE local_gone (
-    cid   TEXT PRIMARY KEY,
-    since REAL NOT NULL
-) WITHOUT ROWID;
-INSERT OR IGNORE INTO local_gone
-    SELECT DISTINCT cid, CAST(strftime('%s', 'now') AS REAL) FROM remote_pins
-    WHERE cid NOT IN (SELECT cid FROM local_pins);
-CREATE INDEX remote_pins_by_cid ON remote_pins (cid);
-ALTER TABLE services ADD COLUMN down_since REAL NOT NULL DEFAULT 0;
-ALTER TABLE services ADD COLUMN unsent INTEGER;
-"""
-"""v4: pin kinds and include/exclude selection, when a CID left the node (for `unpin:
-mirror`), and since when a service is down (for failover)."""
-
-_V5 = """
-ALTER TABLE remote_pins ADD COLUMN owned INTEGER NOT NULL DEFAULT 1;
-UPDATE remote_pins SET owned = 0 WHERE origin = 'adopted';
-"""
-"""v5: whose a request is. Requests adopted before v5 may be another device's (adoption did
-not look at `meta.node`), so they are kept and followed, but never deleted or replaced."""
-
-_V6 = """
-ALTER TABLE remote_pins ADD COLUMN stamp TEXT;
-"""
-"""v6: when a row was written on the boot clock (`pinsyncd.clock`), so that the age of an
-intent does not move with the wall clock."""
-
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
-"""MIGRATIONS[i] brings a file at version i to version i + 1."""
-SCHEMA_VERSION = len(MIGRATIONS)
-
-COUNTS_SQL = "SELECT status, COUNT(*) FROM remote_pins WHERE service=? GROUP BY status"
-FAILED_FOR_GOOD_SQL = (
-    f"status IN ({', '.join(repr(s.value) for s in sorted(GIVEN_UP_STATUSES))}) AND attempts >= ?"
-)
-"""`model.failed_for_good` as a filter on `remote_pins`; its parameter is `max_attempts`."""
-UNSENT_SQL = """
-SELECT COUNT(*) FROM local_pins AS l WHERE l.selected AND NOT EXISTS (
-    SELECT 1 FROM remote_pins AS r
-    WHERE r.service = ? AND r.cid = l.cid AND r.status != 'error')
-"""
-"""Selected local pins with no request on the service yet (never sent, or the add did not
-get there). With `sync.replicas` below the number of services, not all of them are meant
-for every service."""
-
-_REMOTE_COLUMNS = (
-    "service, cid, status, requestid, created, name, origin, attempts, next_attempt, "
-    "last_error, details, updated, owned, stamp"
-)
-_R_COLUMNS = ", ".join(f"r.{c}" for c in _REMOTE_COLUMNS.split(", "))  # the same, of `r`
-
-
-class StateError(Exception):
-    """The state file cannot be used (unreadable, from a newer pinsyncd, ...)."""
-
-
-class StateDamaged(StateError):
-    """The state file is not a database, or SQLite finds it corrupt."""
-
-
-_DAMAGE_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
-
-
-async def _fetch(
-    db: aiosqlite.Connection, sql: str, params: Sequence[object] = ()
-) -> list[aiosqlite.Row]:
-    """Every row of one statement, as a list (aiosqlite types it as a bare iterable)."""
-    return list(await db.execute_fetchall(sql, params))
-
-
-def is_damage(exc: BaseException) -> bool:
-    """Whether `exc` says the file itself is damaged (not busy, locked, full or read-only)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return (
-        isinstance(exc, aiosqlite.DatabaseError)
-        and code is not None
-        and (code & 0xFF) in _DAMAGE_CODES
-    )
-
-
-def damaged(path: Path, reason: object) -> StateDamaged:
-    """The error for a state file found damaged (by SQLite, or by its quick check)."""
-    return StateDamaged(f"the state file {path} is damaged: {reason}")
-
-
-def damaged_message(path: Path, reason: object) -> str:
-    """What to tell a user whose state file is damaged."""
-    return (
-        f"the state file {path} is damaged ({reason}); `pinsyncd run` or `pinsyncd sync` "
-        "sets it aside and rebuilds it from the services"
-    )
-
-
-def sqlite_problem(path: Path, exc: BaseException, *, writing: bool) -> str:
-    """One line for a user about an SQLite error on the state file at `path`."""
-    if is_damage(exc) or not isinstance(exc, aiosqlite.OperationalError):
-        return damaged_message(path, exc)
-    if writing:
-        return f"cannot write the state file {path}: {exc} (what failed was rolled back)"
-    return f"cannot read the state file {path}: {exc}"
-
-
-def set_aside(path: Path) -> Path:
-    """Rename a damaged state file (and its -wal and -shm) to `<name>.damaged-<UTC time>`
-    beside it; nothing is deleted. The caller holds the state lock."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = path.with_name(f"{path.name}.damaged-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            side.rename(target.with_name(target.name + suffix))
-    path.rename(target)
-    return target
-
-
-def set_aside_damaged(path: Path, damage: StateDamaged) -> None:
-    """Set a damaged state file aside (see `set_aside`) and say so; a fresh one is then
-    started, and every service's listing rebuilds it (what is there is adopted, not added
-    again). Raises `StateError` if the file cannot be moved."""
-    try:
-        aside = set_aside(path)
-    except OSError as error:
-        raise StateError(f"{damage}; and it cannot be set aside: {error}") from None
-    log.warning(
-        f"{damage}; it was moved to {aside.name}, and a fresh state is rebuilt from the "
-        "services' listings (what is already there is adopted, not added again)"
-    )
 
 
 class StateStore:
@@ -349,7 +136,7 @@ class StateStore:
             await db.execute("BEGIN IMMEDIATE")
             for target in range(version, SCHEMA_VERSION):
                 # One statement at a time: executescript() would commit halfway.
-                for statement in _statements(MIGRATIONS[target]):
+                for statement in statements(MIGRATIONS[target]):
                     await db.execute(statement)
             await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             await db.execute("COMMIT")
@@ -367,7 +154,7 @@ class StateStore:
 
     async def local_pins(self) -> dict[str, str]:
         """The last complete listing, CID -> name (selected or not)."""
-        rows = await _fetch(self._db, "SELECT cid, name FROM local_pins")
+        rows = await fetch(self._db, "SELECT cid, name FROM local_pins")
         return {cid: name for cid, name in rows}
 
     async def replace_local_pins(
@@ -504,7 +291,7 @@ class StateStore:
         after = ""
         while True:  # a page at a time (no statement stays open across an await), in CID
             # order on both sides, as the diff itself: linear, also at a million pins
-            chunk = await _fetch(
+            chunk = await fetch(
                 self._db,
                 f"SELECT t.rowid, t.cid, {known} FROM temp.listing AS t INDEXED BY "
                 f"listing_by_cid WHERE t.cid > ? AND t.kind != 'mfs' {where} "
@@ -540,7 +327,7 @@ class StateStore:
         listed: dict[str, tuple[int, int]] = {}  # cid -> (rowid, in the state)
         for start in range(0, len(wanted), 500):
             part = wanted[start : start + 500]
-            for cid, rowid, known in await _fetch(
+            for cid, rowid, known in await fetch(
                 self._db,
                 f"SELECT t.cid, t.rowid, EXISTS (SELECT 1 FROM local_pins AS l WHERE "
                 f"l.cid = t.cid) FROM temp.listing AS t WHERE t.cid IN "
@@ -565,7 +352,7 @@ class StateStore:
         return pins, selected
 
     async def mfs_root(self) -> str | None:
-        rows = await _fetch(self._db, "SELECT cid FROM local_pins WHERE kind = 'mfs'")
+        rows = await fetch(self._db, "SELECT cid FROM local_pins WHERE kind = 'mfs'")
         return next((cid for (cid,) in rows), None)
 
     async def reselect(self, selected: Callable[[str, str, str], bool]) -> int:
@@ -574,7 +361,7 @@ class StateStore:
         changes: list[tuple[int, str]] = []
         after = ""
         while True:  # a page at a time: no statement stays open across an await
-            rows = await _fetch(
+            rows = await fetch(
                 self._db,
                 "SELECT cid, name, kind, selected FROM local_pins WHERE cid > ? "
                 f"ORDER BY cid LIMIT {VET_CHUNK}",
@@ -629,39 +416,37 @@ class StateStore:
                 "WHERE l.selected AND (r.status IS NULL OR r.status IN ('error', 'failed'))"
             )
             window = f" AND l.cid > ? ORDER BY l.cid LIMIT {int(limit)}" if limit else ""
-            rows = await _fetch(
-                self._db, select + window, (service, after) if limit else (service,)
-            )
+            rows = await fetch(self._db, select + window, (service, after) if limit else (service,))
             wanted = {cid: name for cid, name in rows}
             if limit and len(rows) >= limit:
                 next_after = rows[-1][0]
             if include and include not in wanted:
-                more = await _fetch(self._db, select + " AND l.cid = ?", (service, include))
+                more = await fetch(self._db, select + " AND l.cid = ?", (service, include))
                 wanted.update((cid, name) for cid, name in more)
-        found = await _fetch(
+        found = await fetch(
             self._db,
-            f"SELECT {_REMOTE_COLUMNS} FROM remote_pins INDEXED BY remote_pins_by_status "
+            f"SELECT {REMOTE_COLUMNS} FROM remote_pins INDEXED BY remote_pins_by_status "
             "WHERE service = ? AND status IN ('intent', 'failed', 'error')",
             (service,),
         )
         if names_of is not None:  # the MFS roots: a scan of the service's rows
-            found += await _fetch(
+            found += await fetch(
                 self._db,
-                f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? AND name = ?",
+                f"SELECT {REMOTE_COLUMNS} FROM remote_pins WHERE service = ? AND name = ?",
                 (service, names_of),
             )
-        rows_by_cid = {row[1]: _remote_from_row(row) for row in found}
+        rows_by_cid = {row[1]: remote_from_row(row) for row in found}
         if renamed:
-            for *row, name in await _fetch(
+            for *row, name in await fetch(
                 self._db,
-                f"SELECT {_R_COLUMNS}, l.name FROM remote_pins AS r JOIN local_pins AS l "
+                f"SELECT {R_COLUMNS}, l.name FROM remote_pins AS r JOIN local_pins AS l "
                 "ON l.cid = r.cid WHERE r.service = ? AND r.status = 'pinned' AND l.selected "
                 "AND r.name IS NOT NULL AND r.name != CASE l.name WHEN '' THEN l.cid "
                 "ELSE l.name END "  # cheap, and true for almost none: clip only those
                 "AND r.name != clip_name(CASE l.name WHEN '' THEN l.cid ELSE l.name END)",
                 (service,),
             ):
-                rows_by_cid[row[1]] = _remote_from_row(row)
+                rows_by_cid[row[1]] = remote_from_row(row)
                 wanted[row[1]] = name
         missing = [c for c in cids if c not in rows_by_cid]
         rows_by_cid.update(await self.remote_rows(service, missing))
@@ -689,7 +474,7 @@ class StateStore:
         """Which of `among` (default: all) are selected local pins or have a row on the
         service: the CIDs a service's listing is matched against."""
         if among is None:
-            rows = await _fetch(
+            rows = await fetch(
                 self._db,
                 "SELECT cid FROM local_pins WHERE selected "
                 "UNION SELECT cid FROM remote_pins WHERE service = ?",
@@ -701,7 +486,7 @@ class StateStore:
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = await _fetch(
+            rows = await fetch(
                 self._db,
                 f"SELECT cid FROM local_pins WHERE selected AND cid IN ({marks}) "
                 f"UNION SELECT cid FROM remote_pins WHERE service = ? AND cid IN ({marks})",
@@ -716,13 +501,13 @@ class StateStore:
         wanted = list(dict.fromkeys(cids))
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            for row in await _fetch(
+            for row in await fetch(
                 self._db,
-                f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? "
+                f"SELECT {REMOTE_COLUMNS} FROM remote_pins WHERE service = ? "
                 f"AND cid IN ({','.join('?' * len(chunk))})",
                 (service, *chunk),
             ):
-                out[row[1]] = _remote_from_row(row)
+                out[row[1]] = remote_from_row(row)
         return out
 
     async def surplus(self, service: str, ahead: Sequence[str], replicas: int) -> set[str]:
@@ -730,7 +515,7 @@ class StateStore:
         pinned on `replicas` of the services `ahead` of it."""
         if not ahead or replicas > len(ahead):
             return set()
-        rows = await _fetch(
+        rows = await fetch(
             self._db,
             "SELECT r.cid FROM remote_pins AS r JOIN local_pins AS l ON l.cid = r.cid "
             "WHERE r.service = ? AND l.selected AND r.requestid IS NOT NULL "
@@ -754,13 +539,13 @@ class StateStore:
                     )
             async with self._temp_transaction():
                 await self._db.execute(table.index("requestid"))
-            rows = await _fetch(
+            rows = await fetch(
                 self._db,
-                f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service = ? AND status = "
+                f"SELECT {REMOTE_COLUMNS} FROM remote_pins WHERE service = ? AND status = "
                 f"'pinned' AND requestid NOT IN (SELECT requestid FROM {table.name})",
                 (service,),
             )
-        return [_remote_from_row(row) for row in rows]
+        return [remote_from_row(row) for row in rows]
 
     @contextlib.asynccontextmanager
     async def staging(self, service: str) -> AsyncIterator[Staging]:
@@ -776,10 +561,10 @@ class StateStore:
             yield Staging(self, service, table)
 
     @contextlib.asynccontextmanager
-    async def _temp_table(self, kind: str, service: str, columns: str) -> AsyncIterator[_Temp]:
+    async def _temp_table(self, kind: str, service: str, columns: str) -> AsyncIterator[Temp]:
         """A temporary table of `columns` for one service, there for the duration (a
         leftover of a cancelled run is dropped first)."""
-        table = _Temp(kind, service)
+        table = Temp(kind, service)
         async with self._write_lock:
             await self._db.execute(f"DROP TABLE IF EXISTS {table.name}")
             await self._db.execute(f"CREATE TABLE {table.name} ({columns})")
@@ -790,13 +575,13 @@ class StateStore:
                 await self._db.execute(f"DROP TABLE IF EXISTS {table.name}")
 
     async def _one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...]:
-        rows = await _fetch(self._db, sql, params)
+        rows = await fetch(self._db, sql, params)
         return tuple(next(iter(rows)))
 
     async def gone_since(self, service: str, before: float) -> list[str]:
         """CIDs that the service holds (as far as pinsyncd knows) and that have been absent
         from the node since before `before` (Unix time)."""
-        rows = await _fetch(
+        rows = await fetch(
             self._db,
             "SELECT r.cid FROM remote_pins AS r JOIN local_gone AS g ON g.cid = r.cid "
             "WHERE r.service=? AND g.since <= ? "
@@ -809,7 +594,7 @@ class StateStore:
         """CID -> on how many of `services` it failed `attempts` times or more."""
         if not services:
             return {}
-        rows = await _fetch(
+        rows = await fetch(
             self._db,
             f"SELECT cid, COUNT(*) FROM remote_pins WHERE {FAILED_FOR_GOOD_SQL} "
             f"AND service IN ({','.join('?' * len(services))}) GROUP BY cid",
@@ -821,7 +606,7 @@ class StateStore:
         """CIDs pinned on at least `at_least` of `services`."""
         if not services or at_least > len(services):
             return set()
-        rows = await _fetch(
+        rows = await fetch(
             self._db,
             "SELECT cid FROM remote_pins WHERE status='pinned' "
             f"AND service IN ({','.join('?' * len(services))}) GROUP BY cid HAVING COUNT(*) >= ?",
@@ -832,20 +617,20 @@ class StateStore:
     # --- remote pins ------------------------------------------------------------------------
 
     async def remote_pins(self, service: str) -> dict[str, RemotePin]:
-        rows = await _fetch(
-            self._db, f"SELECT {_REMOTE_COLUMNS} FROM remote_pins WHERE service=?", (service,)
+        rows = await fetch(
+            self._db, f"SELECT {REMOTE_COLUMNS} FROM remote_pins WHERE service=?", (service,)
         )
-        return {row[1]: _remote_from_row(row) for row in rows}
+        return {row[1]: remote_from_row(row) for row in rows}
 
     async def save(self, records: Iterable[RemotePin]) -> None:
         """Insert or update rows, all in one committed transaction."""
         # In key order: fewer B-tree pages touched when a large batch is written.
-        rows = sorted((_row_from_remote(r) for r in records), key=lambda row: row[:2])
+        rows = sorted((row_from_remote(r) for r in records), key=lambda row: row[:2])
         if not rows:
             return
         async with self._transaction():
             await self._db.executemany(
-                f"INSERT OR REPLACE INTO remote_pins ({_REMOTE_COLUMNS}) "
+                f"INSERT OR REPLACE INTO remote_pins ({REMOTE_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
@@ -869,9 +654,9 @@ class StateStore:
     async def counts(self, service: str, *, unsent: bool = True) -> dict[str, int]:
         """Rows by status, plus `unsent`: local pins without a request on the service (a scan
         of the whole local pinset; `unsent=False` skips it)."""
-        counts = {status: n for status, n in await _fetch(self._db, COUNTS_SQL, (service,))}
+        counts = {status: n for status, n in await fetch(self._db, COUNTS_SQL, (service,))}
         if unsent:
-            rows = await _fetch(self._db, UNSENT_SQL, (service,))
+            rows = await fetch(self._db, UNSENT_SQL, (service,))
             counts["unsent"] = next(iter(rows))[0]
         return counts
 
@@ -917,7 +702,7 @@ class StateStore:
     # --- per service ------------------------------------------------------------------------
 
     async def service_state(self, name: str) -> ServiceState:
-        rows = await _fetch(
+        rows = await fetch(
             self._db,
             "SELECT adopted, paused_until, pause_reason, last_cycle, last_error, failures, rate, "
             "last_verified, down_since, unsent FROM services WHERE name=?",
@@ -938,9 +723,9 @@ class StateStore:
                     state.name,
                     int(state.adopted),
                     state.paused_until,
-                    _scrub(state.pause_reason),
+                    scrub(state.pause_reason),
                     state.last_cycle,
-                    _scrub(state.last_error),
+                    scrub(state.last_error),
                     state.failures,
                     state.rate,
                     state.last_verified,
@@ -952,7 +737,7 @@ class StateStore:
     # --- small facts ------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
-        rows = await _fetch(self._db, "SELECT value FROM meta WHERE key=?", (key,))
+        rows = await fetch(self._db, "SELECT value FROM meta WHERE key=?", (key,))
         return next((value for (value,) in rows), None)
 
     async def note(self, key: str, fact: Mapping[str, object]) -> bool:
@@ -993,210 +778,3 @@ class StateStore:
                     await asyncio.shield(self._db.execute("ROLLBACK"))
                 raise
             await self._db.execute("COMMIT")
-
-
-@dataclass(frozen=True)
-class _Temp:
-    """A per-service temporary table, `temp."kind:service"` (names are [A-Za-z0-9_.-])."""
-
-    kind: str
-    service: str
-
-    @property
-    def name(self) -> str:
-        return f'temp."{self.kind}:{self.service}"'
-
-    def index(self, columns: str) -> str:
-        """The statement that indexes it on `columns`, once it is filled."""
-        return (
-            f'CREATE INDEX temp."{self.kind}_index:{self.service}" '
-            f'ON "{self.kind}:{self.service}" ({columns})'
-        )
-
-
-class Staging:
-    """A service's listing in a temporary table (see `StateStore.staging`)."""
-
-    def __init__(self, store: StateStore, service: str, table: _Temp) -> None:
-        self._store = store
-        self._service = service
-        self._temp = table
-        self._indexed = False
-
-    async def add(self, batch: Sequence[Listed]) -> None:
-        async with self._store._temp_transaction():
-            await self._store._db.executemany(
-                f"INSERT INTO {self._temp.name} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        x.cid,
-                        x.requestid,
-                        x.status.value,
-                        x.created,
-                        x.created_ts,
-                        _scrub(x.name),
-                        _scrub(x.details),
-                        int(x.owned),
-                    )
-                    for x in batch
-                ],
-            )
-
-    async def matched(self, limit: int) -> AsyncIterator[list[tuple[Listed, RemotePin | None]]]:
-        """Listed requests for CIDs the state knows (a selected local pin, or a row on the
-        service), with that row, `limit` at a time in CID order (a CID listed twice comes
-        out twice, side by side; the same request listed twice, once). Each chunk is read
-        after the previous one was written, so it sees what that one wrote."""
-        async for chunk in self._chunks(
-            "(l.cid IS NOT NULL OR r.cid IS NOT NULL)", limit, with_rows=True
-        ):
-            yield chunk
-
-    async def unmatched(self, limit: int) -> AsyncIterator[list[Listed]]:
-        """Listed requests for CIDs the state does not know in that spelling."""
-        async for chunk in self._chunks("l.cid IS NULL AND r.cid IS NULL", limit, with_rows=False):
-            yield [listed for listed, _ in chunk]
-
-    async def _chunks(
-        self, where: str, limit: int, *, with_rows: bool
-    ) -> AsyncIterator[list[tuple[Listed, RemotePin | None]]]:
-        db = self._store._db
-        if not self._indexed:
-            async with self._store._temp_transaction():
-                await db.execute(  # covering: the chunks are read from it alone, in order
-                    self._temp.index(
-                        "cid, requestid, status, created, created_ts, name, details, owned"
-                    )
-                )
-            self._indexed = True
-        sql = (
-            "SELECT a.cid, a.requestid, a.status, a.created, a.created_ts, a.name, a.details, "
-            f"a.owned, {_R_COLUMNS} FROM {self._temp.name} AS a "
-            "LEFT JOIN local_pins AS l ON l.cid = a.cid AND l.selected "
-            "LEFT JOIN remote_pins AS r ON r.service = ? AND r.cid = a.cid "
-            f"WHERE (a.cid, a.requestid) > (?, ?) AND {where} "
-            "ORDER BY a.cid, a.requestid LIMIT ?"
-        )
-        after = ("", "")
-        while True:
-            rows = await _fetch(db, sql, (self._service, *after, limit))
-            if not rows:
-                return
-            chunk: list[tuple[Listed, RemotePin | None]] = []
-            for row in rows:
-                listed = Listed(
-                    row[0],
-                    row[1],
-                    RemoteStatus(row[2]),
-                    row[3],
-                    row[4],
-                    row[5],
-                    row[6],
-                    bool(row[7]),
-                )
-                remote = _remote_from_row(row[8:]) if with_rows and row[8] is not None else None
-                chunk.append((listed, remote))
-            after = (rows[-1][0], rows[-1][1])
-            yield chunk
-
-
-class Tracking:
-    """Pending requests still to be accounted for in a status round (`StateStore.tracking`)."""
-
-    def __init__(self, store: StateStore, service: str, table: str, count: int) -> None:
-        self._store = store
-        self._service = service
-        self._table = table
-        self._left = count
-
-    def remaining(self) -> int:
-        """How many are still to be accounted for (kept here: a COUNT would scan)."""
-        return self._left
-
-    async def oldest_created(self) -> str | None:
-        value = (await self._store._one(f"SELECT MIN(created) FROM {self._table}"))[0]
-        return str(value) if value is not None else None
-
-    async def take(self, requestids: Sequence[str]) -> dict[str, RemotePin]:
-        """The rows of those of `requestids` still to be accounted for, which then are."""
-        db = self._store._db
-        out: dict[str, RemotePin] = {}
-        for start in range(0, len(requestids), 500):
-            chunk = requestids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = await _fetch(
-                db,
-                # CROSS JOIN: from the few listed ids to the rows, not the other way round.
-                f"SELECT {_R_COLUMNS} FROM {self._table} AS t CROSS JOIN remote_pins AS r "
-                f"ON r.service = ? AND r.cid = t.cid AND r.requestid = t.requestid "
-                f"WHERE t.requestid IN ({marks})",
-                (self._service, *chunk),
-            )
-            if not rows:
-                continue
-            for row in rows:
-                out[row[3]] = _remote_from_row(row)
-            async with self._store._temp_transaction():
-                done = await db.execute(
-                    f"DELETE FROM {self._table} WHERE requestid IN ({marks})", tuple(chunk)
-                )
-                self._left -= done.rowcount
-        return out
-
-    async def rest(self, limit: int) -> list[RemotePin]:
-        """Up to `limit` of the rows not yet accounted for."""
-        rows = await _fetch(
-            self._store._db,
-            f"SELECT {_R_COLUMNS} FROM {self._table} AS t CROSS JOIN remote_pins AS r "
-            f"ON r.service = ? AND r.cid = t.cid AND r.requestid = t.requestid LIMIT ?",
-            (self._service, limit),
-        )
-        return [_remote_from_row(row) for row in rows]
-
-
-def _scrub(text: str | None) -> str | None:
-    """Text a server sent (names, errors, status details) without any configured token: a
-    server may echo the Authorization header anywhere, and nothing stored may hold it."""
-    return redact_text(text) if text else text
-
-
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
-def _row_from_remote(r: RemotePin) -> tuple[object, ...]:
-    return (
-        r.service,
-        r.cid,
-        r.status.value,
-        r.requestid,
-        r.created,
-        _scrub(r.name),
-        r.origin.value,
-        r.attempts,
-        r.next_attempt,
-        _scrub(r.last_error),
-        _scrub(r.details),
-        r.updated or clock.now(),
-        int(r.owned),
-        r.stamp,  # set by `evolve`; a row without one counts as from before this boot
-    )
-
-
-def _remote_from_row(row: Any) -> RemotePin:
-    return RemotePin(
-        service=row[0],
-        cid=row[1],
-        status=RemoteStatus(row[2]),
-        requestid=row[3],
-        created=row[4],
-        name=row[5],
-        origin=Origin(row[6]),
-        attempts=row[7],
-        next_attempt=row[8],
-        last_error=row[9],
-        details=row[10],
-        updated=row[11],
-        owned=bool(row[12]),
-        stamp=row[13],
-    )

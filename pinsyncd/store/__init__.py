@@ -1,0 +1,41 @@
+"""The store: pinsyncd's state in one SQLite file, fetched and saved, no rules.
+
+- `db`: `StateStore`, the one writer's connection: the node's pinset, the remote requests,
+  each service's bookkeeping, small facts;
+- `schema`: the tables and their migrations, and how a row maps to a `RemotePin`;
+- `scratch`: temporary tables for adoption and tracking, so memory stays flat;
+- `listing`: the types that come in with a listing;
+- `errors`: a file that cannot be used, and damage set aside;
+- `readonly`: the one read side that `status`, `/status` and `/metrics` show.
+"""
+
+from pinsyncd.store.db import StateStore
+from pinsyncd.store.errors import (
+    StateDamaged,
+    StateError,
+    damaged,
+    damaged_message,
+    is_damage,
+    set_aside,
+    set_aside_damaged,
+    sqlite_problem,
+)
+from pinsyncd.store.listing import Listed, ListingVetting
+from pinsyncd.store.schema import FAILED_FOR_GOOD_SQL, MIGRATIONS, SCHEMA_VERSION
+
+__all__ = [
+    "FAILED_FOR_GOOD_SQL",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Listed",
+    "ListingVetting",
+    "StateDamaged",
+    "StateError",
+    "StateStore",
+    "damaged",
+    "damaged_message",
+    "is_damage",
+    "set_aside",
+    "set_aside_damaged",
+    "sqlite_problem",
+]

@@ -1,0 +1,53 @@
+"""The small types that cross into the store with a listing: a service's listed request
+(`Listed`, for adoption) and what vetting the node's listing found (`ListingVetting`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pinsyncd.model import RemoteStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One request as a service listed it, staged for adoption (`StateStore.staging`)."""
+
+    cid: str
+    requestid: str
+    status: RemoteStatus
+    created: str  # RFC 3339, as the service gave it
+    created_ts: float  # the same, as Unix time (for ranking)
+    name: str | None = None
+    details: str | None = None
+    owned: bool = True  # made by this device (else unclaimed: adoptable, never deleted)
+
+
+VET_CHUNK = 5000
+
+
+@dataclass
+class ListingVetting:
+    """What vetting a node's listing left out (`StateStore.replace_local_listing`)."""
+
+    bad_lines: int = 0
+    """Lines of the node's listing that were not a pin (counted by the node's client)."""
+    unparsable: int = 0
+    """CIDs that do not parse: never planned, never sent."""
+    spellings: int = 0
+    """Second spellings of a CID listed (CIDv0 and CIDv1 of one multihash): one pin."""
+    examples: list[str] = field(default_factory=list)
+    unparsable_known: list[str] = field(default_factory=list)
+    """Unparsable CIDs an older pinsyncd stored: dropped from the state."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether the listing can be trusted to name every pin: a pin may be behind a line
+        that is not a pin or a CID that does not parse, so then nothing counts as gone."""
+        return not (self.bad_lines or self.unparsable)
+
+    def note_unparsable(self, cid: str, *, known: bool) -> None:
+        self.unparsable += 1
+        if len(self.examples) < 3:
+            self.examples.append(cid[:80])
+        if known and len(self.unparsable_known) < 500:
+            self.unparsable_known.append(cid)

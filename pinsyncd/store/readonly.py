@@ -1,0 +1,274 @@
+"""The read side of the state file: what `pinsyncd status`, `/status` and `/metrics` show,
+read in one place (safely beside a running daemon: WAL readers never block the writer, and
+the schema is migrated in one transaction, so a reader never meets half of one).
+
+Per service, how many of the node's pins are pinned, queued, pinning, failed or not yet
+sent, with the facts the daemon noted for it; and every failed pin, for `status --failed`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pinsyncd.model import DEFAULT_MAX_ATTEMPTS
+from pinsyncd.store.errors import StateError, sqlite_problem
+from pinsyncd.store.schema import COUNTS_SQL, FAILED_FOR_GOOD_SQL, SCHEMA_VERSION, UNSENT_SQL
+
+STATUSES = ("pinned", "pinning", "queued", "failed")
+
+
+def read_status(
+    state_path: Path,
+    services: Sequence[str],
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    replicas: int | None = None,
+    stuck_after: float = 3600.0,
+) -> dict[str, Any]:
+    """The `status --json` document. A state file that does not exist yet reads as empty.
+    `replicas` is `sync.replicas` (None: every service)."""
+    replicas = min(replicas or len(services), len(services))
+    result: dict[str, Any] = {
+        "services": {},
+        "local": {"pins": 0, "selected": 0, "last_cycle": None},
+        "replication": {"replicas": replicas, "services": len(services), "kinds": {}},
+        "stuck_after": stuck_after,
+    }
+    db = _connect(state_path)
+    try:
+        for name in services:
+            result["services"][name] = (
+                _service(db, name, max_attempts, stuck_after, everywhere=replicas >= len(services))
+                if db
+                else _empty()
+            )
+        if db:
+            pins, selected = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(selected), 0) FROM local_pins"
+            ).fetchone()
+            row = db.execute("SELECT value FROM meta WHERE key='last_cycle'").fetchone()
+            result["local"] = {
+                "pins": pins,
+                "selected": selected,
+                "last_cycle": _iso(float(row[0])) if row else None,
+                "skipped": _skipped(db),
+            }
+            result["replication"]["kinds"] = _replication(db, services, replicas)
+    except sqlite3.DatabaseError as exc:
+        raise _read_error(state_path, exc) from None
+    finally:
+        if db:
+            db.close()
+    return result
+
+
+def _meta_json(db: sqlite3.Connection, key: str) -> dict[str, Any]:
+    """A fact the daemon noted (`StateStore.note`); {} when there is none, or it is not one."""
+    row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    try:
+        fact = json.loads(row[0]) if row else {}
+    except ValueError:
+        return {}
+    return fact if isinstance(fact, dict) else {}
+
+
+def _skipped_records(db: sqlite3.Connection, service: str) -> tuple[int, str | None]:
+    """(records skipped in the service's last full listing, why the first one was)."""
+    fact = _meta_json(db, f"skipped_records:{service}")
+    records, reason = fact.get("records"), fact.get("reason")
+    return (
+        records if type(records) is int else 0,
+        reason if isinstance(reason, str) else None,
+    )
+
+
+def _dials(db: sqlite3.Connection, service: str) -> dict[str, Any] | None:
+    """The service's delegates the node failed to dial at their latest try, with the error
+    and how many origins went with its pins; None when every dial worked (or none was made)."""
+    fact = _meta_json(db, f"delegates:{service}")
+    delegates, error, origins = fact.get("delegates"), fact.get("error"), fact.get("origins_sent")
+    if not isinstance(delegates, list) or not delegates:
+        return None
+    cause = fact.get("cause")
+    return {
+        "delegates": [str(d) for d in delegates],
+        "error": str(error),
+        "cause": cause if isinstance(cause, str) else str(error),
+        "origins_sent": origins if type(origins) is int else 0,
+    }
+
+
+def _skipped(db: sqlite3.Connection) -> dict[str, int]:
+    """What the node's last listing left out: lines that are not a pin, CIDs that do not
+    parse, second spellings of one CID."""
+    counts = _meta_json(db, "node_skipped")
+    return {
+        k: v for k in ("lines", "unparsable", "spellings") if type(v := counts.get(k, 0)) is int
+    }
+
+
+def _replication(
+    db: sqlite3.Connection, services: Sequence[str], replicas: int
+) -> dict[str, dict[str, int]]:
+    """Per kind of pin (recursive, direct, mfs): selected CIDs, how many are pinned on fewer
+    than `replicas` of the configured services, and how many are pinned on none."""
+    if not services:
+        return {}
+    marks = ",".join("?" * len(services))
+    rows = db.execute(
+        "SELECT kind, COUNT(*), COALESCE(SUM(copies < ?), 0), COALESCE(SUM(copies = 0), 0) "
+        "FROM (SELECT l.kind AS kind, (SELECT COUNT(*) FROM remote_pins AS r "
+        f"WHERE r.cid = l.cid AND r.status = 'pinned' AND r.service IN ({marks})) AS copies "
+        "FROM local_pins AS l WHERE l.selected) GROUP BY kind ORDER BY kind DESC",
+        (replicas, *services),
+    )
+    return {kind: {"cids": n, "below": below, "none": none} for kind, n, below, none in rows}
+
+
+def _connect(path: Path) -> sqlite3.Connection | None:
+    if not path.exists():
+        return None
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        db.execute("PRAGMA query_only=1")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise _read_error(path, exc) from None
+    if version == 0:  # created, and not set up yet: nothing to read
+        db.close()
+        return None
+    if version != SCHEMA_VERSION:
+        db.close()
+        newer = (
+            "newer than this pinsyncd reads; upgrade pinsyncd"
+            if version > SCHEMA_VERSION
+            else "from an older pinsyncd; `pinsyncd run` or `pinsyncd sync` brings it up to date"
+        )
+        raise StateError(f"the state file {path} has schema version {version}, {newer}")
+    return db
+
+
+def _read_error(path: Path, exc: sqlite3.DatabaseError) -> StateError:
+    return StateError(sqlite_problem(path, exc, writing=False))
+
+
+def _empty() -> dict[str, Any]:
+    return {
+        **dict.fromkeys(STATUSES, 0),
+        "unsent": 0,
+        "sending": 0,
+        "failed_for_good": 0,
+        "stuck": 0,
+        "last_cycle": None,
+        "last_error": None,
+        "paused": None,
+        "paused_until": None,
+        "skipped_records": 0,
+        "skipped_reason": None,
+        "replace_noop": False,
+        "delegates_unreachable": None,
+    }
+
+
+def _service(
+    db: sqlite3.Connection, name: str, max_attempts: int, stuck_after: float, *, everywhere: bool
+) -> dict[str, Any]:
+    out = _empty()
+    out["stuck"] = _stuck(db, name, stuck_after)
+    (out["failed_for_good"],) = db.execute(
+        f"SELECT COUNT(*) FROM remote_pins WHERE service=? AND {FAILED_FOR_GOOD_SQL}",
+        (name, max_attempts),
+    ).fetchone()
+    for status, count in db.execute(COUNTS_SQL, (name,)):
+        if status in STATUSES:
+            out[status] = count
+        elif status == "intent":
+            out["sending"] = count
+    row = db.execute(
+        "SELECT last_cycle, last_error, paused_until, pause_reason, unsent "
+        "FROM services WHERE name=?",
+        (name,),
+    ).fetchone()
+    out["skipped_records"], out["skipped_reason"] = _skipped_records(db, name)
+    out["replace_noop"] = bool(_meta_json(db, f"replace_noop:{name}"))
+    out["delegates_unreachable"] = _dials(db, name)
+    if everywhere or not row or row[4] is None:
+        (out["unsent"],) = db.execute(UNSENT_SQL, (name,)).fetchone()
+    else:  # with K of N, what is meant for this service is known after its last cycle
+        out["unsent"] = row[4]
+    if row:
+        last_cycle, last_error, paused_until, pause_reason, _ = row
+        out["last_cycle"] = _iso(last_cycle) if last_cycle else None
+        out["last_error"] = last_error
+        if pause_reason and paused_until and paused_until > datetime.now(UTC).timestamp():
+            out["paused"] = pause_reason
+            out["paused_until"] = _iso(paused_until)
+    return out
+
+
+def _stuck(db: sqlite3.Connection, name: str, stuck_after: float) -> int:
+    """Requests queued or pinning for longer than `stuck_after` since the service took them."""
+    cutoff = datetime.now(UTC).timestamp() - stuck_after
+    stuck = 0
+    for (created,) in db.execute(
+        "SELECT created FROM remote_pins WHERE service=? AND status IN ('queued', 'pinning')",
+        (name,),
+    ):
+        try:
+            moment = datetime.fromisoformat(created)
+        except (TypeError, ValueError):
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        stuck += moment.timestamp() < cutoff
+    return stuck
+
+
+def read_failed(
+    state_path: Path, services: Sequence[str], *, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+) -> list[dict[str, Any]]:
+    """For `status --failed`: every pin a service marked failed, with the service's reason,
+    and every add that failed for good without reaching the service, with its error."""
+    db = _connect(state_path)
+    if db is None:
+        return []
+    try:
+        rows = db.execute(
+            "SELECT service, cid, name, attempts, COALESCE(details, last_error), requestid, "
+            "next_attempt FROM remote_pins "
+            f"WHERE status='failed' OR (status='error' AND {FAILED_FOR_GOOD_SQL}) "
+            "ORDER BY service, cid",
+            (max_attempts,),
+        ).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise _read_error(state_path, exc) from None
+    finally:
+        db.close()
+    wanted = set(services)
+    return [
+        {
+            "service": service,
+            "cid": cid,
+            "name": name,
+            "attempts": attempts,
+            "reason": details,
+            "requestid": requestid,
+            "next_try": _iso(next_attempt) if next_attempt else None,
+        }
+        for service, cid, name, attempts, details, requestid, next_attempt in rows
+        if service in wanted
+    ]
+
+
+def _iso(timestamp: float) -> str:
+    """A stored Unix time as ISO 8601; one out of any calendar's range (a server's absurd
+    wait, written by an older pinsyncd) is shown as the last representable moment."""
+    try:
+        return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return "9999-12-31T23:59:59+00:00" if timestamp > 0 else "1970-01-01T00:00:00+00:00"
