@@ -1,0 +1,231 @@
+"""From a YAML file to a `Config`, with every problem of the file found in one pass: the
+schema's, the checks across entries, and the tokens that cannot be read."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from pinsyncd.config.lines import MAX_CONFIG_FILE, load_yaml
+from pinsyncd.config.problems import ConfigError, Lines, Problem, line_for, render_loc
+from pinsyncd.config.schema import Config, ConfigFile, Service, default_state_path
+from pinsyncd.files import NotARegularFile, read_capped
+from pinsyncd.tokens import TokenError, TokenSource
+
+
+def load_config(
+    path: Path | str, env: Mapping[str, str] | None = None, *, tokens: bool = True
+) -> Config:
+    """Read, validate and resolve the config at `path`; raise ConfigError listing every problem.
+    With `tokens=False` the tokens are not read yet (see `Config.load_tokens`)."""
+    env = os.environ if env is None else env
+    path = Path(path)
+    filename = str(path)
+    try:
+        text = read_capped(path, MAX_CONFIG_FILE).decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(filename, [Problem("", "no such file")]) from None
+    except NotARegularFile as exc:
+        raise ConfigError(filename, [Problem("", f"cannot read: it {exc.strerror}")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(filename, [Problem("", f"cannot read: {reason}")]) from None
+    return parse_config(text, filename=filename, env=env, source=path, tokens=tokens)
+
+
+def parse_config(
+    text: str,
+    *,
+    filename: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    source: Path | None = None,
+    tokens: bool = True,
+) -> Config:
+    env = os.environ if env is None else env
+    data, lines, problems = load_yaml(text, filename)
+    problems += _raw_service_problems(data, lines)
+    problems += _raw_replicas_problems(data, lines)
+    try:
+        parsed = ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        problems += problems_from(exc, lines)
+        parsed = None
+    if problems:  # every problem of the file at once, tokens that cannot be read included
+        if tokens:
+            problems += _raw_token_problems(data, lines, env)
+        raise ConfigError(filename, problems)
+    assert parsed is not None
+
+    services = []
+    for index, svc in enumerate(parsed.services):
+        key = "token_env" if svc.token_env is not None else "token_file"
+        loc = ("services", index, key)
+        token = TokenSource(
+            "env" if svc.token_env is not None else "file",
+            svc.token_env if svc.token_env is not None else str(svc.token_file),
+            env,
+            key=render_loc(loc),
+            line=line_for(loc, lines),
+        )
+        services.append(
+            Service(
+                svc.name,
+                svc.endpoint,
+                token,
+                svc.concurrency,
+                svc.timeout,
+                svc.rate_limit,
+                svc.priority,
+            )
+        )
+
+    base_dir = source.parent if source is not None else Path.cwd()
+    if parsed.state.path is not None:
+        state_path = Path(os.path.expandvars(parsed.state.path)).expanduser()
+        if not state_path.is_absolute():
+            state_path = (base_dir / state_path).resolve()
+    else:
+        state_path = default_state_path(env)
+    config = Config(
+        source=source or Path(filename),
+        node=parsed.node,
+        sync=parsed.sync,
+        state_path=state_path,
+        services=tuple(services),
+        retry=parsed.retry,
+        http=parsed.http,
+    )
+    return config.load_tokens() if tokens else config
+
+
+def _raw_service_problems(data: Any, lines: Lines) -> list[Problem]:
+    """Checks across keys and entries, run on the raw data so that they are reported together
+    with field errors (pydantic skips a model's own checks once one of its fields failed)."""
+    services = data.get("services") if isinstance(data, dict) else None
+    if not isinstance(services, list):
+        return []
+    first: dict[str, int] = {}
+    problems = []
+    for index, item in enumerate(services):
+        if not isinstance(item, dict):
+            continue
+        if ("token_env" in item) == ("token_file" in item):
+            loc: tuple[str | int, ...] = ("services", index)
+            message = "give exactly one of token_env or token_file"
+            problems.append(Problem(render_loc(loc), message, line_for(loc, lines)))
+        name = item.get("name")
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            loc = ("services", index, "name")
+            message = f"service name {name!r} is already used by services[{first[name]}]"
+            problems.append(Problem(render_loc(loc), message, line_for(loc, lines)))
+        else:
+            first[name] = index
+    return problems
+
+
+def _raw_replicas_problems(data: Any, lines: Lines) -> list[Problem]:
+    """`sync.replicas` above the number of services listed (on the raw data, so that it is
+    reported with every other problem)."""
+    sync = data.get("sync") if isinstance(data, dict) else None
+    services = data.get("services") if isinstance(data, dict) else None
+    replicas = sync.get("replicas") if isinstance(sync, dict) else None
+    if type(replicas) is not int or not isinstance(services, list) or replicas <= len(services):
+        return []
+    loc: tuple[str | int, ...] = ("sync", "replicas")
+    message = f"is {replicas}, but only {len(services)} service(s) are listed"
+    return [Problem(render_loc(loc), message, line_for(loc, lines))]
+
+
+def _raw_token_problems(data: Any, lines: Lines, env: Mapping[str, str]) -> list[Problem]:
+    """The tokens that cannot be read, of the raw service entries that name exactly one:
+    reported with the file's other problems, not after they are fixed."""
+    services = data.get("services") if isinstance(data, dict) else None
+    if not isinstance(services, list):
+        return []
+    problems = []
+    for index, item in enumerate(services):
+        if not isinstance(item, dict):
+            continue
+        keys = [k for k in ("token_env", "token_file") if isinstance(item.get(k), str)]
+        if len(keys) != 1 or ("token_env" in item) == ("token_file" in item):
+            continue
+        key = keys[0]
+        loc: tuple[str | int, ...] = ("services", index, key)
+        source = TokenSource(
+            "env" if key == "token_env" else "file",
+            item[key],
+            env,
+            key=render_loc(loc),
+            line=line_for(loc, lines),
+        )
+        try:
+            source.load()
+        except TokenError as exc:
+            problems.append(Problem(source.key, str(exc), source.line))
+    return problems
+
+
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "model_type": "a mapping of keys",
+    "dict_type": "a mapping of keys",
+    "float_type": "a number",
+}
+
+
+def problems_from(exc: ValidationError, lines: Lines) -> list[Problem]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = tuple(part for part in error["loc"] if isinstance(part, str | int))
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            fields = list(parent.model_fields) if parent else []
+            close = difflib.get_close_matches(str(loc[-1]) if loc else "", fields, n=1)
+            if close:
+                message = f"unknown key (did you mean {close[0]}?)"
+            elif fields:
+                message = f"unknown key (allowed here: {', '.join(fields)})"
+            else:
+                message = "unknown key"
+            if loc and loc[-1] == "token":
+                message = "tokens are not written in the config; use token_env or token_file"
+        elif kind == "missing":
+            message = "required key is missing"
+        elif kind in _TYPE_NAMES:
+            message = f"must be {_TYPE_NAMES[kind]}"
+        elif kind == "too_short" and loc == ("services",):
+            message = "list at least one service"
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(Problem(render_loc(loc), message, line_for(loc, lines)))
+    return problems
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = ConfigFile
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        annotation = info.annotation
+        inner = getattr(annotation, "__args__", (annotation,))[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return None
+    return model
