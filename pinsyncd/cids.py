@@ -145,3 +145,14 @@ def _base58(data: bytes) -> str:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def same_content(requestid: str, cid: str) -> bool:
+    """Whether a requestid is a CID for the same content as `cid` (ipfs-cluster's requestids
+    are the pin's CID; spec-following services use opaque ids such as UUIDs)."""
+    if requestid == cid:
+        return True
+    try:
+        return multihash_of(requestid) == multihash_of(cid)
+    except InvalidCIDError:
+        return False

@@ -69,6 +69,21 @@ class RemotePin:
         return replace(self, updated=clock.now(), stamp=clock.stamp(), **changes)
 
 
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One request as a service answered or listed it: what pinsyncd keeps of the service's
+    word on a request (`answers` applies it to a row; adoption stages it in the store)."""
+
+    cid: str
+    requestid: str
+    status: RemoteStatus
+    created: str  # RFC 3339, as the service gave it
+    created_ts: float  # the same, as Unix time (for ranking)
+    name: str | None = None
+    details: str | None = None
+    owned: bool = True  # made by this device (else unclaimed: adoptable, never deleted)
+
+
 GIVEN_UP_STATUSES = frozenset({RemoteStatus.FAILED, RemoteStatus.ERROR})
 """A request that did not get its pin pinned: the service marked it failed, or the add did
 not reach the service."""

@@ -1,6 +1,7 @@
 """The IPFS Pinning Service API v1.0.0: wire types, typed errors, the client and the pager."""
 
-from pinsyncd.psa.client import PinningServiceClient, addressable, same_content
+from pinsyncd.cids import same_content
+from pinsyncd.psa.client import PinningServiceClient, addressable
 from pinsyncd.psa.errors import (
     BadRequest,
     ClientError,

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from yarl import URL
 
 from pinsyncd import __version__, clock
-from pinsyncd.cids import InvalidCIDError, multihash_of
+from pinsyncd.cids import same_content
 from pinsyncd.durations import format_duration
 from pinsyncd.logs import register_secrets
 from pinsyncd.psa.errors import (
@@ -478,17 +478,6 @@ def _one_line(text: str, limit: int = 300) -> str:
     """The first line of a server's free text, bounded (the npm mock sends JS stack traces)."""
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def same_content(requestid: str, cid: str) -> bool:
-    """Whether a requestid is a CID for the same content as `cid` (ipfs-cluster's requestids
-    are the pin's CID; spec-following services use opaque ids such as UUIDs)."""
-    if requestid == cid:
-        return True
-    try:
-        return multihash_of(requestid) == multihash_of(cid)
-    except InvalidCIDError:
-        return False
 
 
 def _describe_invalid(exc: ValidationError, payload: bytes) -> str:

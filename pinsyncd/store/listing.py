@@ -1,26 +1,11 @@
-"""The small types that cross into the store with a listing: a service's listed request
-(`Listed`, for adoption) and what vetting the node's listing found (`ListingVetting`)."""
+"""What vetting the node's listing found (`ListingVetting`), and the type of a service's
+listed request that adoption stages (`model.Listed`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pinsyncd.model import RemoteStatus
-
-
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """One request as a service listed it, staged for adoption (`StateStore.staging`)."""
-
-    cid: str
-    requestid: str
-    status: RemoteStatus
-    created: str  # RFC 3339, as the service gave it
-    created_ts: float  # the same, as Unix time (for ranking)
-    name: str | None = None
-    details: str | None = None
-    owned: bool = True  # made by this device (else unclaimed: adoptable, never deleted)
-
+from pinsyncd.model import Listed
 
 VET_CHUNK = 5000
 
@@ -51,3 +36,6 @@ class ListingVetting:
             self.examples.append(cid[:80])
         if known and len(self.unparsable_known) < 500:
             self.unparsable_known.append(cid)
+
+
+__all__ = ["VET_CHUNK", "Listed", "ListingVetting"]

@@ -3,16 +3,19 @@ CIDs that are this device's or unclaimed, so nothing already there is pinned aga
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from pinsyncd import clock
+from pinsyncd.answers import Adoption as Found
+from pinsyncd.answers import take_over
 from pinsyncd.cids import InvalidCIDError, multihash_of
 from pinsyncd.model import RemotePin, RemoteStatus
 from pinsyncd.ownership import Claim, claim_of
 from pinsyncd.psa import ALL_STATUSES, ListingReport, iter_pins
 from pinsyncd.store import Listed
 from pinsyncd.sync.context import NodeView, Part, ServiceReport
-from pinsyncd.sync.rows import hash_index, listed_of, take_over
+from pinsyncd.sync.rows import hash_index, listed_of
 
 
 class Adoption(Part):
@@ -43,7 +46,7 @@ class Adoption(Part):
                 await staged.add(batch)
             async for chunk in staged.matched(self.tuning.adopt_batch):
                 matched += len(chunk)
-                await self.store.save(take_over(chunk, start, report))
+                await self.store.save(self._take_over(chunk, start, report))
             by_hash: dict[bytes, str] | None = None
             async for others in staged.unmatched(
                 self.tuning.adopt_batch
@@ -62,7 +65,7 @@ class Adoption(Part):
                     matched += len(mapped)
                     rows = await self.store.remote_rows(self.service.name, [x.cid for x in mapped])
                     pairs = [(x, rows.get(x.cid)) for x in mapped]
-                    await self.store.save(take_over(pairs, start, report))
+                    await self.store.save(self._take_over(pairs, start, report))
         await self._hold_unreadable(listing, by_hash)
         await self.note_skipped(listing)
         if report.adopted or report.duplicates or report.others:
@@ -102,3 +105,13 @@ class Adoption(Part):
             "our CIDs named only by records that do not match the spec are looked up later",
             ours_held_back=len(held),
         )
+
+    def _take_over(
+        self, chunk: Sequence[tuple[Listed, RemotePin | None]], start: float, report: ServiceReport
+    ) -> list[RemotePin]:
+        found = Found()
+        rows = take_over(chunk, start, self.service.name, found)
+        report.adopted += found.adopted
+        report.resolved += found.resolved
+        report.duplicates += found.duplicates
+        return rows

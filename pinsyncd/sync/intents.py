@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pinsyncd.answers import rank
 from pinsyncd.cids import multihash_of
 from pinsyncd.model import RemotePin
 from pinsyncd.ownership import Claim, claim_of
 from pinsyncd.psa import find_pins
 from pinsyncd.sync.context import NodeView, Part, ServiceReport
-from pinsyncd.sync.rows import apply_status, parses, rank
+from pinsyncd.sync.rows import apply_status, listed_of, parses
 
 
 class Intents(Part):
@@ -70,7 +71,7 @@ class Intents(Part):
             if len(matches) > 1:
                 report.duplicates += len(matches) - 1
                 self.log.warning("more than one request for a CID", cid=cid, requests=len(matches))
-            best = max(matches, key=rank)
+            best = max(matches, key=lambda status: rank(listed_of(status)))
             updates.append(apply_status(row, best, owned=bool(mine)))
         if unsure:
             self.log.warning(

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from pinsyncd import clock
+from pinsyncd.answers import errored, looked_again, unchanged
 from pinsyncd.model import Origin, RemotePin, RemoteStatus
 from pinsyncd.ownership import Claim, claim_of, meta_for
 from pinsyncd.planner import Add, Replace
@@ -23,12 +24,11 @@ from pinsyncd.psa import (
     PinStatus,
     RateLimited,
     ServerError,
-    Status,
     Unauthorized,
     clip_name,
 )
 from pinsyncd.sync.context import REFUSED, NodeView, Part, ServiceContext, ServiceReport
-from pinsyncd.sync.rows import apply_status, unchanged
+from pinsyncd.sync.rows import apply_status, listed_of
 
 
 class Sender(Part):
@@ -262,9 +262,7 @@ class Sender(Part):
             raise
         except PinningServiceError:  # NotSent included
             return None  # nothing was created; the replace waits for a later cycle
-        if current.status is not Status.FAILED:
-            return apply_status(intent, current, attempts=intent.attempts - 1, last_error=None)
-        return True
+        return looked_again(intent, listed_of(current)) or True
 
     async def _send(
         self, item: Add | Replace, intent: RemotePin, pin: Pin, replacing: bool
@@ -280,7 +278,7 @@ class Sender(Part):
                 return None  # planned before the no-op was seen: not worth a delete
             return await self._delete_then_add(item, pin)
         status = await self._create(item, pin, replacing=True)
-        if unchanged(item, pin, status):
+        if unchanged(item.requestid, item.reason, pin.cid, pin.name, listed_of(status)):
             await self._learn_replace_noop(item, status)
             if item.reason == "rename":  # the old name stays; nothing else to do
                 return apply_status(intent, status, last_error=None)
@@ -324,6 +322,4 @@ class Sender(Part):
 
     def _error(self, intent: RemotePin, message: str) -> RemotePin:
         delay = self.retry.delay(max(1, intent.attempts), self.ctx.rng)
-        return intent.evolve(
-            status=RemoteStatus.ERROR, last_error=message, next_attempt=clock.now() + delay
-        )
+        return errored(intent, message, now=clock.now(), delay=delay)
