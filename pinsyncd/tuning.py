@@ -18,6 +18,12 @@ class Tuning:
     """Intents looked up, then committed, at a time (a crash loses at most one batch)."""
     track_page: int = 1000
     """Listed statuses matched against the pending requests at a time."""
+    track_lookups: int = 100
+    """Requests that left the pending set but were found in no listing, looked up one GET
+    each in a status round; the rest wait for the next round."""
+    verify_lookups: int = 200
+    """Pinned requests missing from a verification's listing, looked up one GET each; the
+    rest wait for the next verification."""
     inline_wait: float = INLINE_WAIT
     """A Retry-After up to this long is waited out and the create sent again; a longer one
     pauses the service."""

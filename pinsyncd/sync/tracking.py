@@ -84,7 +84,7 @@ class Tracker(Part):
                             break
             updates = []
             answered_404: list[RemotePin] = []
-            for row in await tracked.rest(100):  # the rest waits for a later round
+            for row in await tracked.rest(self.tuning.track_lookups):  # the rest: a later round
                 assert row.requestid is not None
                 try:
                     updates.append(apply_status(row, await self.client.get_pin(row.requestid)))
@@ -172,7 +172,7 @@ class Tracker(Part):
         missing = await self.store.missing_from(self.service.name, batches())
         updates: list[RemotePin] = []
         answered_404: list[RemotePin] = []
-        for row in missing[:200]:  # the rest is checked at the next verification
+        for row in missing[: self.tuning.verify_lookups]:  # the rest: the next verification
             assert row.requestid is not None
             try:
                 current = await self.client.get_pin(row.requestid)
@@ -195,7 +195,7 @@ class Tracker(Part):
             listed=listed,
             vanished=len(vanished),
             changed=len(updates),
-            unconfirmed=max(0, len(missing) - 200),
+            unconfirmed=max(0, len(missing) - self.tuning.verify_lookups),
         )
 
 
