@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pinsyncd import __version__
+from pinsyncd import __version__, dry_run
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from pinsyncd.durations import format_duration, parse_duration
 from pinsyncd.logs import CurrentStream, configure_logging
@@ -143,7 +143,7 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         return commands.show_status(config, as_json=args.json, failed=args.failed)
     if args.command == "sync":
         if args.dry_run:
-            return commands.dry_run(config)
+            return dry_run.dry_run(config)
         return commands.sync_once(config, wait=args.wait, timeout=args.timeout)
     if args.command == "adopt":
         return commands.adopt(config, service=args.service)

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import sys
-import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -22,7 +18,6 @@ from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
 from pinsyncd.lock import EX_LOCKED, Holder, StateLock
 from pinsyncd.logs import printable, redact_text, register_secrets
-from pinsyncd.planner import ServicePlan
 from pinsyncd.progress import SendProgress
 from pinsyncd.psa import PinningServiceError
 from pinsyncd.status import render_failed, render_table
@@ -223,76 +218,6 @@ async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None)
     if problems:
         return fail("; ".join(problems))
     return 0
-
-
-def dry_run(config: Config) -> int:
-    return asyncio.run(_dry_run(config))
-
-
-async def _dry_run(config: Config) -> int:
-    """Print the plan for every service; no service is called, and nothing is written: the
-    cycle runs on a copy of the state file."""
-    with tempfile.TemporaryDirectory(prefix="pinsyncd-dry-run-") as scratch:
-        copy = Path(scratch) / "state.db"
-        if config.state_path.exists():
-            await asyncio.to_thread(_copy_state, config.state_path, copy)
-        store = await StateStore.open(copy)
-        engine = SyncEngine(config, store)
-        try:
-            report = await engine.refresh_node()
-            if report.node_error:
-                return fail(report.node_error)
-            chosen = f", {report.selected} selected" if report.selected != report.local_pins else ""
-            print(f"local node {config.node.api}: {report.local_pins} pins{chosen}")
-            for service in config.services:
-                directives = await engine.directives(service.name)
-                state = await store.service_state(service.name)
-                executor = engine.executors[service.name]
-                plan = await executor.plan(directives, state.adopted, engine.node_view)
-                counts = await store.counts(service.name, unsent=False)
-                pending = counts.get("queued", 0) + counts.get("pinning", 0)
-                _print_plan(service.name, service.endpoint, plan, pending)
-        finally:
-            await engine.close()
-            await store.close()
-    return 0
-
-
-def _copy_state(source: Path, target: Path) -> None:
-    """A consistent copy of the state, safe while the daemon writes to it."""
-    src = sqlite3.connect(source)
-    dst = sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-
-
-def _print_plan(name: str, endpoint: str, plan: ServicePlan, pending: int) -> None:
-    print(f"service {name} ({endpoint}):")
-    if plan.adopt:
-        print("  first contact: would list the service's pins and adopt those it has,")
-        print("  then add the rest")
-    else:
-        replaces = Counter(item.reason for item in plan.replace)
-        replaced = ", ".join(f"{n} ({why})" for why, n in replaces.items()) or "0"
-        print(f"  would add {len(plan.add)} pins, replace {replaced}")
-    if plan.remove:
-        deletes = Counter(item.reason for item in plan.remove)
-        print("  would delete " + ", ".join(f"{n} ({why})" for why, n in deletes.items()))
-    if plan.resolve:
-        print(f"  would look up {len(plan.resolve)} adds whose outcome is unknown")
-    if pending:
-        print(f"  would check {pending} pending pins")
-    if plan.waiting:
-        print(f"  {plan.waiting} pins wait for their retry time")
-    for item in plan.add[:20]:
-        print(printable(f"    add {item.cid}" + (f"  ({item.name})" if item.name else "")))
-    if len(plan.add) > 20:
-        print(f"    ... and {len(plan.add) - 20} more")
-    for removal in plan.remove[:20]:
-        print(printable(f"    delete {removal.cid}  ({removal.reason})"))
 
 
 def retry(config: Config, *, service: str | None, cids: list[str]) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
 
 from pinsyncd import clock
@@ -201,21 +201,16 @@ class ServiceExecutor:
         plan = self._plan(d, desired, remote, adopted, node, first=not after)
         return desired, remote, plan, next_after
 
-    async def plan(self, d: Directives, adopted: bool, node: NodeView | None = None) -> ServicePlan:
-        """What a cycle would do now (`sync --dry-run`): the same windows, read and planned as
-        a cycle reads and plans them, merged into one plan. Reads the state, sends nothing."""
-        merged: ServicePlan | None = None
+    async def plans(
+        self, d: Directives, adopted: bool, node: NodeView | None = None
+    ) -> AsyncIterator[ServicePlan]:
+        """What a cycle would do now (`sync --dry-run`), a window at a time: the same windows,
+        read and planned as a cycle reads and plans them (the first one also decides lookups,
+        deletes and forgets). Reads the state, sends nothing."""
         after: str | None = ""
         while after is not None:
             _, _, plan, after = await self._window(d, node, after, adopted=adopted)
-            if merged is None:
-                merged = plan  # the first window: it also decides lookups and deletes
-            else:
-                merged.add += plan.add
-                merged.replace += plan.replace
-                merged.waiting += plan.waiting
-        assert merged is not None
-        return merged
+            yield plan
 
     async def _unsent_count(self, d: Directives) -> int:
         """Pins meant for this service with no request on it, counted a window at a time."""
