@@ -23,6 +23,7 @@ from pinsyncd.policy import mfs_name
 from pinsyncd.store import StateStore
 from pinsyncd.store.readonly import read_status
 from pinsyncd.sync.engine import CycleReport, SyncEngine
+from tests.conftest import StoppedClock
 from tests.fake_kubo import FakeKubo, generated_cid
 from tests.fake_psa import FakePinningService
 from tests.peers import KuboNode, MockPinningService
@@ -309,7 +310,7 @@ async def test_the_npm_mock_and_a_service_down_for_the_whole_test(
 
 
 async def test_mirror_deletes_only_its_own_pins_after_the_grace_period(
-    tmp_path: Path, mock_psa: MockPinningService
+    tmp_path: Path, mock_psa: MockPinningService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pins = local_pins(6, "u")
     gone, back, *kept = sorted(pins)
@@ -326,13 +327,14 @@ async def test_mirror_deletes_only_its_own_pins_after_the_grace_period(
             await run.cycle()
             assert set(await run.statuses("mock")) == set(pins)
             foreign_same = spec.add_pin(gone, meta=FOREIGN)["requestid"]  # another tool pins it too
+            stopped = StoppedClock(monkeypatch)  # the grace is pinsyncd's time, not the machine's
             del node.extra[gone]
             del node.extra[back]
             await run.cycle()
             assert gone in ours(spec), "not before the grace period"
             node.extra[back] = "back again"  # re-pinned within the grace period
             await run.cycle()
-            await asyncio.sleep(1.1)
+            stopped.advance(1.1)
             await run.cycle()
             spec_rows, mock_rows = await run.statuses("spec"), await run.statuses("mock")
         assert gone not in ours(spec) and gone not in spec_rows and gone not in mock_rows
@@ -370,7 +372,7 @@ async def test_a_wall_clock_step_while_running_does_not_cut_the_unpin_grace(
         assert gone in ours(spec)
 
 
-async def test_keep_never_deletes(tmp_path: Path) -> None:
+async def test_keep_never_deletes(tmp_path: Path, pinsyncd_clock: StoppedClock) -> None:
     pins = local_pins(4, "keep")
     async with (
         FakeKubo(extra=dict(pins)) as node,
@@ -383,7 +385,7 @@ async def test_keep_never_deletes(tmp_path: Path) -> None:
             await run.until(lambda: pinned_once(spec, set(pins)), "all pinned")
             node.extra.clear()
             await run.cycle()
-            await asyncio.sleep(1.1)
+            pinsyncd_clock.advance(1.1)
             await run.cycle()
         assert pinned_once(spec, set(pins)), "unpin: keep is a backup: remote pins stay"
         assert spec.count("DELETE") == 0
