@@ -9,7 +9,7 @@ these functions return; they are property-tested with the planner's rules
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -72,7 +72,11 @@ def take_over(
         row = updates.get(listed.cid) or stored
         if row is not None and row.requestid == listed.requestid:  # known: its claim may be
             owned = row.owned or listed.owned  # news to a state from before ownership
-            updates[listed.cid] = apply(row.evolve(owned=owned), listed)
+            seen = apply(row.evolve(owned=owned), listed)
+            # Seen again, not taken over: it keeps its time, so that a request known before
+            # this adoption never passes for one first seen in it (which a better duplicate
+            # may replace), and stays tracked.
+            updates[listed.cid] = replace(seen, updated=row.updated, stamp=row.stamp)
         elif row is None or row.status in (RemoteStatus.INTENT, RemoteStatus.ERROR):
             origin = Origin.CREATED if row is not None else Origin.ADOPTED
             base = row or RemotePin(service, listed.cid, RemoteStatus.QUEUED)

@@ -85,6 +85,22 @@ def test_adoption_keeps_one_request_per_cid_and_never_drops_a_live_one(
             assert cid in by_cid, "a CID with no live row takes a listed request"
 
 
+def test_a_request_known_before_the_adoption_is_kept_when_seen_again_beside_a_better_one() -> None:
+    """Found by the property above: a request adopted before (r1) is listed again, then a
+    pinned duplicate (r0). Seeing r1 again refreshed its time, so it passed for a request
+    first seen in this adoption and r0 replaced it: r1, a request of ours, was forgotten."""
+    known = RemotePin(
+        SERVICE, "c0", RemoteStatus.QUEUED, "r1", origin=Origin.ADOPTED, updated=START - 1
+    )
+    chunk = [
+        (listed("c0", "r1", RemoteStatus.QUEUED, 1.0, False), known),
+        (listed("c0", "r0", RemoteStatus.PINNED, 2.0, False), known),
+    ]
+    found = Adoption()
+    (row,) = take_over(chunk, START, SERVICE, found)
+    assert row.requestid == "r1" and found.duplicates == 1
+
+
 @given(st.sampled_from(list(STATUS_RANK)), st.sampled_from(list(STATUS_RANK)))
 def test_pinned_ranks_first_then_the_newest(a: RemoteStatus, b: RemoteStatus) -> None:
     old, new = listed("c", "r1", a, 1.0, True), listed("c", "r2", b, 2.0, True)
