@@ -17,6 +17,8 @@ from tests.fake_kubo import FakeKubo, StreamFault, generated_cid
 from tests.fake_psa import FakePinningService
 from tests.peers import ROOT
 
+pytestmark = pytest.mark.slow  # each runs a benchmark, --quick, as subprocesses
+
 
 def run_benchmark(module: str, *args: str, timeout: float = 90) -> dict[str, Any]:
     """Run `python -m benchmarks.MODULE --quick ARGS`; its last line is the JSON record."""

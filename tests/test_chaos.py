@@ -49,6 +49,7 @@ FAULTS = [
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.slow
 async def test_chaos(tmp_path: Path) -> None:
     seed = int(os.environ.get("PINSYNCD_CHAOS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)

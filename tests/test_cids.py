@@ -45,6 +45,7 @@ def spellings(content: bytes) -> list[str]:
 
 @settings(max_examples=40, deadline=None)
 @given(st.binary(min_size=0, max_size=64))
+@pytest.mark.slow
 def test_fast_forms_match_the_library(content: bytes) -> None:
     for text in spellings(content):
         assert multihash_of(text) == library_multihash(text), text

@@ -74,6 +74,7 @@ def lose_state(root: Path) -> None:
 MIRROR = "unpin: mirror\n  unpin_grace: 1s"
 
 
+@pytest.mark.slow
 async def test_unpinning_on_one_device_never_deletes_another_devices_pins(
     service: FakePinningService, tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ async def test_unpinning_on_one_device_never_deletes_another_devices_pins(
         assert requests_of(service, DESKTOP) == desktop_before
 
 
+@pytest.mark.slow
 async def test_trimming_extra_copies_leaves_another_devices_copies(tmp_path: Path) -> None:
     """The laptop holds everything on both services, then asks for one copy (priority) and
     `trim_extra`: its own second copies go; the desktop's on that service stay."""
@@ -210,6 +212,7 @@ def test_a_new_identity_takes_over_its_old_requests(tmp_path: Path) -> None:
         parse_config(text.replace(LAPTOP, "laptop"), env={"T": "x"})
 
 
+@pytest.mark.slow
 async def test_a_new_identity_adopts_requests_made_under_the_old_one(
     service: FakePinningService, tmp_path: Path
 ) -> None:

@@ -356,6 +356,7 @@ async def test_refused_add_is_retried_after_backoff(
     assert all(len(service.pins_for_cid(cid)) == 1 for cid in local)
 
 
+@pytest.mark.slow
 async def test_tracking_lists_instead_of_polling_each_pin(
     service: FakePinningService, store: StateStore
 ) -> None:

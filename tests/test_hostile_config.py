@@ -66,6 +66,7 @@ def test_a_config_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
     assert result.returncode == 78 and "is not a regular file (a FIFO)" in result.stderr
 
 
+@pytest.mark.slow
 def test_token_files_that_are_not_token_files(tmp_path: Path) -> None:
     """Before: a FIFO hung start-up forever, /dev/zero ended in a MemoryError traceback, a
     second line crashed every cycle on "Forbidden control character"."""

@@ -74,6 +74,7 @@ async def test_names_that_are_not_unicode_or_hold_escapes_do_not_stop_the_daemon
     assert printable("\x1b[31mred\x07\ud800\n") == "\\x1b[31mred\\x07\\ud800\n"
 
 
+@pytest.mark.slow
 async def test_lines_that_are_not_pins_are_skipped_and_hold_back_unpinning(
     tmp_path: Path,
 ) -> None:
@@ -146,6 +147,7 @@ async def test_sigterm_while_the_node_trickles_its_listing(tmp_path: Path) -> No
     assert not any("abandoned" in e["event"] for e in events), "no need for the grace"
 
 
+@pytest.mark.slow
 async def test_sigterm_with_requests_hung_ends_after_the_grace_and_keeps_the_intents(
     tmp_path: Path,
 ) -> None:
@@ -172,6 +174,7 @@ async def test_sigterm_with_requests_hung_ends_after_the_grace_and_keeps_the_int
     assert json.loads(out)["services"]["a"]["sending"] == 8, "every one still an intent"
 
 
+@pytest.mark.slow
 async def test_a_listing_that_ends_with_an_error_trailer_unpins_nothing(tmp_path: Path) -> None:
     """Kubo reports an error met once a stream has begun only in the `X-Stream-Error`
     trailer; the body ends cleanly. Before: the 30 pins listed before the error were taken

@@ -52,6 +52,7 @@ def state_file_bytes(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in directory.glob("state.db*") if p.is_file()}
 
 
+@pytest.mark.slow
 async def test_a_token_echoed_everywhere_is_found_nowhere(tmp_path: Path) -> None:
     """A service echoes the token in its status details, a pin's name, a non-JSON 200 body,
     an HTML 500 page and a Failure's details. Afterwards the token is in no state file (main,

@@ -87,6 +87,7 @@ def test_notifier_sends_datagrams_to_an_abstract_or_path_socket(tmp_path: Path) 
     assert Notifier(env={"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
 
 
+@pytest.mark.slow
 async def test_notify_reload_reject_and_stop(tmp_path: Path, notify: NotifySocket) -> None:
     async with (
         FakeKubo(pins=30) as node,
@@ -160,6 +161,7 @@ async def test_notify_reload_reject_and_stop(tmp_path: Path, notify: NotifySocke
     assert ALPHA not in everything and BETA not in everything
 
 
+@pytest.mark.slow
 async def test_retry_clears_backoff_for_the_next_cycle(tmp_path: Path) -> None:
     from pinsyncd.model import RemotePin, RemoteStatus, ServiceState
     from pinsyncd.store import StateStore
@@ -355,6 +357,7 @@ def test_a_token_file_readable_by_others_is_warned_about(tmp_path: Path) -> None
     assert ALPHA not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 async def test_status_and_retry_beside_a_busy_daemon_and_no_per_pin_spam(
     tmp_path: Path,
 ) -> None:
@@ -399,6 +402,7 @@ async def test_status_and_retry_beside_a_busy_daemon_and_no_per_pin_spam(
     assert len(info) <= 12, [e["event"] for e in info]
 
 
+@pytest.mark.slow
 async def test_adopt_takes_over_existing_pins_so_sync_sends_only_the_rest(
     tmp_path: Path,
 ) -> None:

@@ -158,6 +158,7 @@ async def test_two_of_three_fill_services_in_priority_order(tmp_path: Path) -> N
         assert status["services"]["b"]["unsent"] == 0, "nothing is meant for b"
 
 
+@pytest.mark.slow
 async def test_a_service_down_for_the_whole_test_fails_over_and_back(tmp_path: Path) -> None:
     """a is down from the start: after failover_after, c takes a's share. When a comes back
     it pins its share, and c's extra copies are deleted (trim_extra) - but never the pins
@@ -195,6 +196,7 @@ async def test_a_service_down_for_the_whole_test_fails_over_and_back(tmp_path: P
         assert c.count("POST", "/pins") == len(cids), "c added each CID once"
 
 
+@pytest.mark.slow
 async def test_without_trim_the_failover_copies_stay(tmp_path: Path) -> None:
     pins = local_pins(6, "t")
     cids = set(pins)

@@ -124,6 +124,7 @@ async def test_backoff_grows_and_resets_after_success(
         await store.close()
 
 
+@pytest.mark.slow
 async def test_a_429_halves_the_rate_and_a_restart_remembers_it(
     tmp_path: Path, node: FakeKubo, service: FakePinningService
 ) -> None:
@@ -164,6 +165,7 @@ async def test_a_429_halves_the_rate_and_a_restart_remembers_it(
     ],
     ids=["retry-after-seconds", "retry-after-http-date", "x-ratelimit-reset"],
 )
+@pytest.mark.slow
 async def test_nothing_is_sent_before_the_service_says(
     tmp_path: Path, node: FakeKubo, service: FakePinningService, fault: Fault
 ) -> None:

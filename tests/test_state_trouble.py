@@ -63,6 +63,7 @@ async def _synced_state(
 
 
 @pytest.mark.parametrize("where", ["header", "middle"])
+@pytest.mark.slow
 async def test_a_damaged_state_file_is_set_aside_and_rebuilt_without_a_second_request(
     tmp_path: Path, where: str
 ) -> None:
@@ -132,6 +133,7 @@ async def _health(port: int) -> tuple[int, str]:
         return response.status, await response.text()
 
 
+@pytest.mark.slow
 async def test_a_state_file_that_cannot_grow_pauses_sending_and_resumes_by_itself(
     tmp_path: Path,
 ) -> None:

@@ -66,6 +66,7 @@ def each_once(service: FakePinningService, cids: list[str]) -> dict[int, int]:
     return counts
 
 
+@pytest.mark.slow
 async def test_a_daemon_and_two_sync_once_together_pin_every_cid_once(
     service: FakePinningService, tmp_path: Path
 ) -> None:
@@ -97,6 +98,7 @@ async def test_a_daemon_and_two_sync_once_together_pin_every_cid_once(
         assert "Traceback" not in log.read_text()
 
 
+@pytest.mark.slow
 async def test_beside_the_daemon_commands_ask_it_and_a_second_daemon_refuses(
     service: FakePinningService, tmp_path: Path
 ) -> None:
@@ -225,6 +227,7 @@ async def test_a_one_shot_holder_is_waited_for_by_every_other_writer(
         assert await stop(daemon) == 0
 
 
+@pytest.mark.slow
 async def test_status_dry_run_and_metrics_need_no_token(tmp_path: Path) -> None:
     """The systemd layout: tokens in `${CREDENTIALS_DIRECTORY}`, which a shell does not have.
     Read-only commands work without it and print no token; a command the daemon carries
