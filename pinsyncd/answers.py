@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pinsyncd.cids import same_content
@@ -104,9 +105,23 @@ def unchanged(
     return reason == "rename" and answer.name != sent_name
 
 
-def errored(intent: RemotePin, message: str, *, now: float, delay: float) -> RemotePin:
-    """An add (or replace) that certainly did not reach the service: tried again as an add
-    once `delay` has passed; its attempts count towards failed for good."""
+class Unanswered(StrEnum):
+    """How an add (or replace) that got no usable answer ended, as the sync layer tells it
+    from the client's error."""
+
+    NOT_APPLIED = "not applied"  # certainly not created: refused before sending, a 4xx, a 404
+    MAYBE_APPLIED = "maybe applied"  # a lost or reset answer, a timeout, a 5xx, a garbled body
+
+
+def unanswered(
+    intent: RemotePin, how: Unanswered, message: str, *, now: float, delay: float
+) -> RemotePin:
+    """The row after an add without a usable answer. One that may have been applied keeps
+    its intent: it is looked up by CID once its grace is over, never sent again blindly (a
+    second request would pin the CID twice). One that certainly was not is an error, added
+    again once `delay` has passed; its attempts count towards failed for good."""
+    if how is Unanswered.MAYBE_APPLIED:
+        return intent.evolve(last_error=message)
     return intent.evolve(status=RemoteStatus.ERROR, last_error=message, next_attempt=now + delay)
 
 

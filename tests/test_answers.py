@@ -10,15 +10,18 @@ from hypothesis import strategies as st
 from pinsyncd.answers import (
     STATUS_RANK,
     Adoption,
+    Unanswered,
     apply,
-    errored,
     looked_again,
     rank,
     row_rank,
     take_over,
+    unanswered,
     unchanged,
 )
 from pinsyncd.model import LIVE_STATUSES, Listed, Origin, RemotePin, RemoteStatus
+from pinsyncd.psa import MalformedResponse, NetworkError, PinningServiceError, ServerError
+from pinsyncd.sync.sender import how_unanswered
 from tests.cidgen import random_cid
 
 SERVICE = "svc"
@@ -128,14 +131,34 @@ def test_the_second_look_replaces_only_a_request_still_failed() -> None:
     assert now.attempts == 2, "the try that was not made is not counted"
 
 
-def test_a_refused_add_is_an_error_tried_again_after_its_delay() -> None:
+def test_an_add_without_an_answer_keeps_its_intent_unless_it_certainly_did_not_get_there() -> None:
     intent = RemotePin(SERVICE, "c", RemoteStatus.INTENT, attempts=1)
-    row = errored(intent, "HTTP 400", now=START, delay=30.0)
+    row = unanswered(intent, Unanswered.NOT_APPLIED, "HTTP 400", now=START, delay=30.0)
     assert (row.status, row.last_error, row.next_attempt) == (
         RemoteStatus.ERROR,
         "HTTP 400",
         START + 30.0,
     )
+    kept = unanswered(intent, Unanswered.MAYBE_APPLIED, "HTTP 502", now=START, delay=30.0)
+    assert (kept.status, kept.last_error, kept.next_attempt) == (
+        RemoteStatus.INTENT,
+        "HTTP 502",
+        0.0,
+    )
+
+
+def test_the_client_errors_that_may_have_created_a_request() -> None:
+    """The sync layer's reading of the client's errors (`sync.sender.how_unanswered`)."""
+    maybe, no = Unanswered.MAYBE_APPLIED, Unanswered.NOT_APPLIED
+    cases = [
+        (NetworkError("svc", "add", "reset", maybe_applied=True), maybe),
+        (NetworkError("svc", "add", "refused", maybe_applied=False), no),
+        (ServerError("svc", "add", "HTTP 503"), maybe),
+        (MalformedResponse("svc", "add", "not JSON"), maybe),
+        (PinningServiceError("svc", "add", "HTTP 400"), no),
+    ]
+    for error, expected in cases:
+        assert how_unanswered(error) is expected, error
 
 
 def test_a_replace_that_did_nothing_is_told_from_one_that_did() -> None:

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from pinsyncd import clock
-from pinsyncd.answers import errored, looked_again, unchanged
+from pinsyncd.answers import Unanswered, looked_again, unanswered, unchanged
 from pinsyncd.model import Origin, RemotePin, RemoteStatus
 from pinsyncd.ownership import Claim, claim_of, meta_for
 from pinsyncd.planner import Add, Replace
@@ -226,17 +226,12 @@ class Sender(Part):
             except NotSent:
                 return None
             except NotFound:
-                return self._error(intent, "HTTP 404 on add")
-            except (NetworkError, ServerError, MalformedResponse) as exc:
-                if isinstance(exc, NetworkError) and not exc.maybe_applied:
-                    return self._error(intent, str(exc))
-                # May have been applied: keep the intent; it is looked up after the grace time.
-                return intent.evolve(last_error=str(exc))
+                return self._unanswered(intent, Unanswered.NOT_APPLIED, "HTTP 404 on add")
             except (Unauthorized, InsufficientFunds, RateLimited):
                 self.ctx.halted = True
                 raise
-            except PinningServiceError as exc:  # 400 and other 4xx: not applied
-                return self._error(intent, str(exc))
+            except PinningServiceError as exc:
+                return self._unanswered(intent, how_unanswered(exc), str(exc))
         if not isinstance(sent, PinStatus):
             return sent
         status = sent
@@ -320,6 +315,17 @@ class Sender(Part):
     def _meta(self, local_name: str, node: NodeView) -> dict[str, str]:
         return meta_for(node.peer_id, clip_name(local_name, 1000) if local_name else "")
 
-    def _error(self, intent: RemotePin, message: str) -> RemotePin:
+    def _unanswered(self, intent: RemotePin, how: Unanswered, message: str) -> RemotePin:
         delay = self.retry.delay(max(1, intent.attempts), self.ctx.rng)
-        return errored(intent, message, now=clock.now(), delay=delay)
+        return unanswered(intent, how, message, now=clock.now(), delay=delay)
+
+
+def how_unanswered(exc: PinningServiceError) -> Unanswered:
+    """What the client's error says of a create: a lost or reset answer, a timeout, a 5xx or
+    a garbled body may have been applied; a 400 or another 4xx, or a connection that never
+    sent the request, was not."""
+    if isinstance(exc, NetworkError):
+        return Unanswered.MAYBE_APPLIED if exc.maybe_applied else Unanswered.NOT_APPLIED
+    if isinstance(exc, ServerError | MalformedResponse):
+        return Unanswered.MAYBE_APPLIED
+    return Unanswered.NOT_APPLIED
