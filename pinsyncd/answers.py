@@ -50,7 +50,7 @@ def row_rank(row: RemotePin) -> tuple[int, float]:
 
 
 @dataclass
-class Adoption:
+class AdoptionCounts:
     """What adopting a listing found (counts for the cycle's report)."""
 
     adopted: int = 0  # requests taken over for CIDs that had none
@@ -62,7 +62,7 @@ def take_over(
     chunk: Sequence[tuple[Listed, RemotePin | None]],
     start: float,
     service: str,
-    found: Adoption,
+    found: AdoptionCounts,
 ) -> list[RemotePin]:
     """The state's rows after adoption of a chunk of listed requests (with each CID's row as
     it was before the chunk). A request for a CID with no live row is taken over (or settles

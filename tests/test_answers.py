@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from pinsyncd.answers import (
     STATUS_RANK,
-    Adoption,
+    AdoptionCounts,
     Unanswered,
     apply,
     looked_again,
@@ -69,7 +69,7 @@ def test_adoption_keeps_one_request_per_cid_and_never_drops_a_live_one(
         cid: RemotePin(SERVICE, cid, status, requestid=rid, origin=origin, updated=updated)
         for cid, (status, rid, origin, updated) in stored.items()
     }
-    found = Adoption()
+    found = AdoptionCounts()
     chunk = [(r, rows.get(r.cid)) for r in records]
     result = take_over(chunk, START, SERVICE, found)
     by_cid = {row.cid: row for row in result}
@@ -99,7 +99,7 @@ def test_a_request_known_before_the_adoption_is_kept_when_seen_again_beside_a_be
         (listed("c0", "r1", RemoteStatus.QUEUED, 1.0, False), known),
         (listed("c0", "r0", RemoteStatus.PINNED, 2.0, False), known),
     ]
-    found = Adoption()
+    found = AdoptionCounts()
     (row,) = take_over(chunk, START, SERVICE, found)
     assert row.requestid == "r1" and found.duplicates == 1
 

@@ -4,7 +4,7 @@
   each service's bookkeeping, small facts;
 - `schema`: the tables and their migrations, and how a row maps to a `RemotePin`;
 - `scratch`: temporary tables for adoption and tracking, so memory stays flat;
-- `listing`: the types that come in with a listing;
+- `listing`: what vetting the node's listing found;
 - `errors`: a file that cannot be used, and damage set aside;
 - `readonly`: the one read side that `status`, `/status` and `/metrics` show.
 """
@@ -20,14 +20,13 @@ from pinsyncd.store.errors import (
     set_aside_damaged,
     sqlite_problem,
 )
-from pinsyncd.store.listing import Listed, ListingVetting
+from pinsyncd.store.listing import ListingVetting
 from pinsyncd.store.schema import FAILED_FOR_GOOD_SQL, MIGRATIONS, SCHEMA_VERSION
 
 __all__ = [
     "FAILED_FOR_GOOD_SQL",
     "MIGRATIONS",
     "SCHEMA_VERSION",
-    "Listed",
     "ListingVetting",
     "StateDamaged",
     "StateError",

@@ -1,11 +1,8 @@
-"""What vetting the node's listing found (`ListingVetting`), and the type of a service's
-listed request that adoption stages (`model.Listed`)."""
+"""What vetting the node's listing found (`ListingVetting`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from pinsyncd.model import Listed
 
 VET_CHUNK = 5000
 
@@ -36,6 +33,3 @@ class ListingVetting:
             self.examples.append(cid[:80])
         if known and len(self.unparsable_known) < 500:
             self.unparsable_known.append(cid)
-
-
-__all__ = ["VET_CHUNK", "Listed", "ListingVetting"]

@@ -7,8 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pinsyncd.model import RemotePin, RemoteStatus
-from pinsyncd.store.listing import Listed
+from pinsyncd.model import Listed, RemotePin, RemoteStatus
 from pinsyncd.store.schema import R_COLUMNS, fetch, remote_from_row, scrub
 
 if TYPE_CHECKING:

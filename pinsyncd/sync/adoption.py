@@ -7,13 +7,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from pinsyncd import clock
-from pinsyncd.answers import Adoption as Found
-from pinsyncd.answers import take_over
+from pinsyncd.answers import AdoptionCounts, take_over
 from pinsyncd.cids import InvalidCIDError, multihash_of
-from pinsyncd.model import RemotePin, RemoteStatus
+from pinsyncd.model import Listed, RemotePin, RemoteStatus
 from pinsyncd.ownership import Claim, claim_of
 from pinsyncd.psa import ALL_STATUSES, ListingReport, iter_pins
-from pinsyncd.store import Listed
 from pinsyncd.sync.context import NodeView, Part, ServiceReport
 from pinsyncd.sync.rows import hash_index, listed_of
 
@@ -109,7 +107,7 @@ class Adoption(Part):
     def _take_over(
         self, chunk: Sequence[tuple[Listed, RemotePin | None]], start: float, report: ServiceReport
     ) -> list[RemotePin]:
-        found = Found()
+        found = AdoptionCounts()
         rows = take_over(chunk, start, self.service.name, found)
         report.adopted += found.adopted
         report.resolved += found.resolved
