@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pinsyncd import clock
 from pinsyncd.model import Origin, RemotePin, RemoteStatus, ServiceState
 from pinsyncd.status import render_table
 from pinsyncd.store import MIGRATIONS, SCHEMA_VERSION, StateDamaged, StateError, StateStore
@@ -145,9 +146,11 @@ async def test_every_field_round_trips(
 
 
 async def test_an_unset_updated_time_is_stored_as_now(store: StateStore) -> None:
-    before = time.time()
+    """ "Now" is pinsyncd's (`clock.now()`: the wall clock at start, moved on by the boot
+    clock), which drifts from `time.time()` by however much NTP has slewed since."""
+    before = clock.now()
     await store.save([RemotePin("svc", "a", RemoteStatus.INTENT)])
-    after = time.time()
+    after = clock.now()
     (row,) = (await store.remote_pins("svc")).values()
     assert before <= row.updated <= after
 
