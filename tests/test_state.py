@@ -739,12 +739,12 @@ async def test_gone_cids_are_noted_forgotten_when_back_or_no_longer_held(
 ) -> None:
     await store.replace_local_pins({"a": "", "b": "", "c": ""})
     await store.save([pin("a", requestid="ra"), pin("b", requestid="rb")])
-    before = time.time()
+    before = clock.now()  # the store notes when on pinsyncd's clock
     await store.replace_local_pins({"c": ""})
-    assert sorted(await store.gone_since("svc", time.time())) == ["a", "b"]
+    assert sorted(await store.gone_since("svc", clock.now())) == ["a", "b"]
     assert await store.gone_since("svc", before - 1) == [], "not gone long enough"
     await store.replace_local_pins({"a": "", "c": ""})  # a is back
-    assert await store.gone_since("svc", time.time()) == ["b"]
+    assert await store.gone_since("svc", clock.now()) == ["b"]
     await store.forget("svc", ["b"])
     db = sqlite3.connect(store.path)
     try:
