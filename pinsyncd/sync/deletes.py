@@ -8,14 +8,11 @@ from collections.abc import Sequence
 from pinsyncd.model import RemotePin
 from pinsyncd.planner import Remove
 from pinsyncd.psa import (
-    InsufficientFunds,
     NotFound,
     PinningServiceError,
-    RateLimited,
-    Unauthorized,
     addressable,
 )
-from pinsyncd.sync.context import Part, ServiceReport
+from pinsyncd.sync.context import REFUSED, Part, ServiceReport
 from pinsyncd.sync.tracking import still_listed
 
 
@@ -44,7 +41,7 @@ class Deleter(Part):
                 **{reason.replace(" ", "_"): n for reason, n in report.removed.items()},
             )
         for result in results:
-            if isinstance(result, Unauthorized | InsufficientFunds | RateLimited):
+            if isinstance(result, REFUSED):
                 raise result
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result
@@ -59,7 +56,7 @@ class Deleter(Part):
                 if addressable(item.requestid):
                     return True  # already gone
                 return await self._deleted_unaddressable(item)
-            except (Unauthorized, InsufficientFunds, RateLimited):
+            except REFUSED:
                 self.ctx.halted = True
                 raise
             except PinningServiceError as exc:

@@ -14,7 +14,6 @@ from pinsyncd.ownership import Claim, claim_of, meta_for
 from pinsyncd.planner import Add, Replace
 from pinsyncd.policy import Directives
 from pinsyncd.psa import (
-    InsufficientFunds,
     MalformedResponse,
     NetworkError,
     NotFound,
@@ -24,7 +23,6 @@ from pinsyncd.psa import (
     PinStatus,
     RateLimited,
     ServerError,
-    Unauthorized,
     clip_name,
 )
 from pinsyncd.sync.context import REFUSED, NodeView, Part, ServiceContext, ServiceReport
@@ -227,7 +225,7 @@ class Sender(Part):
                 return None
             except NotFound:
                 return self._unanswered(intent, Unanswered.NOT_APPLIED, "HTTP 404 on add")
-            except (Unauthorized, InsufficientFunds, RateLimited):
+            except REFUSED:
                 self.ctx.halted = True
                 raise
             except PinningServiceError as exc:
@@ -252,7 +250,7 @@ class Sender(Part):
             current = await self.client.get_pin(item.requestid)
         except NotFound:
             return False
-        except (Unauthorized, InsufficientFunds, RateLimited):
+        except REFUSED:
             self.ctx.halted = True
             raise
         except PinningServiceError:  # NotSent included
@@ -288,7 +286,7 @@ class Sender(Part):
             await self.client.delete_pin(item.requestid)
         except NotFound:
             pass  # already gone
-        except (Unauthorized, InsufficientFunds, RateLimited, NotSent):
+        except (*REFUSED, NotSent):
             raise
         except PinningServiceError as exc:
             self.log.info("a delete before an add again failed", cid=item.cid, error=str(exc))

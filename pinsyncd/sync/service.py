@@ -36,6 +36,7 @@ from pinsyncd.sync.adoption import Adoption
 from pinsyncd.sync.context import (
     NodeNotListed,
     NodeView,
+    Part,
     ServiceContext,
     ServiceReport,
     intent_grace,
@@ -49,8 +50,9 @@ from pinsyncd.sync.tracking import Tracker
 from pinsyncd.tuning import DEFAULT, Tuning
 
 
-class ServiceExecutor:
-    """Runs cycles on one service; one cycle or adoption at a time."""
+class ServiceExecutor(Part):
+    """Runs cycles on one service, one cycle or adoption at a time, through its parts (each
+    a `Part` on the same context, as this driver is)."""
 
     def __init__(
         self,
@@ -66,19 +68,19 @@ class ServiceExecutor:
         previous_peer_ids: Iterable[str] = (),
         tuning: Tuning = DEFAULT,
     ) -> None:
-        self.ctx = ServiceContext(
-            service=service,
-            client=client,
-            store=store,
-            dialer=dialer,
-            retry=retry or RetryPolicy(),
-            tuning=tuning,
-            rng=rng or random.Random(),
-            stopping=stopping,
-            previous_peer_ids=frozenset(previous_peer_ids),
+        super().__init__(
+            ServiceContext(
+                service=service,
+                client=client,
+                store=store,
+                dialer=dialer,
+                retry=retry or RetryPolicy(),
+                tuning=tuning,
+                rng=rng or random.Random(),
+                stopping=stopping,
+                previous_peer_ids=frozenset(previous_peer_ids),
+            )
         )
-        self.service, self.client, self.store, self.dialer = service, client, store, dialer
-        self.retry, self.tuning, self.log = self.ctx.retry, tuning, self.ctx.log
         self.verify_interval = verify_interval
         self.adoption = Adoption(self.ctx)
         self.intents = Intents(self.ctx)
