@@ -9,11 +9,13 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pinsyncd import __version__, dry_run
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from pinsyncd.durations import format_duration, parse_duration
 from pinsyncd.logs import CurrentStream, configure_logging
+from pinsyncd.restore.run import RestoreOptions
 from pinsyncd.store import StateError, sqlite_problem
 
 
@@ -93,12 +95,69 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--service", metavar="NAME", help="only this service")
     retry.add_argument("cids", nargs="*", metavar="CID", help="only these CIDs (default: all)")
 
+    _restore_parser(commands, common)
+
     commands.add_parser(
         "check-config",
         parents=[common],
         help="validate the config file and print every problem found",
     )
     return parser
+
+
+def _restore_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    restore = commands.add_parser(
+        "restore",
+        parents=[common],
+        help="bring the backed-up pins back onto the node (a new or an existing one)",
+        description="Pin on the node, fetching from the services, what pinsyncd backed up: "
+        "by default this node's own requests. Nothing is deleted, on the node or a service. "
+        "Exit codes: 0 all restored, 3 some missing (the summary says which and why), "
+        "1 could not run, 75 a daemon runs on the state file, 78 config error.",
+    )
+    whose = restore.add_mutually_exclusive_group()
+    whose.add_argument(
+        "--from-peer",
+        action="append",
+        default=[],
+        metavar="PEERID",
+        help="the pins of the node with this peer id (the old laptop's), which this node "
+        "then owns, as with node.previous_peer_ids (repeatable)",
+    )
+    whose.add_argument(
+        "--all", action="store_true", help="every pinsyncd request, whichever node made it"
+    )
+    restore.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="restore from this service (repeatable, tried in this order; default: every "
+        "configured service, in config order)",
+    )
+    restore.add_argument(
+        "--cid", action="append", default=[], metavar="CID", help="only this CID (repeatable)"
+    )
+    restore.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only pins whose name matches this glob, e.g. 'photos/*' (repeatable)",
+    )
+    restore.add_argument(
+        "--parallel", type=int, default=4, metavar="N", help="CIDs fetched at a time (4)"
+    )
+    restore.add_argument(
+        "--stall-timeout",
+        type=_duration,
+        default=120.0,
+        metavar="DURATION",
+        help="give up a CID when no new block came for this long (2m); no total limit",
+    )
+    restore.add_argument(
+        "--dry-run", action="store_true", help="print what would be restored, and from where"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,7 +210,22 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         return commands.retry(config, service=args.service, cids=args.cids)
     if args.command == "run":
         return commands.run_daemon(config)
+    if args.command == "restore":
+        return commands.restore(config, _restore_options(args, config))
     raise AssertionError(f"unhandled command {args.command}")  # argparse guards this
+
+
+def _restore_options(args: argparse.Namespace, config: Config) -> RestoreOptions:
+    return RestoreOptions(
+        services=tuple(dict.fromkeys(args.service)) or tuple(s.name for s in config.services),
+        from_peers=tuple(args.from_peer),
+        everyone=args.all,
+        cids=tuple(args.cid),
+        names=tuple(args.name),
+        parallel=max(1, args.parallel),
+        stall=args.stall_timeout,
+        dry_run=args.dry_run,
+    )
 
 
 def _check_config(config: Config) -> int:

@@ -20,9 +20,12 @@ from pinsyncd.lock import EX_LOCKED, Holder, StateLock
 from pinsyncd.logs import printable, redact_text, register_secrets
 from pinsyncd.progress import SendProgress
 from pinsyncd.psa import PinningServiceError
+from pinsyncd.restore import summary
+from pinsyncd.restore.run import RestoreFailed, RestoreOptions
+from pinsyncd.restore.run import restore as run_restore
 from pinsyncd.status import render_failed, render_table
 from pinsyncd.store import StateStore
-from pinsyncd.store.readonly import read_failed, read_status
+from pinsyncd.store.readonly import read_failed, read_previous_peer_ids, read_status
 from pinsyncd.sync.engine import SyncEngine
 
 log = structlog.get_logger("pinsyncd")
@@ -56,7 +59,7 @@ def as_writer(
     config: Config,
     command: str,
     alone: Callable[[Config], Coroutine[Any, Any, int]],
-    request: dict[str, Any],
+    request: dict[str, Any] | None,
     *,
     tokens: bool | list[str] = True,
     sleep: Callable[[float], None] = time.sleep,
@@ -64,7 +67,8 @@ def as_writer(
     """Run a command that calls services or writes the state as the state file's one writer:
     take its lock and run `alone` (with the tokens read, when it needs them), or, when the
     daemon holds the lock, ask the daemon to do it (`request` on its control socket) and
-    show its progress; when another one-shot command holds it, wait for it to finish."""
+    show its progress (a `request` of None: tell the user to stop the daemon first); when
+    another one-shot command holds it, wait for it to finish."""
     lock = StateLock(config.state_path)
     waited_for: Holder | None = None
     silent_since: float | None = None
@@ -78,6 +82,14 @@ def as_writer(
             finally:
                 lock.release()
         if holder.is_daemon:
+            if request is None:
+                print(
+                    f"pinsyncd: {holder.describe()} runs on the state file {config.state_path}; "
+                    f"stop it for the {command} (e.g. `systemctl stop pinsyncd`) and start it "
+                    "again afterwards",
+                    file=sys.stderr,
+                )
+                return EX_LOCKED
             answer = asyncio.run(_ask_daemon(config, holder, command, request))
             if answer is not None:
                 return answer
@@ -279,3 +291,46 @@ async def _adopt(config: Config, service: str) -> int:
     for line in outcome.adopted_lines(service, report, node.local_pins):
         print(line)
     return 0
+
+
+def restore(config: Config, options: RestoreOptions) -> int:
+    """Bring the backed-up pins back onto the node (`pinsyncd restore`). It runs alone on
+    the state file: a daemon beside it would back the restored pins up again before the
+    restore has marked them as already backed up."""
+    known = [s.name for s in config.services]
+    if unknown := [name for name in options.services if name not in known]:
+        return fail(
+            f"no service named {unknown[0]!r} in {config.source} (have: {', '.join(known)})"
+        )
+    for cid in options.cids:
+        try:
+            parse_cid(cid)
+        except InvalidCIDError as exc:
+            return fail(str(exc))
+    if options.dry_run:
+        config = with_tokens(config, list(options.services))
+        return asyncio.run(_restore(config, options, None))
+
+    async def alone(config: Config) -> int:
+        store = await StateStore.open(config.state_path, recover=True)
+        try:
+            return await _restore(config, options, store)
+        finally:
+            await store.close()
+
+    return as_writer(config, "restore", alone, None, tokens=list(options.services))
+
+
+async def _restore(config: Config, options: RestoreOptions, store: StateStore | None) -> int:
+    taken_over = (
+        await store.previous_peer_ids()
+        if store is not None
+        else read_previous_peer_ids(config.state_path)
+    )
+    try:
+        report = await run_restore(config, options, store, taken_over=taken_over)
+    except RestoreFailed as exc:
+        return fail(f"restore: {exc}")
+    lines = summary.plan_lines(report) if store is None else summary.result_lines(report)
+    print(printable(redact_text("\n".join(lines))))
+    return summary.exit_code(report) if store is not None else 0

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -91,6 +92,28 @@ def safe_text(text: str) -> str:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class PinProgress:
+    """How much of a DAG a `pin/add` has fetched or walked so far, as Kubo reports it."""
+
+    blocks: int = 0
+    bytes: int = 0
+
+
+class PinStalled(NodeError):
+    """A `pin/add` made no progress (no new block) for `stall` seconds; `progress` is how far
+    it got. The node abandons the pin when the request is closed."""
+
+    def __init__(self, cid: str, progress: PinProgress, stall: float) -> None:
+        self.progress = progress
+        self.stall = stall
+        if progress.blocks:
+            why = f"stalled: no new block for {stall:g}s after {progress.blocks} blocks"
+        else:
+            why = f"no provider: not one block came in {stall:g}s"
+        super().__init__(f"{cid}: {why}")
 
 
 @dataclass(frozen=True)
@@ -209,7 +232,96 @@ class LocalNode:
         unique = list(dict.fromkeys(addresses))
         return list(await asyncio.gather(*(self._dial(address) for address in unique)))
 
+    async def pin_add(
+        self,
+        cid: str,
+        *,
+        name: str = "",
+        stall: float = 120.0,
+        on_progress: Callable[[PinProgress], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> PinProgress:
+        """Pin `cid` recursively (with `name`), fetching what the node lacks. No total time
+        limit: it gives up only when nothing new has come for `stall` seconds (`PinStalled`).
+        Kubo reports progress twice a second whether or not a block came, so progress is
+        the count of blocks and bytes growing, not a line arriving."""
+        params = {"arg": cid, "recursive": "true", "progress": "true"}
+        if name:
+            params["name"] = name
+        try:
+            return await self._pin_add(cid, params, stall, on_progress, clock)
+        except NodeRequestError as exc:
+            if not name or "name" not in str(exc).lower():
+                raise
+            del params["name"]  # Kubo < 0.26 names no pin: pin without one
+            return await self._pin_add(cid, params, stall, on_progress, clock)
+
     # --- plumbing ---------------------------------------------------------------------------
+
+    async def _pin_add(
+        self,
+        cid: str,
+        params: dict[str, str],
+        stall: float,
+        on_progress: Callable[[PinProgress], None] | None,
+        clock: Callable[[], float],
+    ) -> PinProgress:
+        self._count("pin/add")
+        url = (self.api_url / "api" / "v0" / "pin" / "add").with_query(params)
+        progress = PinProgress()
+        moved = clock()
+        post = StreamedPost(
+            url,
+            headers={"User-Agent": f"pinsyncd/{__version__}"},
+            connect_timeout=min(self._timeout, 10.0),
+            read_timeout=stall,
+        )
+        try:
+            async with post as response:
+                if response.status != 200:
+                    body = await response.read(MAX_ERROR_BODY)
+                    raise self._http_error("pin/add", response.status, body)
+                partial = b""
+                async for chunk in response.chunks():
+                    lines = (partial + chunk).split(b"\n")
+                    partial = lines.pop()
+                    if len(partial) > MAX_LINE:
+                        raise self._not_kubo("pin/add", "an answer line is too long")
+                    for line in lines:
+                        now = self._pin_line(line, progress)
+                        if now is None:  # not a report: the last line, or a blank one
+                            continue
+                        if now != progress:
+                            progress, moved = now, clock()
+                            if on_progress is not None:
+                                on_progress(progress)
+                        elif clock() - moved >= stall:
+                            raise PinStalled(cid, progress, stall)
+                if failure := response.trailers.get("x-stream-error"):
+                    raise NodeRequestError(f"node refused pin/add: {safe_text(failure)}")
+        except TimeoutError:  # not even Kubo's twice-a-second report came
+            raise PinStalled(cid, progress, stall) from None
+        except (StreamDropped, OSError) as exc:
+            raise self._stream_broken("pin/add", exc) from None
+        return progress
+
+    def _pin_line(self, line: bytes, progress: PinProgress) -> PinProgress | None:
+        """The progress a `pin/add` report line gives (None for the last line, `Pins`, and
+        for anything else that is not a report)."""
+        if not line.strip():
+            return None
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            raise self._not_kubo("pin/add", "an answer line is not JSON") from None
+        if not isinstance(entry, dict):
+            return None
+        if entry.get("Type") == "error" or "Message" in entry:
+            raise NodeRequestError(f"node refused pin/add: {safe_text(str(entry.get('Message')))}")
+        blocks, size = entry.get("Progress", 0), entry.get("Bytes", 0)
+        if "Pins" in entry or not isinstance(blocks, int) or not isinstance(size, int):
+            return None
+        return PinProgress(max(blocks, progress.blocks), max(size, progress.bytes))
 
     async def _dial(self, address: str) -> DialResult:
         try:
@@ -318,15 +430,17 @@ class LocalNode:
                 f"node unreachable: the pin/ls stream from {self.api_url} stalled for "
                 f"more than {self._timeout:g}s"
             ) from None
-        except StreamDropped:
-            raise NodeUnavailable(
-                f"node unreachable: {self.api_url} dropped the connection during pin/ls"
-            ) from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            raise NodeUnavailable(
-                f"node unreachable: cannot connect to {self.api_url}: {reason}"
-            ) from None
+        except (StreamDropped, OSError) as exc:
+            raise self._stream_broken("pin/ls", exc) from None
+
+    def _stream_broken(self, command: str, exc: StreamDropped | OSError) -> NodeUnavailable:
+        """A streamed call that could not connect, or was cut off."""
+        if isinstance(exc, StreamDropped):
+            return NodeUnavailable(
+                f"node unreachable: {self.api_url} dropped the connection during {command}"
+            )
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return NodeUnavailable(f"node unreachable: cannot connect to {self.api_url}: {reason}")
 
     def _parse_pin_block(
         self, block: bytes, listing: PinListing, *, last: bool = False

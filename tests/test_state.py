@@ -28,7 +28,7 @@ from pinsyncd.store.readonly import read_status
 from tests import loopback_guard
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = {"local_pins", "local_gone", "remote_pins", "services", "meta"}
+TABLES = {"local_pins", "local_gone", "remote_pins", "services", "meta", "restore_items"}
 
 
 @pytest.fixture
@@ -807,7 +807,7 @@ async def test_a_version_3_file_with_data_is_brought_to_version_4(tmp_path: Path
     before = time.time()
     store = await StateStore.open(path)
     try:
-        assert pragma(path, "user_version") == SCHEMA_VERSION == 6
+        assert pragma(path, "user_version") == SCHEMA_VERSION == 7
         assert await store.local_counts() == (1, 1)
         assert await store.gone_since("svc", time.time() + 1) == ["b"]
         assert await store.gone_since("svc", before - 2) == []

@@ -36,6 +36,7 @@ from pinsyncd.model import RemotePin, ServiceState
 from pinsyncd.spec_limits import clip_name
 from pinsyncd.store.errors import StateDamaged, StateError, damaged, is_damage, set_aside_damaged
 from pinsyncd.store.listing import VET_CHUNK, ListingVetting
+from pinsyncd.store.restores import RestoreLog
 from pinsyncd.store.schema import (
     COUNTS_SQL,
     FAILED_FOR_GOOD_SQL,
@@ -53,6 +54,9 @@ from pinsyncd.store.schema import (
 from pinsyncd.store.scratch import Staging, Temp, Tracking
 
 log = structlog.get_logger("pinsyncd.state")
+
+PREVIOUS_PEER_IDS = "previous_peer_ids"
+"""The meta key of the peer ids this node took over (a JSON list)."""
 
 
 class StateStore:
@@ -733,6 +737,23 @@ class StateStore:
                     state.unsent,
                 ),
             )
+
+    async def previous_peer_ids(self) -> frozenset[str]:
+        """Peer ids this node took over (`pinsyncd restore --from-peer`): their requests are
+        this device's own, as with `node.previous_peer_ids` in the config."""
+        return frozenset(json.loads(await self.get_meta(PREVIOUS_PEER_IDS) or "[]"))
+
+    async def add_previous_peer_ids(self, peer_ids: Iterable[str]) -> list[str]:
+        """Take over `peer_ids`; those that are new."""
+        known = await self.previous_peer_ids()
+        new = sorted(set(peer_ids) - known)
+        if new:
+            await self.set_meta(PREVIOUS_PEER_IDS, json.dumps(sorted(known | set(new))))
+        return new
+
+    def restores(self) -> RestoreLog:
+        """What `pinsyncd restore` did, CID by CID."""
+        return RestoreLog(self)
 
     # --- small facts ------------------------------------------------------------------------
 

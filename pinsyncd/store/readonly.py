@@ -265,6 +265,24 @@ def read_failed(
     ]
 
 
+def read_previous_peer_ids(state_path: Path) -> frozenset[str]:
+    """The peer ids this node took over (`StateStore.previous_peer_ids`), read beside a
+    running writer; none when there is no state file yet."""
+    if not state_path.exists():
+        return frozenset()
+    try:
+        db = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = db.execute("SELECT value FROM meta WHERE key='previous_peer_ids'").fetchall()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        if "no such table" in str(exc):
+            return frozenset()  # created, and not set up yet
+        raise _read_error(state_path, exc) from None
+    return frozenset(json.loads(rows[0][0])) if rows else frozenset()
+
+
 def _iso(timestamp: float) -> str:
     """A stored Unix time as ISO 8601; one out of any calendar's range (a server's absurd
     wait, written by an older pinsyncd) is shown as the last representable moment."""

@@ -96,7 +96,22 @@ ALTER TABLE remote_pins ADD COLUMN stamp TEXT;
 intent does not move with the wall clock."""
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7 = """
+CREATE TABLE restore_items (
+    cid     TEXT PRIMARY KEY,
+    name    TEXT NOT NULL DEFAULT '',
+    service TEXT,
+    outcome TEXT NOT NULL,
+    reason  TEXT,
+    blocks  INTEGER NOT NULL DEFAULT 0,
+    bytes   INTEGER NOT NULL DEFAULT 0,
+    updated REAL NOT NULL
+) WITHOUT ROWID;
+"""
+"""v7: what `pinsyncd restore` brought back to the node, and why the rest did not come."""
+
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 """MIGRATIONS[i] brings a file at version i to version i + 1."""
 
 

@@ -40,6 +40,8 @@ class NodeView:
     online: bool
     peer_id: str | None = None
     origins: tuple[str, ...] = ()
+    taken_over: frozenset[str] = frozenset()
+    """Peer ids the state says this node took over (`pinsyncd restore --from-peer`)."""
 
 
 @dataclass
@@ -91,7 +93,8 @@ class ServiceContext:
 
     def ours(self, node: NodeView) -> frozenset[str]:
         """The peer ids whose requests this device owns."""
-        return self.previous_peer_ids | ({node.peer_id} if node.peer_id else set())
+        mine = {node.peer_id} if node.peer_id else set()
+        return self.previous_peer_ids | node.taken_over | mine
 
     def idle(self) -> bool:
         """Nothing more may be sent: the daemon stops, or the service refused this cycle."""

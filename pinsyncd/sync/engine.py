@@ -107,6 +107,7 @@ class SyncEngine:
         self.selection_key = repr((config.sync.include, config.sync.exclude))
         self.mfs_root: str | None = None
         self.peer_id: str | None = None  # the node's, once listed (also from the state)
+        self.taken_over: frozenset[str] = frozenset()  # peer ids taken over, from the state
         self.node_view = NodeView(online=False)
 
     def interrupt(self) -> None:
@@ -129,7 +130,7 @@ class SyncEngine:
         else:
             report = CycleReport(started=time.time())
             await self._use_stored_listing(report)
-            self.node_view = NodeView(online=False, peer_id=self.peer_id)
+            self.node_view = NodeView(False, self.peer_id, taken_over=self.taken_over)
         results = await asyncio.gather(
             *(self.sync_service(name, send=send) for name in self.executors)
         )
@@ -194,14 +195,14 @@ class SyncEngine:
         except ListingStopped as exc:
             report.node_error = str(exc)
             await self._use_stored_listing(report)
-            return NodeView(online=False, peer_id=self.peer_id)
+            return NodeView(False, self.peer_id, taken_over=self.taken_over)
         except NodeError as exc:
             report.node_error = str(exc)
             if self._node_was_online is not False:
                 log.warning("local node unreachable; working from the last listing", error=str(exc))
             self._node_was_online = False
             await self._use_stored_listing(report)
-            return NodeView(online=False, peer_id=self.peer_id)
+            return NodeView(False, self.peer_id, taken_over=self.taken_over)
         if self._node_was_online is False:
             # Pins that failed while the node, usually their only provider, was away get a
             # fresh try now, with fresh origins, rather than after their backoff.
@@ -222,7 +223,7 @@ class SyncEngine:
             identity.peer_id,
             include_private=self.config.sync.origins == "all",
         )
-        return NodeView(online=True, peer_id=identity.peer_id, origins=tuple(origins))
+        return NodeView(True, identity.peer_id, tuple(origins), self.taken_over)
 
     async def _listing(
         self, peer_id: str, vetting: ListingVetting
@@ -301,6 +302,7 @@ class SyncEngine:
             )
 
     async def _count(self, report: CycleReport) -> None:
+        self.taken_over = await self.store.previous_peer_ids()
         report.local_pins, report.selected = await self.store.local_counts()
         self.mfs_root = await self.store.mfs_root() if self.config.sync.mfs else None
 
