@@ -63,6 +63,12 @@ class FakeKubo:
     """Sent as they are after the pins (garbage a broken node or proxy might send)."""
     streamed: int = 0
     """Bytes of `endless_line` sent so far."""
+    unfetchable: set[str] = field(default_factory=set)
+    """CIDs whose `pin/add` never gets a block: Kubo's reports keep coming, unchanged."""
+    drop_pin_add: bool = False
+    """`pin/add` drops the connection (the node going away in the middle of a restore)."""
+    added: list[tuple[str, str]] = field(default_factory=list)
+    """(cid, name) of every `pin/add` asked for."""
     _runner: web.AppRunner | None = None
     # The encoded pin/ls stream, kept while the pinset is unchanged (a million pins cost
     # seconds to encode, so benchmarks would measure this server instead of pinsyncd).
@@ -97,6 +103,7 @@ class FakeKubo:
         app.router.add_post("/api/v0/id", self._id)
         app.router.add_post("/api/v0/pin/ls", self._pin_ls)
         app.router.add_post("/api/v0/swarm/connect", self._swarm_connect)
+        app.router.add_post("/api/v0/pin/add", self._pin_add)
         runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
@@ -129,6 +136,34 @@ class FakeKubo:
         address = request.query.get("arg", "")
         self.dials.append(address)
         return web.json_response({"Strings": [f"connect {address} success"]})
+
+    async def _pin_add(self, request: web.Request) -> web.StreamResponse:
+        """Kubo's `pin/add?progress=true`: a report line every 50 ms (Kubo: 500 ms) and
+        `{"Pins": [cid]}` at the end; the pin then shows in `pin/ls` with its name."""
+        self.calls["pin/add"] += 1
+        cid, name = request.query.get("arg", ""), request.query.get("name", "")
+        self.added.append((cid, name))
+        if self.drop_pin_add:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        try:
+            if cid in self.unfetchable:
+                while True:  # until the client gives up and hangs up
+                    await response.write(b"{}\n")
+                    await asyncio.sleep(0.05)
+            for blocks in (1, 2, 3):
+                report = {"Progress": blocks, "Bytes": blocks * 1000}
+                await response.write(json.dumps(report).encode() + b"\n")
+                await asyncio.sleep(0.01)
+            self.extra[cid] = name
+            await response.write(json.dumps({"Pins": [cid]}).encode() + b"\n")
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            pass
+        return response
 
     async def _pin_ls(self, request: web.Request) -> web.StreamResponse:
         self.calls["pin/ls"] += 1

@@ -30,20 +30,20 @@ def whose(report: RestoreReport) -> str:
 
 
 def plan_lines(report: RestoreReport) -> list[str]:
-    """`restore --dry-run`: what would be fetched, how many, from where."""
+    """`restore --dry-run`: what would be fetched, from where (a line per CID), then how
+    many, last, where a long list does not scroll it away."""
     sources = Counter(item.service for item in report.todo)
-    lines = [f"the pins pinsyncd backed up for {whose(report)}:"]
+    lines = [
+        f"{item.cid}  {item.name or '-'}  <- {item.service}  ({_delegates(item)})"
+        for item in report.todo
+    ]
+    lines.append(f"the pins pinsyncd backed up for {whose(report)}:")
     lines.append(
         f"would restore {len(report.todo)} pins"
         + (": " + ", ".join(f"{n} from {s}" for s, n in sources.items()) if sources else "")
     )
     lines.append(f"already on this node (not fetched again): {len(report.present)}")
-    lines += _trouble(report)
-    lines += [
-        f"  {item.cid}  {item.name or '-'}  <- {item.service}  ({_delegates(item)})"
-        for item in report.todo
-    ]
-    return lines
+    return lines + _trouble(report)
 
 
 def result_lines(report: RestoreReport) -> list[str]:
