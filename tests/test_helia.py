@@ -393,3 +393,54 @@ async def test_a_second_add_of_a_pinned_cid_stays_queued(helia: HeliaPinningServ
         for _ in range(10):
             assert (await client.get_pin(second.requestid)).status is Status.QUEUED
             await asyncio.sleep(0.1)
+
+
+# --- the way back ----------------------------------------------------------------------------
+
+
+async def test_a_lost_node_is_restored_from_helia_alone(
+    helia: HeliaPinningService, kubo_factory: KuboFactory, tmp_path: Path
+) -> None:
+    """Node A backs two files up to Helia (`sync --once --wait`, origins: all), A is stopped,
+    and a fresh node B gets both back, byte for byte, with `pinsyncd restore --from-peer A`:
+    from Helia's delegates alone. B's first sync then adopts Helia's requests: no add."""
+    from tests.daemon_helpers import ServiceSpec, acli, log_events, write_config
+
+    a = kubo_factory("a")
+    files = {"one.bin": os.urandom(700_000), "two.bin": os.urandom(400_000)}
+    cids = {name: add_content(a, data, name) for name, data in files.items()}
+    spec = ServiceSpec(SERVICE, helia.url, TOKEN, timeout="10s")
+    (tmp_path / "conf-a").mkdir()
+    config_a = tmp_path / "conf-a" / "config.yaml"
+    env_a = write_config(config_a, node_api=a.api_url, services=[spec], extra_sync="origins: all")
+    code, _out, err = await acli(["sync", "--once", "--wait", "-c", str(config_a)], env_a, 180)
+    assert code == 0, err
+    a_id = peer_id(a)
+    a.stop()
+
+    b = kubo_factory("b")
+    (tmp_path / "conf-b").mkdir()
+    config_b = tmp_path / "conf-b" / "config.yaml"
+    env_b = write_config(config_b, node_api=b.api_url, services=[spec])
+    started = time.monotonic()
+    code, out, err = await acli(["restore", "--from-peer", a_id, "-c", str(config_b)], env_b)
+    took = time.monotonic() - started
+    assert code == 0, (out, err)
+    print(f"\nrestored from Helia in {took:.1f}s: {out.splitlines()[0]}")
+    for name, data in files.items():
+        result = subprocess.run(
+            [str(IPFS_BIN), "--offline", "cat", cids[name]],
+            env=b.env,
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        assert result.stdout == data, name
+    async with LocalNode(b.api_url) as node:
+        names = {pin.cid: pin.name async for pin in node.iter_pins()}
+    assert {names[cid] for cid in cids.values()} == set(files)
+
+    code, _out, err = await acli(["sync", "--once", "--wait", "-c", str(config_b)], env_b)
+    assert code == 0, err
+    cycle = next(e for e in log_events(err) if e["event"] == "cycle done")
+    assert not cycle["services"][SERVICE].get("added"), cycle
