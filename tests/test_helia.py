@@ -405,6 +405,7 @@ async def test_a_lost_node_is_restored_from_helia_alone(
     and a fresh node B gets both back, byte for byte, with `pinsyncd restore --from-peer A`:
     from Helia's delegates alone. B's first sync then adopts Helia's requests: no add."""
     from tests.daemon_helpers import ServiceSpec, acli, log_events, write_config
+    from tests.test_cluster import read_back
 
     a = kubo_factory("a")
     files = {"one.bin": os.urandom(700_000), "two.bin": os.urandom(400_000)}
@@ -428,14 +429,7 @@ async def test_a_lost_node_is_restored_from_helia_alone(
     assert code == 0, (out, err)
     print(f"\nrestored from Helia in {took:.1f}s: {out.splitlines()[0]}")
     for name, data in files.items():
-        result = subprocess.run(
-            [str(IPFS_BIN), "--offline", "cat", cids[name]],
-            env=b.env,
-            capture_output=True,
-            timeout=30,
-            check=True,
-        )
-        assert result.stdout == data, name
+        assert await asyncio.to_thread(read_back, b, cids[name]) == data, name
     async with LocalNode(b.api_url) as node:
         names = {pin.cid: pin.name async for pin in node.iter_pins()}
     assert {names[cid] for cid in cids.values()} == set(files)
