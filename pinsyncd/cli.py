@@ -146,7 +146,7 @@ def _restore_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         help="only pins whose name matches this glob, e.g. 'photos/*' (repeatable)",
     )
     restore.add_argument(
-        "--parallel", type=int, default=4, metavar="N", help="CIDs fetched at a time (4)"
+        "--parallel", type=int, default=8, metavar="N", help="CIDs fetched at a time (8)"
     )
     restore.add_argument(
         "--stall-timeout",

@@ -204,3 +204,12 @@ def test_listing_vet() -> None:
         number(size[f"{label}_first_wall"], positive=True)
         for key in ("first_cpu", "idle_wall", "idle_cpu"):  # rounded: may be 0.0 at 2,000
             number(size[f"{label}_{key}"])
+
+
+def test_restore(peers_installed: None) -> None:
+    r = run_benchmark("restore")
+    assert r["pins"] == 50 and r["blocks_received"] >= 50
+    assert r["service_requests"] == 1, "one page lists 50 requests"
+    for key in ("wall_s", "cpu_s", "max_rss_mb", "pins_per_s", "mb_received"):
+        number(r[key], positive=True)
+    assert r["summary"].startswith("restored 50 of 50 pins")

@@ -48,7 +48,7 @@ class RestoreOptions:
     """Every request pinsyncd made, whichever node made it (`--all`)."""
     cids: tuple[str, ...] = ()
     names: tuple[str, ...] = ()
-    parallel: int = 4
+    parallel: int = 8
     stall: float = 120.0
     """Give up a CID (on one service) when no new block came for this long."""
     dry_run: bool = False
