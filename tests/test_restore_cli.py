@@ -179,3 +179,60 @@ async def _wait_for_lock_holder(state: Path) -> None:
             return
         await asyncio.sleep(0.1)
     pytest.fail("the daemon never took the state file")
+
+
+async def test_on_a_terminal_a_bar_shows_cids_and_bytes(tmp_path: Path) -> None:
+    """The real CLI on a pseudo-terminal (as a person runs it): rich's bar with the CIDs
+    done of all and the bytes fetched."""
+    import os
+    import pty
+    import sys
+
+    async with world(tmp_path) as w:
+        w.node.unfetchable.clear()
+        leader, follower = pty.openpty()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "pinsyncd", "restore", "-c", str(w.config)),
+            env=w.env | {"COLUMNS": "120", "TERM": "xterm"},
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+        )
+        os.close(follower)
+        code = await asyncio.wait_for(process.wait(), 60)
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is gone: all is read
+                break
+            if not chunk:
+                break
+            screen += chunk
+        os.close(leader)
+    text = screen.decode(errors="replace")
+    assert code == 3, text  # `failed` is nowhere pinned
+    assert "restoring" in text and "3/3" in text and "9.0 kB fetched" in text, text
+    assert "restored 3 of 3 pins (9.0 kB)" in text, text
+
+
+def test_without_a_terminal_progress_is_a_log_line_at_most_every_10_s() -> None:
+    from structlog.testing import capture_logs
+
+    from pinsyncd.kubo import PinProgress
+    from pinsyncd.restore.display import RestoreProgress
+    from pinsyncd.store.restores import Outcome, RestoreItem
+
+    now = [0.0]
+    with capture_logs() as logs, RestoreProgress(3, terminal=False, clock=lambda: now[0]) as bar:
+        bar.fetching("a", PinProgress(5, 5000))
+        now[0] = 9.9
+        bar.settled(RestoreItem("a", outcome=Outcome.RESTORED, bytes=6000))
+        now[0] = 10.1
+        bar.fetching("b", PinProgress(1, 1000))  # 10 s since the start: a line
+        bar.settled(RestoreItem("b", outcome=Outcome.FAILED, reason="x", bytes=1000))
+        now[0] = 12.0
+        bar.settled(RestoreItem("c", outcome=Outcome.RESTORED, bytes=10))  # the last one
+    lines = [entry for entry in logs if entry["event"] == "restoring"]
+    assert [(x["done"], x["failed"], x["bytes"]) for x in lines] == [(1, 0, 7000), (3, 1, 7010)]
