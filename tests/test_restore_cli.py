@@ -83,6 +83,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield World(node, alpha, beta, config, env, cids)
 
 
+@pytest.mark.slow  # several CLI runs (and a daemon) as subprocesses
 async def test_this_nodes_pins_come_back_each_once_and_what_cannot_says_why(
     tmp_path: Path,
 ) -> None:
@@ -109,6 +110,7 @@ async def test_this_nodes_pins_come_back_each_once_and_what_cannot_says_why(
         assert "restored 1 of 1 pins" in out and "2 were already on this node" in out, out
 
 
+@pytest.mark.slow  # several CLI runs (and a daemon) as subprocesses
 async def test_dry_runs_choose_by_owner_cid_and_name_and_change_nothing(tmp_path: Path) -> None:
     async with world(tmp_path) as w:
         code, out, _err = await w.restore("--dry-run", "--name", "photos/*")
@@ -145,6 +147,7 @@ async def test_a_node_that_goes_away_stops_the_restore_and_the_next_run_goes_on(
         assert code == 3 and "restored 3 of 3 pins" in out, (out, err)  # 3: `failed` is not
 
 
+@pytest.mark.slow  # several CLI runs (and a daemon) as subprocesses
 async def test_refusals_are_one_line_and_exit_codes_say_which(tmp_path: Path) -> None:
     async with world(tmp_path) as w:
         code, _out, err = await w.restore("--cid", "not-a-cid")
