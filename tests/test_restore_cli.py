@@ -239,3 +239,27 @@ def test_without_a_terminal_progress_is_a_log_line_at_most_every_10_s() -> None:
         bar.settled(RestoreItem("c", outcome=Outcome.RESTORED, bytes=10))  # the last one
     lines = [entry for entry in logs if entry["event"] == "restoring"]
     assert [(x["done"], x["failed"], x["bytes"]) for x in lines] == [(1, 0, 7000), (3, 1, 7010)]
+
+
+@pytest.mark.slow  # several CLI runs as subprocesses
+async def test_on_a_node_already_synced_the_next_sync_adopts_rather_than_adds(
+    tmp_path: Path,
+) -> None:
+    """A node whose state already had its first contact with both services: a restore from
+    alpha alone makes every service look again at what it holds, so beta's request for the
+    restored `mine` is adopted, not added again."""
+    from tests.daemon_helpers import log_events
+
+    async with world(tmp_path) as w:
+        w.node.unfetchable.clear()
+        code, _out, err = await acli(["sync", "--once", "-c", str(w.config)], w.env)
+        assert code == 0, err
+        posts = w.beta.count(method="POST")
+        code, out, err = await w.restore("--service", "alpha")
+        assert "restored 2 of 2 pins" in out, (out, err)  # mine and photo; spelled is beta's
+        code, _out, err = await acli(["sync", "--once", "-c", str(w.config)], w.env)
+        assert code == 0, err
+        cycle = next(e for e in log_events(err) if e["event"] == "cycle done")
+        assert cycle["services"]["beta"].get("adopted") == 1, cycle  # `mine`
+        assert w.beta.count(method="POST") == posts + 1, "only photo, which beta lacked"
+        assert len(w.beta.pins_for_cid(w.cids["mine"])) == 1

@@ -129,7 +129,7 @@ async def restore(
         todo = [i for i in plan.items if cid_key(i.cid) not in on_node]
         report = RestoreReport(identity.peer_id, owners, listings, plan, present, todo)
         if store is not None:
-            await _fetch_all(report, node, store, options, terminal, clock)
+            await _fetch_all(config, report, node, store, options, terminal, clock)
     finally:
         for client in clients.values():
             await client.close()
@@ -139,6 +139,7 @@ async def restore(
 
 
 async def _fetch_all(
+    config: Config,
     report: RestoreReport,
     node: LocalNode,
     store: StateStore,
@@ -149,7 +150,10 @@ async def _fetch_all(
     """Record the plan, make the next sync adopt what is restored, then fetch."""
     await store.add_previous_peer_ids(options.from_peers)
     report.taken_over = sorted(set(options.from_peers))
-    await _adopt_again(store, options.services)
+    # Every service, not only those restored from: any of them may hold a request, now
+    # this node's own, for a CID that is about to become a local pin.
+    everywhere = [s.name for s in config.services]
+    await _adopt_again(store, everywhere)
     records = store.restores()
     await records.plan(
         [RestoreItem(i.cid, i.name, i.service, Outcome.PRESENT) for i in report.present]
@@ -177,7 +181,7 @@ async def _fetch_all(
                     log.warning("not restored", cid=item.cid, name=item.name, reason=result.reason)
 
         await asyncio.gather(*(worker() for _ in range(max(1, options.parallel))))
-    await _adopt_again(store, options.services)
+    await _adopt_again(store, everywhere)
 
 
 def _next(queue: Iterator[Item], report: RestoreReport) -> Iterator[Item]:
