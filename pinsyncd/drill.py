@@ -31,6 +31,8 @@ from pinsyncd.throwaway import ThrowawayError, ThrowawayNode
 
 log = structlog.get_logger("pinsyncd.drill")
 
+MAX_DETAIL = 400
+"""The longest message kept for one CID (Kubo's dial errors repeat the peer id thrice)."""
 _PEER = re.compile(r"/(?:p2p|ipfs)/([^/]+)")
 
 
@@ -162,7 +164,8 @@ async def _check(
         return CidResult(
             cid,
             Reason.DELEGATES_UNREACHABLE,
-            f"none of its {len(dials)} delegates could be dialled ({first.address}: {first.error})",
+            f"none of its {len(dials)} delegates could be dialled "
+            f"({first.address}: {_one_line(first.error or 'no reason given')})",
         )
     fetch = await node.fetch(cid, no_progress=settings.timeout, clock=clock)
     wait = format_duration(settings.timeout)
@@ -218,7 +221,8 @@ def _verified(outcome: CidResult, corrupt: Sequence[str]) -> CidResult:
 def _one_line(text: str) -> str:
     """A node's or a service's message on one line (Kubo lists failed dials one a line),
     without any token."""
-    return redact_text(" ".join(text.split()))
+    flat = redact_text(" ".join(text.split()))
+    return flat if len(flat) <= MAX_DETAIL else flat[: MAX_DETAIL - 1] + "…"
 
 
 def _peer_of(address: str) -> str | None:

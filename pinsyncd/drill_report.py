@@ -166,9 +166,13 @@ def summary_line(service: ServiceResult) -> str:
     total = sum(r.size for r in service.cids if r.outcome is Outcome.FETCHED)
     text = (
         f"{service.service}: {counts[Outcome.FETCHED]} of {checked} fetched "
-        f"({_size(total)} in {service.seconds:.1f}s, from {service.connected} of "
-        f"{service.delegates} delegates)"
+        f"({_size(total)} in {service.seconds:.1f}s"
     )
+    if service.delegates:
+        text += f", from {service.connected} of {service.delegates} delegates"
+    if service.verified:
+        text += f", {service.verified} blocks verified again"
+    text += ")"
     others = [
         f"{counts[o]} {o.value.replace('_', ' ')}"
         for o in (Outcome.NOT_FETCHED, Outcome.ERROR, Outcome.INCONCLUSIVE, Outcome.NOT_PINNED)

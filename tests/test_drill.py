@@ -8,9 +8,13 @@ real peers get the `peers` marker from their fixtures."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +48,7 @@ from tests.fake_psa import FakePinningService
 from tests.loopback_guard import ADDR_FILTERS
 from tests.peers import IPFS_BIN, KuboNode
 from tests.servers import SPEC_TOKEN
-from tests.test_cluster import add_content, cluster_config
+from tests.test_cluster import add_content, cluster_config, wait_until
 
 KuboFactory = Callable[..., KuboNode]
 ClusterFactory = Callable[..., ClusterPeer]
@@ -269,16 +273,31 @@ async def test_a_cluster_serves_every_sampled_cid_with_the_node_stopped(
     )
 
 
+def _copy_block(cid: str, source: KuboNode, target: KuboNode) -> None:
+    data = subprocess.run(
+        [str(IPFS_BIN), "block", "get", cid], env=source.env, capture_output=True, check=True
+    ).stdout
+    target.cli("block", "put", "--cid-codec", "dag-pb", stdin=data)
+
+
 async def test_a_service_that_never_fetched_the_data_is_caught(
     kubo_factory: KuboFactory, service: FakePinningService, tmp_path: Path
 ) -> None:
-    """The fake service says `pinned` and holds nothing. One delegate is a real Kubo node
-    that lacks the data (the throwaway node connects and nothing comes); the other service's
-    delegate does not exist (nothing to connect to)."""
+    """The fake service says `pinned` and never fetched a block. Its delegate is a real Kubo
+    node that holds the first two blocks of one file (the transfer stalls after them) and
+    nothing of the other (nothing comes); the other service's delegate does not exist
+    (nothing to connect to)."""
     started = time.monotonic()
     local = kubo_factory("local")
     empty = kubo_factory("empty")
-    cids = [add_content(local, os.urandom(100_000), f"file-{i}") for i in range(2)]
+    partial, missing = (
+        add_content(local, os.urandom(size), f"file-{i}")
+        for i, size in enumerate((600_000, 100_000))
+    )
+    cids = [partial, missing]
+    first_leaf = local.cli("refs", partial).split()[0]
+    for block in (partial, first_leaf):  # a root and one of its three leaves
+        _copy_block(block, local, empty)
     empty_id = empty.rpc("id")["ID"]
     service.delegates = list(empty.rpc("id")["Addresses"])
     service.transition_after = 0.05
@@ -307,12 +326,15 @@ async def test_a_service_that_never_fetched_the_data_is_caught(
         code, out, err = await acli(_drill_args(config, "--timeout", "2s"), env, limit=300)
         drill_seconds = time.monotonic() - drill_started
     assert code == EX_NOT_SERVED, out + err
+    print(f"\n{out}")
     lines = out.splitlines()
+    assert (
+        f"hollow  {missing}  NOT FETCHED (nothing fetched): no block came from 1 connected "
+        "delegates within 2s" in lines
+    ), out
+    stalled = f"hollow  {partial}  NOT FETCHED (stalled): stalled after "
+    assert any(line.startswith(stalled) and "nothing more for 2s" in line for line in lines), out
     for cid in cids:
-        assert (
-            f"hollow  {cid}  NOT FETCHED (nothing fetched): no block came from 1 connected "
-            "delegates within 2s" in lines
-        )
         assert any(
             line.startswith(f"gone  {cid}  NOT FETCHED (delegates unreachable): none of its")
             for line in lines
@@ -335,3 +357,73 @@ async def test_a_service_that_never_fetched_the_data_is_caught(
         f"\ndrill against the fake service: 2 services x 2 CIDs, none served, "
         f"{drill_seconds:.1f}s (--timeout 2s); test {time.monotonic() - started:.1f}s"
     )
+
+
+def _processes_using(repo: Path) -> list[int]:
+    """PIDs of the processes whose IPFS_PATH is `repo` (the throwaway daemon)."""
+    wanted = f"IPFS_PATH={repo}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if wanted in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def _running(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+@pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_an_interrupted_drill_stops_the_throwaway_node_and_deletes_its_repo(
+    kubo_factory: KuboFactory,
+    service: FakePinningService,
+    tmp_path: Path,
+    signal_number: int,
+    code: int,
+) -> None:
+    empty = kubo_factory("empty")
+    cid = empty.cli("add", "-Q", "--only-hash", stdin=os.urandom(64))  # held by nobody
+    service.delegates = list(empty.rpc("id")["Addresses"])
+    service.add_pin(cid, name="nowhere", status="pinned")
+    config = tmp_path / "config.yaml"
+    env = write_config(
+        config,
+        node_api=f"http://127.0.0.1:{free_port()}",
+        services=[ServiceSpec("hollow", service.url, SPEC_TOKEN)],
+    )
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pinsyncd",
+        *_drill_args(config, "--cid", cid, "--timeout", "10m"),
+        env={**env, "TMPDIR": str(scratch)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+
+        async def fetching() -> bool:
+            repos = list(scratch.iterdir())
+            return bool(repos) and (repos[0] / "api").exists() and bool(_processes_using(repos[0]))
+
+        await wait_until(fetching, 60, "the throwaway node is up")
+        repo = next(scratch.iterdir())
+        daemons = _processes_using(repo)
+        process.send_signal(signal_number)
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == code, out.decode() + err.decode()
+    assert "Traceback" not in err.decode()
+    assert list(scratch.iterdir()) == [], "the throwaway repo is deleted"
+    assert daemons and not _running(daemons), "its daemon stopped"
