@@ -97,14 +97,20 @@ class FetchingNode(LocalNode):
         blocks checked, the messages about corrupt ones)."""
         checked = 0
         corrupt: list[str] = []
-        async with contextlib.aclosing(
-            self._stream("repo/verify", {}, read_timeout=no_progress)
-        ) as lines:
-            async for line in lines:
-                message = line.get("Msg")
-                if isinstance(message, str) and "corrupt" in message:
-                    corrupt.append(safe_text(message))
-                checked = max(checked, _count(line, "Progress"))
+        try:
+            async with contextlib.aclosing(
+                self._stream("repo/verify", {}, read_timeout=no_progress)
+            ) as lines:
+                async for line in lines:
+                    message = line.get("Msg")
+                    if isinstance(message, str) and message.startswith("block "):
+                        corrupt.append(safe_text(message))
+                    checked = max(checked, _count(line, "Progress"))
+        except TimeoutError:
+            raise NodeUnavailable(
+                f"node unreachable: repo/verify on {self.api_url} said nothing for "
+                f"{no_progress:g}s"
+            ) from None
         return checked, corrupt
 
     async def _stream(

@@ -265,6 +265,14 @@ async def test_a_cluster_serves_every_sampled_cid_with_the_node_stopped(
     code, out, err = await acli(["status", "-c", str(config)], env)
     assert code == 0, err
     assert f"  cluster: {pinned} of {pinned} fetched without this node" in out
+    print(f"\n{out}")
+
+    code, out, err = await acli(_drill_args(config, "--sample", "2"), env, limit=300)
+    assert code == 0, out + err
+    print(out)
+    lines = out.splitlines()
+    assert len(lines) == 3 and all(" fetched: " in line for line in lines[:2]), out
+    assert lines[2].startswith("cluster: 2 of 2 fetched ("), out
     assert "WARNING" not in out
     total = sum(c["bytes"] for c in results.values())
     print(
