@@ -130,7 +130,10 @@ async def _fetch_all(
             delegates = [d for d in request.delegates if _peer_of(d) not in settings.own_peer_ids]
             dialled.update(delegates)
             try:
-                outcome = await _check(node, target.cid, delegates, settings, connected, clock)
+                if delegates:
+                    outcome = await _check(node, target.cid, delegates, settings, connected, clock)
+                else:
+                    outcome = CidResult(target.cid, Reason.NO_DELEGATES, _none(request))
             except NodeError as exc:
                 outcome = CidResult(target.cid, Reason.NODE_ERROR, _one_line(str(exc)))
             if outcome.reason is None:
@@ -154,8 +157,6 @@ async def _check(
     clock: Callable[[], float],
 ) -> CidResult:
     """Fetch one CID from these delegates alone."""
-    if not delegates:
-        return CidResult(cid, Reason.NO_DELEGATES, "the service gave no delegates to fetch from")
     dials = await node.swarm_connect(delegates)
     reached = [d.address for d in dials if d.ok]
     connected.update(reached)
@@ -194,6 +195,12 @@ async def _check(
         size=fetch.size,
         seconds=fetch.seconds,
     )
+
+
+def _none(request: PinStatus) -> str:
+    if request.delegates:
+        return "its only delegates are this node, which the drill never dials"
+    return "the service gave no delegates to fetch from"
 
 
 def _doubt(peers: set[str], own: Collection[str]) -> str | None:

@@ -435,3 +435,47 @@ async def test_an_interrupted_drill_stops_the_throwaway_node_and_deletes_its_rep
     assert "Traceback" not in err.decode()
     assert list(scratch.iterdir()) == [], "the throwaway repo is deleted"
     assert daemons and not _running(daemons), "its daemon stopped"
+
+
+async def test_the_drill_never_dials_this_node_and_says_when_it_cannot_tell(
+    kubo_factory: KuboFactory, service: FakePinningService, tmp_path: Path
+) -> None:
+    """The service names this node itself as its delegate (it holds the data): the drill
+    never dials it. With this node's peer id unknown (no listing yet, node down) it cannot
+    tell, and a fetch proves nothing: inconclusive. A CID the service does not say is pinned
+    is not checked."""
+    local = kubo_factory("local")
+    mine = add_content(local, os.urandom(50_000), "mine")
+    queued = local.cli("add", "-Q", "--only-hash", stdin=os.urandom(64))
+    service.delegates = list(local.rpc("id")["Addresses"])
+    service.add_pin(mine, name="mine", status="pinned")
+    service.add_pin(queued, name="queued", status="queued")
+    args = ("--cid", mine, "--cid", queued, "--timeout", "5s", "--json")
+
+    known = tmp_path / "known"
+    known.mkdir()
+    spec = ServiceSpec("alpha", service.url, SPEC_TOKEN)
+    env = write_config(known / "config.yaml", node_api=local.api_url, services=[spec])
+    code, out, err = await acli(_drill_args(known / "config.yaml", *args), env)
+    assert code == EX_NOT_SERVED, out + err
+    results = {c["cid"]: c for c in json.loads(out)["services"]["alpha"]["cids"]}
+    assert results[mine]["reason"] == "no_delegates"
+    assert (
+        results[mine]["detail"] == "its only delegates are this node, which the drill never dials"
+    )
+    assert results[queued]["result"] == "not_pinned"
+    assert results[queued]["detail"] == "its request is queued"
+
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    env = write_config(
+        unknown / "config.yaml", node_api=f"http://127.0.0.1:{free_port()}", services=[spec]
+    )
+    code, out, err = await acli(_drill_args(unknown / "config.yaml", *args), env)
+    assert code == EX_NOT_RUN, out + err
+    results = {c["cid"]: c for c in json.loads(out)["services"]["alpha"]["cids"]}
+    assert results[mine]["result"] == "inconclusive"
+    assert "peer id is unknown" in results[mine]["detail"]
+    assert results[mine]["bytes"] >= 50_000, "it was fetched, from the only peer there was"
+    drill = status_json(unknown / "config.yaml", env)["drill"]["services"]["alpha"]
+    assert (drill["inconclusive"], drill["not_pinned"], drill["fetched"]) == (1, 1, 0)
