@@ -108,8 +108,7 @@ class FetchingNode(LocalNode):
                     checked = max(checked, _count(line, "Progress"))
         except TimeoutError:
             raise NodeUnavailable(
-                f"node unreachable: repo/verify on {self.api_url} said nothing for "
-                f"{no_progress:g}s"
+                f"node unreachable: repo/verify on {self.api_url} said nothing for {no_progress:g}s"
             ) from None
         return checked, corrupt
 
