@@ -88,12 +88,12 @@ class ThrowawayNode:
         return self.repo / "daemon.log"
 
     async def start(self) -> None:
-        self.repo = Path(tempfile.mkdtemp(prefix="pinsyncd-drill-"))
-        env = {**os.environ, "IPFS_PATH": str(self.repo)}
-        await self._run("init", "--profile", "test", "--empty-repo", env=env)
-        self._configure(self.repo / "config")
-        with open(self.log_path, "wb") as log:  # noqa: ASYNC230 - a new local file
-            try:
+        try:
+            self.repo = Path(tempfile.mkdtemp(prefix="pinsyncd-drill-"))
+            env = {**os.environ, "IPFS_PATH": str(self.repo)}
+            await self._run("init", "--profile", "test", "--empty-repo", env=env)
+            self._configure(self.repo / "config")
+            with open(self.log_path, "wb") as log:  # noqa: ASYNC230 - a new local file
                 self._process = await asyncio.create_subprocess_exec(
                     self.binary,
                     "daemon",
@@ -102,8 +102,8 @@ class ThrowawayNode:
                     stdout=log,
                     stderr=log,
                 )
-            except OSError as exc:
-                raise ThrowawayError(f"cannot run {self.binary}: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:  # no room in $TMPDIR, a config that is not JSON
+            raise ThrowawayError(f"cannot make a throwaway ipfs node: {exc}") from None
         self.api_url = await self._wait_for_api()
 
     async def close(self) -> None:
