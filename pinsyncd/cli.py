@@ -96,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("cids", nargs="*", metavar="CID", help="only these CIDs (default: all)")
 
     _restore_parser(commands, common)
+    _check_parser(commands, common)
 
     commands.add_parser(
         "check-config",
@@ -103,6 +104,32 @@ def _parser() -> argparse.ArgumentParser:
         help="validate the config file and print every problem found",
     )
     return parser
+
+
+def _check_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="restore drill: fetch a sample of pinned CIDs from each service, without this node",
+    )
+    check.add_argument(
+        "--retrieval", action="store_true", required=True, help="fetch through a throwaway node"
+    )
+    check.add_argument("--sample", type=int, default=3, metavar="N", help="CIDs per service")
+    check.add_argument("--cid", action="append", default=[], help="check this CID (repeatable)")
+    check.add_argument("--service", metavar="NAME", help="only this service")
+    check.add_argument(
+        "--timeout", type=_duration, default=60.0, metavar="DURATION", help="no-progress limit"
+    )
+    check.add_argument("--ipfs-binary", metavar="PATH", help="default: $PINSYNCD_IPFS_BINARY, ipfs")
+    check.add_argument(
+        "--ipfs-config",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a Kubo setting for the throwaway node (repeatable)",
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _restore_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -212,6 +239,10 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         return commands.run_daemon(config)
     if args.command == "restore":
         return commands.restore(config, _restore_options(args, config))
+    if args.command == "check":  # the restore drill: pinsyncd/check_retrieval.py
+        from pinsyncd.check_retrieval import from_args
+
+        return from_args(config, args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse guards this
 
 

@@ -22,9 +22,13 @@ from prometheus_client.registry import Collector
 from pinsyncd.model import DEFAULT_MAX_ATTEMPTS
 from pinsyncd.psa import errors
 from pinsyncd.store import StateError
+from pinsyncd.store.drill_record import read_drill
 from pinsyncd.store.readonly import read_status
 
 log = structlog.get_logger("pinsyncd.metrics")
+
+DRILL_RESULTS = ("fetched", "not_fetched", "not_pinned", "error", "inconclusive")
+"""The `result` label values of `pinsyncd_drill_cids` (see `pinsyncd.drill_report`)."""
 
 PIN_STATUSES = ("pinned", "pinning", "queued", "failed", "unsent", "sending", "failed_for_good")
 """The `status` label values of `pinsyncd_pins` (the counts `pinsyncd status --json` shows)."""
@@ -104,6 +108,37 @@ class PinsCollector(Collector):
         yield paused
 
 
+class DrillCollector(Collector):
+    """The last restore drill of each service (`pinsyncd check --retrieval`), read from the
+    record beside the state file at every scrape: `pinsyncd_drill_last_timestamp_seconds
+    {service}` and `pinsyncd_drill_cids{service,result}`. Nothing for a service never drilled."""
+
+    def __init__(self, state_path: Path, services: Callable[[], Sequence[str]]) -> None:
+        self.state_path = state_path
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        drill = read_drill(self.state_path, list(self.services()))
+        when = GaugeMetricFamily(
+            "pinsyncd_drill_last_timestamp_seconds",
+            "Unix time of the service's last restore drill (pinsyncd check --retrieval).",
+            labels=["service"],
+        )
+        cids = GaugeMetricFamily(
+            "pinsyncd_drill_cids",
+            "CIDs of the service's last restore drill, by result (not_fetched: the service "
+            "says it is pinned and could not serve it).",
+            labels=["service", "result"],
+        )
+        for name, entry in (drill or {}).get("services", {}).items():
+            when.add_metric([name], entry["timestamp"])
+            for result in DRILL_RESULTS:
+                count = entry.get(result, 0)
+                cids.add_metric([name, result], count if type(count) is int else 0)
+        yield when
+        yield cids
+
+
 class Metrics:
     """The daemon's metrics. Recording is cheap and thread-safe; `render()` reads the state
     file (through `PinsCollector`), so call it off the event loop."""
@@ -152,6 +187,7 @@ class Metrics:
             state_path, services, max_attempts=max_attempts, replicas=replicas
         )
         r.register(self.pins)
+        r.register(DrillCollector(state_path, services))
 
     def record_request(self, service: str, operation: str, outcome: str) -> None:
         self._requests.labels(service, operation, outcome).inc()

@@ -34,6 +34,7 @@ def render_table(status: dict[str, Any]) -> str:
         lines.append(f"{name:<{width}}  {counts}  {s['last_cycle'] or 'never'}")
         lines.extend(f"{'':<{width}}  {line}" for line in _service_notes(s, stuck_after))
     lines.extend(_node_lines(status))
+    lines.extend(_drill_lines(status.get("drill")))
     return "\n".join(lines)
 
 
@@ -116,3 +117,33 @@ def _node_lines(status: dict[str, Any]) -> list[str]:
             parts.append(text)
         lines.append(f"replication (each CID on {k} of {n} services): " + "; ".join(parts))
     return lines
+
+
+def _drill_lines(drill: dict[str, Any] | None) -> list[str]:
+    """The last restore drill (`pinsyncd check --retrieval`): per service, how many of the
+    CIDs drawn were fetched without this node, and a warning for each service that could not
+    serve a CID it says is pinned."""
+    if not drill:
+        return []
+    lines = [f"restore drill {drill['time']}:"]
+    warnings = []
+    for name, entry in drill["services"].items():
+        checked = sum(entry.get(k, 0) for k in ("fetched", "not_fetched", "error", "inconclusive"))
+        text = f"  {name}: {entry.get('fetched', 0)} of {checked} fetched without this node"
+        others = [
+            f"{entry[k]} {k.replace('_', ' ')}"
+            for k in ("not_fetched", "error", "inconclusive", "not_pinned")
+            if entry.get(k)
+        ]
+        if others:
+            text += " (" + ", ".join(others) + ")"
+        if entry["time"] != drill["time"]:
+            text += f", at {entry['time']}"
+        lines.append(text)
+        if entry.get("not_fetched"):
+            failing = [f["cid"] for f in entry.get("failing", []) if f["result"] == "not_fetched"]
+            warnings.append(
+                f"  WARNING: {name} says it has pinned {entry['not_fetched']} CIDs it could not "
+                f"serve: {', '.join(failing[:3])}{' ...' if len(failing) > 3 else ''}"
+            )
+    return lines + warnings

@@ -630,6 +630,7 @@ def nothing_known(services: int) -> dict[str, object]:
         "local": {"pins": 0, "selected": 0, "last_cycle": None},
         "replication": {"replicas": services, "services": services, "kinds": {}},
         "stuck_after": 3600.0,
+        "drill": None,
     }
 
 

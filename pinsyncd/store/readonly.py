@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pinsyncd.model import DEFAULT_MAX_ATTEMPTS
+from pinsyncd.store.drill_record import read_drill
 from pinsyncd.store.errors import StateError, sqlite_problem
 from pinsyncd.store.schema import COUNTS_SQL, FAILED_FOR_GOOD_SQL, SCHEMA_VERSION, UNSENT_SQL
 
@@ -37,6 +38,7 @@ def read_status(
         "local": {"pins": 0, "selected": 0, "last_cycle": None},
         "replication": {"replicas": replicas, "services": len(services), "kinds": {}},
         "stuck_after": stuck_after,
+        "drill": read_drill(state_path, services),
     }
     db = _connect(state_path)
     try:
@@ -281,6 +283,41 @@ def read_previous_peer_ids(state_path: Path) -> frozenset[str]:
             return frozenset()  # created, and not set up yet
         raise _read_error(state_path, exc) from None
     return frozenset(json.loads(rows[0][0])) if rows else frozenset()
+
+
+def read_pinned(state_path: Path, service: str) -> list[tuple[str, str | None]]:
+    """(CID, requestid) of every request the state records as `pinned` on `service`: what a
+    restore drill draws its sample from."""
+    db = _connect(state_path)
+    if db is None:
+        return []
+    try:
+        return [
+            (cid, requestid)
+            for cid, requestid in db.execute(
+                "SELECT cid, requestid FROM remote_pins WHERE service=? AND status='pinned' "
+                "ORDER BY cid",
+                (service,),
+            )
+        ]
+    except sqlite3.DatabaseError as exc:
+        raise _read_error(state_path, exc) from None
+    finally:
+        db.close()
+
+
+def read_node_peer_id(state_path: Path) -> str | None:
+    """The peer id of the node this state backs up, as last listed; None before that."""
+    db = _connect(state_path)
+    if db is None:
+        return None
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='node_peer_id'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise _read_error(state_path, exc) from None
+    finally:
+        db.close()
+    return str(row[0]) if row and row[0] else None
 
 
 def _iso(timestamp: float) -> str:
