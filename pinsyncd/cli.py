@@ -239,8 +239,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         return commands.run_daemon(config)
     if args.command == "restore":
         return commands.restore(config, _restore_options(args, config))
-    if args.command == "check":  # the restore drill: pinsyncd/check_retrieval.py
-        from pinsyncd.check_retrieval import from_args
+    if args.command == "check":  # the restore drill: pinsyncd/drill/
+        from pinsyncd.drill.command import from_args
 
         return from_args(config, args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse guards this

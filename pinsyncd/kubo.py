@@ -11,6 +11,7 @@ surrogate) is mended, so every CID and name can be stored, logged and sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -100,6 +101,27 @@ class PinProgress:
 
     blocks: int = 0
     bytes: int = 0
+
+
+class ProgressWatch:
+    """Whether a fetch still moves: it stalls when its counts have not grown for `limit`
+    seconds. The time is given, never read here."""
+
+    def __init__(self, limit: float, now: float) -> None:
+        self.limit = limit
+        self.progress = PinProgress()
+        self._since = now
+
+    def update(self, blocks: int, size: int, now: float) -> bool:
+        """Note a report; whether it is progress."""
+        seen = PinProgress(max(blocks, self.progress.blocks), max(size, self.progress.bytes))
+        if seen == self.progress:
+            return False
+        self.progress, self._since = seen, now
+        return True
+
+    def stalled(self, now: float) -> bool:
+        return now - self._since > self.limit
 
 
 class PinStalled(NodeError):
@@ -266,62 +288,97 @@ class LocalNode:
         on_progress: Callable[[PinProgress], None] | None,
         clock: Callable[[], float],
     ) -> PinProgress:
-        self._count("pin/add")
-        url = (self.api_url / "api" / "v0" / "pin" / "add").with_query(params)
-        progress = PinProgress()
-        moved = clock()
+        watch = ProgressWatch(stall, clock())
+        try:
+            async with contextlib.aclosing(
+                self._stream_json("pin/add", params, read_timeout=stall)
+            ) as lines:
+                async for line in lines:
+                    if "Pins" in line:
+                        return watch.progress
+                    if watch.update(_count(line, "Progress"), _count(line, "Bytes"), clock()):
+                        if on_progress is not None:
+                            on_progress(watch.progress)
+                    elif watch.stalled(clock()):
+                        raise PinStalled(cid, watch.progress, stall)
+        except TimeoutError:  # not even Kubo's twice-a-second report came
+            raise PinStalled(cid, watch.progress, stall) from None
+        raise NodeRequestError("node refused pin/add: the answer ended without the pin")
+
+    async def peers(self) -> set[str]:
+        """The peer ids the node is connected to now."""
+        data = await self._json("swarm/peers")
+        peers = data.get("Peers") or []
+        if not isinstance(peers, list):
+            raise self._not_kubo("swarm/peers", "no Peers in the answer")
+        return {p["Peer"] for p in peers if isinstance(p, dict) and isinstance(p.get("Peer"), str)}
+
+    async def verify_repo(self, *, no_progress: float) -> tuple[int, list[str]]:
+        """`repo/verify`: read every block of the repo and check it against its hash; (the
+        blocks checked, the messages about corrupt ones)."""
+        checked = 0
+        corrupt: list[str] = []
+        try:
+            async with contextlib.aclosing(
+                self._stream_json("repo/verify", {}, read_timeout=no_progress)
+            ) as lines:
+                async for line in lines:
+                    message = line.get("Msg")
+                    if isinstance(message, str) and message.startswith("block "):
+                        corrupt.append(safe_text(message))
+                    checked = max(checked, _count(line, "Progress"))
+        except TimeoutError:
+            raise NodeUnavailable(
+                f"node unreachable: repo/verify on {self.api_url} said nothing for {no_progress:g}s"
+            ) from None
+        return checked, corrupt
+
+    async def _stream_json(
+        self, command: str, params: Mapping[str, str], *, read_timeout: float
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The JSON objects of a streamed RPC answer, one a line. No data for `read_timeout`
+        raises `TimeoutError`; the node's errors (an error line, or one in the stream's
+        `X-Stream-Error` trailer) are `NodeError`s."""
+        self._count(command)
+        url = (self.api_url / "api" / "v0").joinpath(*command.split("/")).with_query(params)
         post = StreamedPost(
             url,
             headers={"User-Agent": f"pinsyncd/{__version__}"},
             connect_timeout=min(self._timeout, 10.0),
-            read_timeout=stall,
+            read_timeout=read_timeout,
         )
         try:
             async with post as response:
                 if response.status != 200:
                     body = await response.read(MAX_ERROR_BODY)
-                    raise self._http_error("pin/add", response.status, body)
-                partial = b""
+                    raise self._http_error(command, response.status, body)
+                buffer = b""
                 async for chunk in response.chunks():
-                    lines = (partial + chunk).split(b"\n")
-                    partial = lines.pop()
-                    if len(partial) > MAX_LINE:
-                        raise self._not_kubo("pin/add", "an answer line is too long")
+                    *lines, buffer = (buffer + chunk).split(b"\n")
+                    if len(buffer) > MAX_LINE:
+                        raise self._not_kubo(command, "an answer line is too long")
                     for line in lines:
-                        now = self._pin_line(line, progress)
-                        if now is None:  # not a report: the last line, or a blank one
-                            continue
-                        if now != progress:
-                            progress, moved = now, clock()
-                            if on_progress is not None:
-                                on_progress(progress)
-                        elif clock() - moved >= stall:
-                            raise PinStalled(cid, progress, stall)
+                        if line.strip():
+                            yield self._stream_object(command, line)
+                if buffer.strip():
+                    yield self._stream_object(command, buffer)
                 if failure := response.trailers.get("x-stream-error"):
-                    raise NodeRequestError(f"node refused pin/add: {safe_text(failure)}")
-        except TimeoutError:  # not even Kubo's twice-a-second report came
-            raise PinStalled(cid, progress, stall) from None
+                    raise NodeRequestError(f"node refused {command}: {safe_text(failure)}")
+        except TimeoutError:  # an OSError too: the caller's to handle, not a broken stream
+            raise
         except (StreamDropped, OSError) as exc:
-            raise self._stream_broken("pin/add", exc) from None
-        return progress
+            raise self._stream_broken(command, exc) from None
 
-    def _pin_line(self, line: bytes, progress: PinProgress) -> PinProgress | None:
-        """The progress a `pin/add` report line gives (None for the last line, `Pins`, and
-        for anything else that is not a report)."""
-        if not line.strip():
-            return None
+    def _stream_object(self, command: str, line: bytes) -> dict[str, Any]:
         try:
-            entry = json.loads(line)
+            value = json.loads(line)
         except ValueError:
-            raise self._not_kubo("pin/add", "an answer line is not JSON") from None
-        if not isinstance(entry, dict):
-            return None
-        if entry.get("Type") == "error" or "Message" in entry:
-            raise NodeRequestError(f"node refused pin/add: {safe_text(str(entry.get('Message')))}")
-        blocks, size = entry.get("Progress", 0), entry.get("Bytes", 0)
-        if "Pins" in entry or not isinstance(blocks, int) or not isinstance(size, int):
-            return None
-        return PinProgress(max(blocks, progress.blocks), max(size, progress.bytes))
+            raise self._not_kubo(command, "an answer line is not JSON") from None
+        if not isinstance(value, dict):
+            raise self._not_kubo(command, "an answer line is not a JSON object")
+        if value.get("Type") == "error" and isinstance(value.get("Message"), str):
+            raise NodeRequestError(f"node refused {command}: {safe_text(value['Message'])}")
+        return value
 
     async def _dial(self, address: str) -> DialResult:
         try:
@@ -564,6 +621,12 @@ class LocalNode:
         if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
             return NodeUnavailable(f"node unreachable: {self.api_url} dropped the connection")
         return NodeUnavailable(f"node unreachable: {self.api_url}: {exc}")
+
+
+def _count(line: Mapping[str, Any], key: str) -> int:
+    """A non-negative count from a streamed report line (0 when absent or not a count)."""
+    value = line.get(key, 0)
+    return value if type(value) is int and value >= 0 else 0
 
 
 def _name_of(entry: Mapping[str, Any]) -> str:

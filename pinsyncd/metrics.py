@@ -28,7 +28,7 @@ from pinsyncd.store.readonly import read_status
 log = structlog.get_logger("pinsyncd.metrics")
 
 DRILL_RESULTS = ("fetched", "not_fetched", "not_pinned", "error", "inconclusive")
-"""The `result` label values of `pinsyncd_drill_cids` (see `pinsyncd.drill_report`)."""
+"""The `result` label values of `pinsyncd_drill_cids` (see `pinsyncd.drill.report`)."""
 
 PIN_STATUSES = ("pinned", "pinning", "queued", "failed", "unsent", "sending", "failed_for_good")
 """The `status` label values of `pinsyncd_pins` (the counts `pinsyncd status --json` shows)."""

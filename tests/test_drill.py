@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pinsyncd.cli import main
-from pinsyncd.drill_report import (
+from pinsyncd.drill.report import (
     EX_NOT_RUN,
     EX_NOT_SERVED,
     EX_OK,
@@ -36,12 +36,12 @@ from pinsyncd.drill_report import (
     record_entry,
     render,
 )
+from pinsyncd.drill.throwaway import ThrowawayError, find_binary
+from pinsyncd.kubo import PinProgress, ProgressWatch
 from pinsyncd.metrics import Metrics
-from pinsyncd.retrieval import ProgressWatch
 from pinsyncd.status import render_table
 from pinsyncd.store.drill_record import drill_path, read_drill, write_drill
 from pinsyncd.store.readonly import read_status
-from pinsyncd.throwaway import ThrowawayError, find_binary
 from tests.cluster_peer import ClusterPeer, free_port
 from tests.daemon_helpers import ServiceSpec, acli, status_json, write_config
 from tests.fake_psa import FakePinningService
@@ -82,14 +82,14 @@ def test_exit_code_a_pinned_cid_not_served_wins_over_a_drill_that_could_not_run(
 
 def test_progress_watch_stalls_only_after_the_limit_without_change() -> None:
     watch = ProgressWatch(10.0, now=100.0)
-    watch.update(0, 0, 105.0)  # Kubo's ticker line with nothing new: not progress
+    assert not watch.update(0, 0, 105.0)  # Kubo's ticker line with nothing new
     assert not watch.stalled(110.0)
     assert watch.stalled(110.5)
-    watch.update(3, 800_000, 110.5)  # blocks came: the clock starts again
+    assert watch.update(3, 800_000, 110.5)  # blocks came: the clock starts again
     assert not watch.stalled(120.0)
-    watch.update(3, 800_000, 119.0)
+    assert not watch.update(3, 800_000, 119.0)
     assert watch.stalled(121.0)
-    assert (watch.blocks, watch.size) == (3, 800_000)
+    assert watch.progress == PinProgress(3, 800_000)
 
 
 def test_report_lines_counts_and_the_kept_entry() -> None:

@@ -3,11 +3,11 @@ without this node.
 
 It asks the service for each CID's request (its `delegates`), starts a throwaway Kubo node
 (`throwaway`) that knows no peer at all, connects it to those delegates only (never to this
-node), and fetches each CID into it (`retrieval`): `pin/add` gets every block of the DAG, and
-Kubo checks each block against its hash as it arrives. Then it checks that the throwaway
-node was not connected to this node after all (else the result proves nothing), and reads
-every block of its repo once more with `repo/verify`. The node is always stopped and its
-repo deleted. What each result means is decided in `drill_report`.
+node), and fetches each CID into it (`LocalNode.pin_add`, with a no-progress timeout): that
+gets every block of the DAG, and Kubo checks each block against its hash as it arrives. Then
+it checks that the throwaway node was not connected to this node after all (else the result
+proves nothing), and reads every block of its repo once more with `repo/verify`. The node is
+always stopped and its repo deleted. What each result means is decided in `report`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from typing import Any
 import structlog
 
 from pinsyncd.cids import multihash_of
-from pinsyncd.drill_report import CidResult, Reason, ServiceResult, Target
+from pinsyncd.drill.report import CidResult, Reason, ServiceResult, Target
+from pinsyncd.drill.throwaway import ThrowawayError, ThrowawayNode
 from pinsyncd.durations import format_duration
-from pinsyncd.kubo import NodeError
+from pinsyncd.kubo import LocalNode, NodeError, PinProgress, PinStalled
 from pinsyncd.logs import redact_text
 from pinsyncd.psa import PinningServiceClient, PinningServiceError, PinStatus, Status, find_pins
-from pinsyncd.retrieval import FetchingNode
-from pinsyncd.throwaway import ThrowawayError, ThrowawayNode
 
 log = structlog.get_logger("pinsyncd.drill")
 
@@ -124,7 +123,7 @@ async def _fetch_all(
     fetched: list[CidResult] = []
     async with (
         ThrowawayNode(settings.binary, config=settings.node_config) as throwaway,
-        FetchingNode(throwaway.api_url) as node,
+        LocalNode(throwaway.api_url) as node,
     ):
         for target, request in checks:
             delegates = [d for d in request.delegates if _peer_of(d) not in settings.own_peer_ids]
@@ -149,7 +148,7 @@ async def _fetch_all(
 
 
 async def _check(
-    node: FetchingNode,
+    node: LocalNode,
     cid: str,
     delegates: Sequence[str],
     settings: DrillSettings,
@@ -168,32 +167,40 @@ async def _check(
             f"none of its {len(dials)} delegates could be dialled "
             f"({first.address}: {_one_line(first.error or 'no reason given')})",
         )
-    fetch = await node.fetch(cid, no_progress=settings.timeout, clock=clock)
-    wait = format_duration(settings.timeout)
-    if not fetch.pinned and not fetch.blocks:
-        return CidResult(
-            cid,
-            Reason.NOTHING_FETCHED,
-            f"no block came from {len(reached)} connected delegates within {wait}",
-            seconds=fetch.seconds,
-        )
-    if not fetch.pinned:
-        return CidResult(
-            cid,
-            Reason.STALLED,
-            f"stalled after {fetch.blocks} blocks ({fetch.size} bytes): nothing more for {wait}",
-            blocks=fetch.blocks,
-            size=fetch.size,
-            seconds=fetch.seconds,
-        )
+    started = clock()
+    try:
+        fetched = await node.pin_add(cid, stall=settings.timeout, clock=clock)
+    except PinStalled as exc:
+        return _stalled(cid, exc.progress, len(reached), settings, clock() - started)
     doubt = _doubt(await node.peers(), settings.own_peer_ids)
     return CidResult(
         cid,
         Reason.CONNECTED_TO_THIS_NODE if doubt else None,
         doubt or "",
-        blocks=fetch.blocks,
-        size=fetch.size,
-        seconds=fetch.seconds,
+        blocks=fetched.blocks,
+        size=fetched.bytes,
+        seconds=clock() - started,
+    )
+
+
+def _stalled(
+    cid: str, progress: PinProgress, reached: int, settings: DrillSettings, seconds: float
+) -> CidResult:
+    wait = format_duration(settings.timeout)
+    if not progress.blocks:
+        return CidResult(
+            cid,
+            Reason.NOTHING_FETCHED,
+            f"no block came from {reached} connected delegates within {wait}",
+            seconds=seconds,
+        )
+    return CidResult(
+        cid,
+        Reason.STALLED,
+        f"stalled after {progress.blocks} blocks ({progress.bytes} bytes): nothing more for {wait}",
+        blocks=progress.blocks,
+        size=progress.bytes,
+        seconds=seconds,
     )
 
 

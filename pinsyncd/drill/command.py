@@ -25,8 +25,7 @@ import structlog
 from pinsyncd.cids import InvalidCIDError, multihash_of, parse_cid
 from pinsyncd.commands import fail, with_tokens
 from pinsyncd.config import Config
-from pinsyncd.drill import DrillSettings, drill_service
-from pinsyncd.drill_report import (
+from pinsyncd.drill.report import (
     CidResult,
     DrillReport,
     Target,
@@ -37,13 +36,14 @@ from pinsyncd.drill_report import (
     render,
     summary_line,
 )
+from pinsyncd.drill.run import DrillSettings, drill_service
+from pinsyncd.drill.throwaway import ThrowawayError, find_binary
 from pinsyncd.kubo import LocalNode, NodeError
 from pinsyncd.logs import printable, redact_text
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.store.drill_record import write_drill
 from pinsyncd.store.readonly import read_node_peer_id, read_pinned
 from pinsyncd.throttle import Throttle
-from pinsyncd.throwaway import ThrowawayError, find_binary
 
 log = structlog.get_logger("pinsyncd.drill")
 
