@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import structlog
@@ -34,6 +34,22 @@ log = structlog.get_logger("pinsyncd")
 def fail(message: str) -> int:
     print(f"pinsyncd: {printable(redact_text(message))}", file=sys.stderr)
     return 1
+
+
+def unknown_argument(config: Config, services: Sequence[str], cids: Sequence[str]) -> int | None:
+    """Exit 1 with one line when a service named on the command line is not in the config
+    or a CID given is not a CID; None when all are fine."""
+    known = [s.name for s in config.services]
+    if unknown := [name for name in services if name not in known]:
+        return fail(
+            f"no service named {unknown[0]!r} in {config.source} (have: {', '.join(known)})"
+        )
+    for cid in cids:
+        try:
+            parse_cid(cid)
+        except InvalidCIDError as exc:
+            return fail(str(exc))
+    return None
 
 
 DAEMON_SILENT_AFTER = 10.0
@@ -235,15 +251,9 @@ async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None)
 def retry(config: Config, *, service: str | None, cids: list[str]) -> int:
     """Clear the backoff of failed pins (and of paused services) so that they are tried at
     the next cycle; beside a running daemon, the daemon does it and tries them at once."""
-    names = [s.name for s in config.services]
-    if service is not None and service not in names:
-        return fail(f"no service named {service!r} in {config.source} (have: {', '.join(names)})")
-    for cid in cids:
-        try:
-            parse_cid(cid)
-        except InvalidCIDError as exc:
-            return fail(str(exc))
-    services = [service] if service else names
+    if (refusal := unknown_argument(config, [service] if service else [], cids)) is not None:
+        return refusal
+    services = [service] if service else [s.name for s in config.services]
 
     async def alone(config: Config) -> int:
         return await _retry(config, services, cids or None)
@@ -297,16 +307,8 @@ def restore(config: Config, options: RestoreOptions) -> int:
     """Bring the backed-up pins back onto the node (`pinsyncd restore`). It runs alone on
     the state file: a daemon beside it would back the restored pins up again before the
     restore has marked them as already backed up."""
-    known = [s.name for s in config.services]
-    if unknown := [name for name in options.services if name not in known]:
-        return fail(
-            f"no service named {unknown[0]!r} in {config.source} (have: {', '.join(known)})"
-        )
-    for cid in options.cids:
-        try:
-            parse_cid(cid)
-        except InvalidCIDError as exc:
-            return fail(str(exc))
+    if (refusal := unknown_argument(config, options.services, options.cids)) is not None:
+        return refusal
     if options.dry_run:
         config = with_tokens(config, list(options.services))
         return asyncio.run(_restore(config, options, None))

@@ -22,8 +22,8 @@ from typing import Any
 
 import structlog
 
-from pinsyncd.cids import InvalidCIDError, multihash_of, parse_cid
-from pinsyncd.commands import fail, with_tokens
+from pinsyncd.cids import multihash_of
+from pinsyncd.commands import fail, unknown_argument, with_tokens
 from pinsyncd.config import Config
 from pinsyncd.drill.report import (
     CidResult,
@@ -64,14 +64,9 @@ def check_retrieval(
     as_json_output: bool = False,
     rng: random.Random | None = None,
 ) -> int:
+    if (refusal := unknown_argument(config, [service] if service else [], cids)) is not None:
+        return refusal
     names = [s.name for s in config.services]
-    if service is not None and service not in names:
-        return fail(f"no service named {service!r} in {config.source} (have: {', '.join(names)})")
-    for cid in cids:
-        try:
-            parse_cid(cid)
-        except InvalidCIDError as exc:
-            return fail(str(exc))
     try:
         binary = find_binary(ipfs_binary)
     except ThrowawayError as exc:
