@@ -36,7 +36,7 @@ from pinsyncd.drill.report import (
     record_entry,
     render,
 )
-from pinsyncd.drill.throwaway import ThrowawayError, find_binary
+from pinsyncd.drill.throwaway import ThrowawayError, find_binary, remove_leftovers
 from pinsyncd.kubo import PinProgress, ProgressWatch
 from pinsyncd.metrics import Metrics
 from pinsyncd.status import render_table
@@ -387,7 +387,9 @@ def _running(pids: list[int]) -> list[int]:
     return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
 
 
-@pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("signal_number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)]
+)
 async def test_an_interrupted_drill_stops_the_throwaway_node_and_deletes_its_repo(
     kubo_factory: KuboFactory,
     service: FakePinningService,
@@ -433,8 +435,15 @@ async def test_an_interrupted_drill_stops_the_throwaway_node_and_deletes_its_rep
             await process.wait()
     assert process.returncode == code, out.decode() + err.decode()
     assert "Traceback" not in err.decode()
+    if signal_number == signal.SIGKILL:  # no time to clean up: the kernel stops the daemon,
+        await wait_until(lambda: _stopped(daemons), 60, "the orphaned daemon stopped")
+        assert remove_leftovers(scratch) == [repo], "and the next drill deletes its repo"
     assert list(scratch.iterdir()) == [], "the throwaway repo is deleted"
     assert daemons and not _running(daemons), "its daemon stopped"
+
+
+async def _stopped(pids: list[int]) -> bool:
+    return not _running(pids)
 
 
 async def test_the_drill_never_dials_this_node_and_says_when_it_cannot_tell(

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +26,9 @@ from typing import Any, Self
 from pinsyncd.kubo import LocalNode, NodeError
 
 BINARY_ENV = "PINSYNCD_IPFS_BINARY"
+REPO_PREFIX = "pinsyncd-drill-"
+PID_FILE = "pinsyncd-daemon.pid"
+"""In the repo: the throwaway daemon's pid, so a later drill can tell a leftover repo."""
 BASE_CONFIG: dict[str, Any] = {"Routing.Type": "none"}
 """Set in every throwaway repo, beside what `--profile test` sets."""
 START_TIMEOUT = 60.0
@@ -88,8 +93,9 @@ class ThrowawayNode:
         return self.repo / "daemon.log"
 
     async def start(self) -> None:
+        remove_leftovers()
         try:
-            self.repo = Path(tempfile.mkdtemp(prefix="pinsyncd-drill-"))
+            self.repo = Path(tempfile.mkdtemp(prefix=REPO_PREFIX))
             env = {**os.environ, "IPFS_PATH": str(self.repo)}
             await self._run("init", "--profile", "test", "--empty-repo", env=env)
             self._configure(self.repo / "config")
@@ -101,7 +107,9 @@ class ThrowawayNode:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
+                    preexec_fn=_die_with_parent,
                 )
+            (self.repo / PID_FILE).write_text(str(self._process.pid), encoding="ascii")
         except (OSError, ValueError) as exc:  # no room in $TMPDIR, a config that is not JSON
             raise ThrowawayError(f"cannot make a throwaway ipfs node: {exc}") from None
         self.api_url = await self._wait_for_api()
@@ -192,6 +200,45 @@ class ThrowawayNode:
             return _tail(self.log_path.read_text(encoding="utf-8", errors="replace"))
         except OSError:
             return "(no log)"
+
+
+def remove_leftovers(parent: Path | None = None) -> list[Path]:
+    """Delete the repos of throwaway nodes whose pinsyncd was killed (`kill -9`, a power
+    cut) before it could: those whose daemon is no longer running. The daemon itself dies
+    with its pinsyncd (`_die_with_parent`, on Linux). The repos deleted."""
+    parent = parent or Path(tempfile.gettempdir())
+    removed = []
+    for repo in parent.glob(f"{REPO_PREFIX}*"):
+        try:
+            pid = int((repo / PID_FILE).read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            continue  # being made right now, or not ours
+        if not _running(pid):
+            shutil.rmtree(repo, ignore_errors=True)
+            removed.append(repo)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process has that pid now
+        return True
+    return True
+
+
+def _die_with_parent() -> None:
+    """In the child, before `ipfs daemon` runs: ask Linux to send it SIGTERM when pinsyncd
+    dies, however it dies, so no throwaway daemon outlives a killed drill."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _api_url(api_file: Path) -> str | None:
