@@ -401,11 +401,13 @@ async def test_a_second_add_of_a_pinned_cid_stays_queued(helia: HeliaPinningServ
 async def test_a_lost_node_is_restored_from_helia_alone(
     helia: HeliaPinningService, kubo_factory: KuboFactory, tmp_path: Path
 ) -> None:
-    """Node A backs two files up to Helia (`sync --once --wait`, origins: all), A is stopped,
-    and a fresh node B gets both back, byte for byte, with `pinsyncd restore --from-peer A`:
-    from Helia's delegates alone. B's first sync then adopts Helia's requests: no add."""
+    """Node A backs two files up to Helia (`sync --once --wait`, origins: all), A is stopped;
+    the restore drill fetches them from Helia alone; and a fresh node B gets both back, byte
+    for byte, with `pinsyncd restore --from-peer A`, from Helia's delegates alone. B's first
+    sync then adopts Helia's requests: no add."""
     from tests.daemon_helpers import ServiceSpec, acli, log_events, write_config
     from tests.test_cluster import read_back
+    from tests.test_drill import _drill_args
 
     a = kubo_factory("a")
     files = {"one.bin": os.urandom(700_000), "two.bin": os.urandom(400_000)}
@@ -418,6 +420,11 @@ async def test_a_lost_node_is_restored_from_helia_alone(
     assert code == 0, err
     a_id = peer_id(a)
     a.stop()
+
+    # The drill, from A's side: Helia serves both files to a node that never met A.
+    code, out, err = await acli([*_drill_args(config_a), "--sample", "5"], env_a)
+    assert code == 0, (out, err)
+    assert f"{SERVICE}: 3 of 3 fetched (" in out, out  # the two, and the empty folder
 
     b = kubo_factory("b")
     (tmp_path / "conf-b").mkdir()

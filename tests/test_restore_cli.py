@@ -216,8 +216,8 @@ async def test_on_a_terminal_a_bar_shows_cids_and_bytes(tmp_path: Path) -> None:
         os.close(leader)
     text = screen.decode(errors="replace")
     assert code == 3, text  # `failed` is nowhere pinned
-    assert "restoring" in text and "3/3" in text and "9.0 kB fetched" in text, text
-    assert "restored 3 of 3 pins (9.0 kB)" in text, text
+    assert "restoring" in text and "3/3" in text and "8.8 KiB fetched" in text, text
+    assert "restored 3 of 3 pins (8.8 KiB)" in text, text
 
 
 def test_without_a_terminal_progress_is_a_log_line_at_most_every_10_s() -> None:

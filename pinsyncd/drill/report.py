@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from pinsyncd.sizes import human_bytes
+
 EX_OK = 0
 EX_NOT_RUN = 1
 EX_NOT_SERVED = 3
@@ -166,7 +168,7 @@ def summary_line(service: ServiceResult) -> str:
     total = sum(r.size for r in service.cids if r.outcome is Outcome.FETCHED)
     text = (
         f"{service.service}: {counts[Outcome.FETCHED]} of {checked} fetched "
-        f"({_size(total)} in {service.seconds:.1f}s"
+        f"({human_bytes(total)} in {service.seconds:.1f}s"
     )
     if service.delegates:
         text += f", from {service.connected} of {service.delegates} delegates"
@@ -187,7 +189,9 @@ def summary_line(service: ServiceResult) -> str:
 
 def _describe(result: CidResult) -> str:
     if result.reason is None:
-        return f"fetched: {result.blocks} blocks, {_size(result.size)} in {result.seconds:.1f}s"
+        return (
+            f"fetched: {result.blocks} blocks, {human_bytes(result.size)} in {result.seconds:.1f}s"
+        )
     label = {
         Outcome.NOT_FETCHED: "NOT FETCHED",
         Outcome.NOT_PINNED: "not pinned there",
@@ -239,13 +243,6 @@ def _cid_json(result: CidResult) -> dict[str, Any]:
         "bytes": result.size,
         "seconds": round(result.seconds, 3),
     }
-
-
-def _size(size: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
 
 
 def _iso(timestamp: float) -> str:

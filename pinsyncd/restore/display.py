@@ -12,18 +12,11 @@ from typing import Any, Self
 import structlog
 
 from pinsyncd.kubo import PinProgress
+from pinsyncd.sizes import human_bytes
 from pinsyncd.store.restores import Outcome, RestoreItem
 
 log = structlog.get_logger("pinsyncd.restore")
 LOG_EVERY = 10.0
-
-
-def human_bytes(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
 
 
 class RestoreProgress:

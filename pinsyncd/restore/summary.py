@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 from pinsyncd.restore.choose import Item
-from pinsyncd.restore.display import human_bytes
 from pinsyncd.restore.run import RestoreReport
+from pinsyncd.sizes import human_bytes
 
 EX_RESTORED = 0
 EX_MISSING = 3
