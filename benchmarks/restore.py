@@ -26,7 +26,7 @@ from tests.fake_psa import FakePinningService
 from tests.peers import KuboNode
 
 TOKEN = "restore-bench-token"
-OLD_NODE = "12D3KooWBenchmarkOldLaptopXXXXXXXXXXXXXXXXXXXXXXXXXX"
+OLD_NODE = "12D3KooWBenchmarkBenchmarkBenchmarkBenchmarkBenchmarkBench"
 
 
 class ServiceThread:

@@ -13,6 +13,7 @@ from typing import Any
 
 from pinsyncd import __version__, dry_run
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
+from pinsyncd.config.schema import peer_id
 from pinsyncd.durations import format_duration, parse_duration
 from pinsyncd.logs import CurrentStream, configure_logging
 from pinsyncd.restore.run import RestoreOptions
@@ -22,6 +23,13 @@ from pinsyncd.store import StateError, sqlite_problem
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _peer_id(text: str) -> str:
+    try:
+        return peer_id(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -147,6 +155,7 @@ def _restore_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--from-peer",
         action="append",
         default=[],
+        type=_peer_id,
         metavar="PEERID",
         help="the pins of the node with this peer id (the old laptop's), which this node "
         "then owns, as with node.previous_peer_ids (repeatable)",

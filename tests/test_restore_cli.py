@@ -22,8 +22,8 @@ from tests.fake_kubo import FakeKubo
 from tests.fake_psa import FakePinningService
 
 TOKEN = "restore-token"
-OLD_LAPTOP = "12D3KooWLaptopThatWasStolenXXXXXXXXXXXXXXXXXXXXXXXXX"
-NOBODY = "12D3KooWSomeOtherDeviceYYYYYYYYYYYYYYYYYYYYYYYYYYYYYY"
+OLD_LAPTOP = "12D3KooWGoneLaptopGoneLaptopGoneLaptopGoneLaptopGoneLaptop"
+NOBODY = "12D3KooWAnotherDeviceAnotherDeviceAnotherDeviceAnotherDev"
 
 
 def meta(node: str, name: str = "") -> dict[str, str]:
@@ -154,6 +154,8 @@ async def test_refusals_are_one_line_and_exit_codes_say_which(tmp_path: Path) ->
         assert code == 1 and "not-a-cid" in err and "Traceback" not in err, err
         code, _out, err = await w.restore("--service", "gamma")
         assert code == 1 and "no service named 'gamma'" in err, err
+        code, _out, err = await w.restore("--from-peer", "my-old-laptop")
+        assert code == 2 and "'my-old-laptop' is not a peer id" in err, err
 
         await w.node.go_offline()
         code, _out, err = await w.restore()

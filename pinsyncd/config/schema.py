@@ -116,7 +116,8 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-def _peer_id(value: str) -> str:
+def peer_id(value: str) -> str:
+    """`value` stripped, when it is a peer id; a ValueError saying what one looks like."""
     if not re.fullmatch(r"(Qm|12D3Koo|k51|bafz)[1-9A-HJ-NP-Za-km-z]{20,120}", value.strip()):
         raise ValueError(f"{value!r} is not a peer id (like 12D3KooW... or Qm...; `ipfs id`)")
     return value.strip()
@@ -127,7 +128,7 @@ class NodeConfig(_Section):
 
     api: Annotated[str, AfterValidator(node_api_url)] = "http://127.0.0.1:5001"
     timeout: Duration = 60.0
-    previous_peer_ids: list[Annotated[str, AfterValidator(_peer_id)]] = []
+    previous_peer_ids: list[Annotated[str, AfterValidator(peer_id)]] = []
     """Peer ids this node had before (a new identity, a repo restored elsewhere): requests
     made under them are this device's own, to adopt and manage."""
 
