@@ -157,6 +157,8 @@ class PeerStats:
     pins: int
     cpu: float
     kubo: dict[str, int] = field(default_factory=dict)
+    last_add_at: float | None = None
+    """When the last add arrived (time.monotonic(), which is system-wide on Linux)."""
 
     @property
     def total(self) -> int:
@@ -179,6 +181,7 @@ def _stats(data: dict[str, Any]) -> PeerStats:
         pins=int(data["psa_pins"]),
         cpu=float(data["cpu"]),
         kubo=dict(data.get("kubo", {})),
+        last_add_at=data.get("psa_last_add_at"),
     )
 
 

@@ -79,6 +79,7 @@ class BenchPeers:
         return {
             "psa": self.psa.request_counts(),
             "psa_add_span": (adds[-1] - adds[0]) if len(adds) > 1 else 0.0,
+            "psa_last_add_at": adds[-1] if adds else None,  # time.monotonic(), system-wide
             "psa_pins": self.psa.pin_count,
             "kubo": dict(self.kubo.calls),
             "cpu": time.process_time(),

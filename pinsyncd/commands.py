@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -16,6 +16,7 @@ from pinsyncd import control, outcome
 from pinsyncd.cids import InvalidCIDError, parse_cid
 from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
+from pinsyncd.follow import FollowUp
 from pinsyncd.lock import EX_LOCKED, Holder, StateLock
 from pinsyncd.logs import printable, redact_text, register_secrets
 from pinsyncd.progress import SendProgress
@@ -26,7 +27,7 @@ from pinsyncd.restore.run import restore as run_restore
 from pinsyncd.status import render_failed, render_table
 from pinsyncd.store import StateStore
 from pinsyncd.store.readonly import read_failed, read_previous_peer_ids, read_status
-from pinsyncd.sync.engine import SyncEngine
+from pinsyncd.sync.engine import CycleReport, SyncEngine
 
 log = structlog.get_logger("pinsyncd")
 
@@ -223,15 +224,20 @@ async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None)
     progress = SendProgress()
     for executor in engine.executors.values():
         executor.progress = progress.update
+    follow = {name: FollowUp(ceiling=config.sync.status_interval) for name in engine.executors}
     try:
         with progress:
             report = await engine.cycle()
+        node_error = report.node_error
         log_cycle(report)
         remaining = await outcome.unfinished(store, report.services)
         while wait and remaining and time.monotonic() < deadline:
-            pause = min(config.sync.status_interval, max(0.0, deadline - time.monotonic()))
-            await asyncio.sleep(pause)
-            report = await engine.cycle()
+            soon = _next_round(follow, report, config.sync.status_interval)
+            await asyncio.sleep(min(soon, max(0.0, deadline - time.monotonic())))
+            # What is left is the requests of this run: a node listed once is not listed
+            # again (an unreachable one is, each round, until it answers).
+            report = await engine.cycle(list_node=node_error is not None)
+            node_error = report.node_error if node_error is not None else None
             log_cycle(report)
             remaining = await outcome.unfinished(store, report.services)
         # Give the dials to the services' delegates a moment before this process (and
@@ -240,12 +246,24 @@ async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None)
     finally:
         await engine.close()
         await store.close()
-    problems = outcome.problems(report.node_error, report.services)
+    problems = outcome.problems(node_error, report.services)
     if wait and remaining:
         problems.append(outcome.gave_up(remaining, give_up_after))
     if problems:
         return fail("; ".join(problems))
     return 0
+
+
+def _next_round(follow: Mapping[str, FollowUp], report: CycleReport, longest: float) -> float:
+    """Seconds until the next status round of `sync --once --wait`: the soonest any service
+    wants to look at its pending requests again (`follow`)."""
+    waits = [
+        follow[name].after(
+            sent=r.added + r.replaced, pending=r.pending, intents_due_in=r.intents_due_in
+        )
+        for name, r in report.services.items()
+    ]
+    return min((w for w in waits if w is not None), default=longest)
 
 
 def retry(config: Config, *, service: str | None, cids: list[str]) -> int:

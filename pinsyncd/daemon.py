@@ -37,6 +37,7 @@ from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config, ConfigError, load_config
 from pinsyncd.control import ControlServer, Emit, socket_path
 from pinsyncd.durations import format_duration
+from pinsyncd.follow import FollowUp
 from pinsyncd.http_api import HttpApi
 from pinsyncd.lock import EX_LOCKED, Holder, StateLock
 from pinsyncd.logs import register_secrets
@@ -411,7 +412,8 @@ class Daemon:
     async def _loop(self, engine: SyncEngine) -> None:
         """The node is listed every `interval`; each service runs on its own schedule (so a
         slow, failing or rate-limited service never holds up another): it syncs when the
-        pinset changed, every `status_interval` while it has pending pins, when its backoff
+        pinset changed, while it has pending pins about a second after it sent something and
+        then twice as long each round up to `status_interval` (`follow`), when its backoff
         ends, and at least every `interval`."""
         wake = {name: asyncio.Event() for name in engine.executors}
         self._wake = wake
@@ -454,6 +456,7 @@ class Daemon:
 
     async def _service_loop(self, engine: SyncEngine, name: str, wake: asyncio.Event) -> None:
         sync = self.config.sync
+        follow = FollowUp(ceiling=sync.status_interval)
         while not self._halt.is_set():
             wake.clear()
             started = time.monotonic()
@@ -472,7 +475,12 @@ class Daemon:
             self._progressed()
             log_service(report)
             self.notifier.status(self._summary())
-            delay = sync.status_interval if report.pending or state_failed else sync.interval
+            soon = follow.after(
+                sent=report.added + report.replaced,
+                pending=report.pending,
+                intents_due_in=report.intents_due_in,
+            )
+            delay = sync.status_interval if state_failed else soon or sync.interval
             with self._guard.watching():
                 state = await engine.store.service_state(name)
                 if state.paused_until > clock.now():

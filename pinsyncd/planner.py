@@ -72,6 +72,8 @@ class ServicePlan:
     remove: list[Remove] = field(default_factory=list)
     drop: list[str] = field(default_factory=list)  # errored adds no longer wanted: forget
     waiting: int = 0  # rows in backoff or within the intent grace period
+    intents_due_in: float | None = None
+    """Seconds until the first intent still within its grace may be looked up (None: none)."""
 
 
 def plan_service(
@@ -100,10 +102,13 @@ def plan_service(
         if not first:
             break
         if row.status is RemoteStatus.INTENT:
-            if intent_age(row) >= intent_grace:
+            age = intent_age(row)
+            if age >= intent_grace:
                 plan.resolve.append(cid)
             else:
                 plan.waiting += 1
+                due = intent_grace - age
+                plan.intents_due_in = min(due, plan.intents_due_in or due)
             continue
         if plan.adopt or cid in desired:
             continue

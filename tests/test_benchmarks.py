@@ -213,3 +213,10 @@ def test_restore(peers_installed: None) -> None:
     for key in ("wall_s", "cpu_s", "max_rss_mb", "pins_per_s", "mb_received"):
         number(r[key], positive=True)
     assert r["summary"].startswith("restored 50 of 50 pins")
+
+
+def test_confirm_latency() -> None:
+    r = run_benchmark("confirm_latency")
+    assert r["pins"] == 50 and r["adds"] == 50
+    number(r["returned_after_last_pinned_s"])
+    number(r["wall_s"], positive=True)

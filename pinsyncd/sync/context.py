@@ -59,6 +59,8 @@ class ServiceReport:
     others: int = 0  # requests of other devices found (never adopted, never touched)
     removed: dict[str, int] = field(default_factory=dict)  # reason -> requests deleted
     pending: int = 0
+    intents_due_in: float | None = None
+    """Seconds until the first intent still within its grace may be looked up."""
     unsent: int = 0  # pins meant for this service with no request on it yet
     paused: str | None = None  # needs the user: a refused token, no funds
     backoff: str | None = None  # temporary: rate limited, or retrying after errors

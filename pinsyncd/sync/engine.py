@@ -123,14 +123,18 @@ class SyncEngine:
 
     async def cycle(self, *, send: bool = True, list_node: bool = True) -> CycleReport:
         """List the node's pins (or fall back to the last complete listing when the node is
-        unreachable), then sync every service concurrently. `send=False, list_node=False` is
-        a status round: it resolves and tracks what is pending, and sends nothing."""
+        unreachable), then sync every service concurrently. `list_node=False` works from the
+        last listing, as this engine last saw the node (online, with its origins, when it was
+        listed by this process); `send=False, list_node=False` is a status round: it resolves
+        and tracks what is pending, and sends nothing."""
         if list_node:
             report = await self.refresh_node()
         else:
             report = CycleReport(started=time.time())
             await self._use_stored_listing(report)
-            self.node_view = NodeView(False, self.peer_id, taken_over=self.taken_over)
+            report.node_online = self.node_view.online
+            if not self.node_view.online:
+                self.node_view = NodeView(False, self.peer_id, taken_over=self.taken_over)
         results = await asyncio.gather(
             *(self.sync_service(name, send=send) for name in self.executors)
         )

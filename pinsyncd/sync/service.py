@@ -279,6 +279,8 @@ class ServiceExecutor(Part):
             if plan.resolve:  # decided in the first window only, as deletes and forgets are
                 await self.intents.resolve(plan.resolve, remote, report, node)
                 desired, remote, plan, after = await self._window(directives, node, window)
+            if not window:
+                report.intents_due_in = plan.intents_due_in
             if send and not self.ctx.idle():
                 await self.sender.send_all(plan.add, plan.replace, remote, node, report)
                 await self.deleter.remove_all(plan.remove, remote, report)
