@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pinsyncd import __version__, dry_run
+from pinsyncd import __version__, dry_run, exits
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from pinsyncd.config.schema import peer_id
 from pinsyncd.durations import format_duration, parse_duration
@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pinsyncd",
         description="Keep a local IPFS node's pins backed up on remote pinning services.",
+        epilog=exits.epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pinsyncd {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -65,9 +67,20 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sync = commands.add_parser(
-        "sync", parents=[common], help="run one sync cycle (for timers and cron)"
+        "sync",
+        parents=[common],
+        help="run one sync cycle (for timers and cron)",
+        epilog=exits.epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sync.add_argument("--once", action="store_true", help="one cycle, then exit (the default)")
+    sync.add_argument(
+        "--once", action="store_true", help="one cycle, then exit (what sync always does)"
+    )
+    sync.add_argument(
+        "--now",
+        action="store_true",
+        help="ignore saved backoff: failed pins and paused services are tried once more",
+    )
     sync.add_argument(
         "--wait", action="store_true", help="then wait until every pin is pinned or failed"
     )
@@ -76,16 +89,36 @@ def _parser() -> argparse.ArgumentParser:
         type=_duration,
         default=None,
         metavar="DURATION",
-        help="with --wait: give up after this long (e.g. 30m)",
+        help="with --wait: give up after this long (e.g. 30m); exit 3 if pins are pending",
     )
     sync.add_argument(
         "--dry-run", action="store_true", help="print what would be done; call no service"
     )
 
-    status = commands.add_parser("status", parents=[common], help="show what is pinned where")
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="show what is pinned where",
+        epilog=exits.epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
         "--failed", action="store_true", help="list the failed pins with the services' reasons"
+    )
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="for monitoring: one line per problem (a service paused, failing or not synced "
+        "for --max-age, pins stuck or failed for good), exit 69 or 3; exit 0 when none",
+    )
+    status.add_argument(
+        "--max-age",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="with --check: how long a service may go without a good cycle "
+        "(default: 2 x sync.interval)",
     )
 
     adopt = commands.add_parser(
@@ -197,7 +230,12 @@ def _restore_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "sync" and args.timeout is not None and not args.wait:
+        parser.error("sync: --timeout needs --wait (it limits how long the wait lasts)")
+    if args.command == "status" and args.max_age is not None and not args.check:
+        parser.error("status: --max-age needs --check")
     json_logs = {"auto": None, "json": True, "console": False}[args.log_format]
     # The daemon under systemd (JOURNAL_STREAM set) logs JSON lines to stdout, the journal.
     under_systemd = args.command == "run" and bool(os.environ.get("JOURNAL_STREAM"))
@@ -235,11 +273,14 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command == "check-config":
         return _check_config(config.load_tokens())
     if args.command == "status":
+        if args.check:
+            max_age = args.max_age or 2 * config.sync.interval
+            return commands.check_status(config, max_age=max_age)
         return commands.show_status(config, as_json=args.json, failed=args.failed)
     if args.command == "sync":
         if args.dry_run:
             return dry_run.dry_run(config)
-        return commands.sync_once(config, wait=args.wait, timeout=args.timeout)
+        return commands.sync_once(config, wait=args.wait, timeout=args.timeout, now=args.now)
     if args.command == "adopt":
         return commands.adopt(config, service=args.service)
     if args.command == "retry":

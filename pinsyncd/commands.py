@@ -12,10 +12,12 @@ from typing import Any
 
 import structlog
 
-from pinsyncd import control, outcome
+from pinsyncd import control, health_check, outcome
 from pinsyncd.cids import InvalidCIDError, parse_cid
 from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
+from pinsyncd.durations import format_duration
+from pinsyncd.exits import verdict
 from pinsyncd.follow import FollowUp
 from pinsyncd.lock import EX_LOCKED, Holder, StateLock
 from pinsyncd.logs import printable, redact_text, register_secrets
@@ -180,6 +182,30 @@ def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
     return 0
 
 
+def check_status(config: Config, *, max_age: float) -> int:
+    """`status --check`: one line per problem on stdout and the exit code it calls for, or
+    one `OK` line and 0."""
+    status = read_status(
+        config.state_path,
+        [s.name for s in config.services],
+        max_attempts=config.retry.max_attempts,
+        replicas=config.replicas,
+        stuck_after=config.sync.stuck_after,
+    )
+    status["daemon"] = _daemon_health(config)
+    found = health_check.check(status, now=time.time(), max_age=max_age)
+    for problem in found:
+        print(printable(redact_text(problem.text)))
+    if not found:
+        services = len(status["services"])
+        print(
+            f"OK: {services} service{'s' * (services != 1)} synced within "
+            f"{format_duration(max_age)}; nothing paused, stuck or failed for good"
+        )
+    code, _why = verdict(found)
+    return code
+
+
 def _daemon_health(config: Config) -> dict[str, Any] | None:
     """What the daemon running on this state file says of its health (it alone knows that
     it cannot write the state file); None when no daemon runs on it."""
@@ -206,18 +232,19 @@ def _daemon_health(config: Config) -> dict[str, Any] | None:
 HEALTH_WAIT = 5.0
 
 
-def sync_once(config: Config, *, wait: bool, timeout: float | None) -> int:
-    """One cycle (and with `wait`, until every pin is pinned or failed); beside a running
-    daemon, the daemon runs it."""
+def sync_once(config: Config, *, wait: bool, timeout: float | None, now: bool = False) -> int:
+    """One cycle (and with `wait`, until every pin is pinned or failed; with `now`, failed
+    pins and paused services tried again first, whatever their backoff); beside a running
+    daemon, the daemon runs it. The exit code says how it ended (`pinsyncd.exits`)."""
 
     async def alone(config: Config) -> int:
-        return await _sync_once(config, wait=wait, give_up_after=timeout)
+        return await _sync_once(config, wait=wait, give_up_after=timeout, now=now)
 
-    request = {"wait": wait, "timeout": timeout}
+    request = {"wait": wait, "timeout": timeout, "now": now}
     return as_writer(config, "sync", alone, request)
 
 
-async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None) -> int:
+async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None, now: bool) -> int:
     store = await StateStore.open(config.state_path, recover=True)
     engine = SyncEngine(config, store)
     deadline = time.monotonic() + give_up_after if give_up_after else float("inf")
@@ -226,11 +253,13 @@ async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None)
         executor.progress = progress.update
     follow = {name: FollowUp(ceiling=config.sync.status_interval) for name in engine.executors}
     try:
+        if now:
+            await store.clear_backoff(list(engine.executors), None)
         with progress:
             report = await engine.cycle()
         node_error = report.node_error
         log_cycle(report)
-        remaining = await outcome.unfinished(store, report.services)
+        remaining = await outcome.unfinished(store, report.services, config.retry.max_attempts)
         while wait and remaining and time.monotonic() < deadline:
             soon = _next_round(follow, report, config.sync.status_interval)
             await asyncio.sleep(min(soon, max(0.0, deadline - time.monotonic())))
@@ -239,19 +268,23 @@ async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None)
             report = await engine.cycle(list_node=node_error is not None)
             node_error = report.node_error if node_error is not None else None
             log_cycle(report)
-            remaining = await outcome.unfinished(store, report.services)
+            remaining = await outcome.unfinished(store, report.services, config.retry.max_attempts)
+        problems = outcome.problems(node_error, report.services)
+        problems += await outcome.failed_pins(
+            store, list(report.services), config.retry.max_attempts
+        )
         # Give the dials to the services' delegates a moment before this process (and
         # perhaps the node's only connection to them) goes away.
         await engine.dialer.drain(within=10.0)
     finally:
         await engine.close()
         await store.close()
-    problems = outcome.problems(node_error, report.services)
     if wait and remaining:
         problems.append(outcome.gave_up(remaining, give_up_after))
-    if problems:
-        return fail("; ".join(problems))
-    return 0
+    code, why = verdict(problems)
+    if why:
+        fail(why)
+    return code
 
 
 def _next_round(follow: Mapping[str, FollowUp], report: CycleReport, longest: float) -> float:

@@ -37,6 +37,7 @@ from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config, ConfigError, load_config
 from pinsyncd.control import ControlServer, Emit, socket_path
 from pinsyncd.durations import format_duration
+from pinsyncd.exits import verdict
 from pinsyncd.follow import FollowUp
 from pinsyncd.http_api import HttpApi
 from pinsyncd.lock import EX_LOCKED, Holder, StateLock
@@ -548,13 +549,16 @@ class Daemon:
         return reports
 
     async def _sync_now(self, request: dict[str, Any], emit: Emit) -> tuple[int, str | None]:
-        """`sync --once [--wait] [--timeout]` beside the daemon: a listing and a cycle of
+        """`sync --once [--wait] [--timeout] [--now]` beside the daemon: a listing and a cycle of
         every service now, then (with wait) their status rounds until all is settled."""
         stopping = (1, "the daemon is stopping; nothing more was done")
         wait = bool(request.get("wait"))
         timeout = request.get("timeout")
         give_up = float(timeout) if isinstance(timeout, int | float) and timeout > 0 else None
         deadline = time.monotonic() + give_up if give_up else float("inf")
+        if request.get("now"):  # `--now`: failed pins and paused services are tried again
+            assert self._store is not None
+            await self._store.clear_backoff(list(self._wake), None)
         node = await self._list_now(emit)
         if node is None:
             return stopping
@@ -562,7 +566,7 @@ class Daemon:
         if reports is None:
             return stopping
         assert self._store is not None
-        remaining = await outcome.unfinished(self._store, reports)
+        remaining = await outcome.unfinished(self._store, reports, self.config.retry.max_attempts)
         while wait and remaining and time.monotonic() < deadline:
             seen = {name: self._finished[name] for name in remaining}
 
@@ -576,11 +580,16 @@ class Daemon:
                 if self._finished[name] > count and name in self._services:
                     reports[name] = self._services[name]
                     await emit(_cycle_line(reports[name]))
-            remaining = await outcome.unfinished(self._store, reports)
+            remaining = await outcome.unfinished(
+                self._store, reports, self.config.retry.max_attempts
+            )
         problems = outcome.problems(node.node_error, reports)
+        problems += await outcome.failed_pins(
+            self._store, list(reports), self.config.retry.max_attempts
+        )
         if wait and remaining:
             problems.append(outcome.gave_up(remaining, give_up))
-        return (1, "; ".join(problems)) if problems else (0, None)
+        return verdict(problems)
 
     async def _adopt_now(self, request: dict[str, Any], emit: Emit) -> tuple[int, str | None]:
         """`adopt --service S` beside the daemon, between that service's cycles."""

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-EX_LOCKED = 75  # sysexits.h EX_TEMPFAIL: another pinsyncd holds the state file; try later
+from pinsyncd.exits import EX_LOCKED as EX_LOCKED
 
 
 def lock_path(state_path: Path) -> Path:

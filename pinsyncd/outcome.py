@@ -4,44 +4,71 @@ the problems that make `sync --once` exit 1, the pins not yet finished, and what
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pinsyncd.durations import format_duration
+from pinsyncd.exits import EX_FAILED, EX_INCOMPLETE, EX_UNAVAILABLE, Problem
 from pinsyncd.model import UNFINISHED_STATUSES
 from pinsyncd.store import StateStore
 from pinsyncd.sync.context import ServiceReport
 
 
-def problems(node_error: str | None, services: Mapping[str, ServiceReport]) -> list[str]:
-    """One reason per thing that went wrong: the node, and each service's pause or error."""
-    found = [node_error] if node_error else []
+def problems(node_error: str | None, services: Mapping[str, ServiceReport]) -> list[Problem]:
+    """One reason per thing that could not be used: the node, and each service's pause,
+    error or backoff (rate limited, retrying after errors)."""
+    found = [Problem(node_error, EX_UNAVAILABLE)] if node_error else []
     for name, report in services.items():
         if report.paused:
-            found.append(f"{name}: {report.paused}")
+            found.append(Problem(f"{name}: {report.paused}", EX_UNAVAILABLE))
         elif report.error:
-            found.append(report.error)
+            code = EX_FAILED if report.error.startswith("internal error") else EX_UNAVAILABLE
+            found.append(Problem(report.error, code))
         elif report.backoff:
-            found.append(f"{name}: {report.backoff}")
+            found.append(Problem(f"{name}: {report.backoff}", EX_UNAVAILABLE))
     return found
 
 
-async def unfinished(store: StateStore, services: Mapping[str, ServiceReport]) -> dict[str, int]:
-    """Per service that is not paused: pins that are neither pinned nor failed yet."""
+async def failed_pins(
+    store: StateStore, services: Sequence[str], max_attempts: int
+) -> list[Problem]:
+    """Per service, the pins it did not get pinned: marked `failed` by the service, or adds
+    that failed `max_attempts` times without reaching it (`pinsyncd status --failed`)."""
+    found = []
+    for name in services:
+        count = await store.not_pinned(name, max_attempts)
+        if count:
+            found.append(
+                Problem(
+                    f"{name}: {count} pin{'s' * (count != 1)} failed (`pinsyncd status "
+                    "--failed` says why; `pinsyncd sync --once --now` tries them now)",
+                    EX_INCOMPLETE,
+                )
+            )
+    return found
+
+
+async def unfinished(
+    store: StateStore, services: Mapping[str, ServiceReport], max_attempts: int
+) -> dict[str, int]:
+    """Per service that is not paused: pins that are neither pinned nor failed yet. An add
+    that failed `max_attempts` times counts as failed (it is tried again only rarely); one
+    that failed fewer times is still on its way, after its backoff."""
     left: dict[str, int] = {}
     for name, report in services.items():
         if report.paused:
             continue
         counts = await store.counts(name, unsent=False)
-        count = sum(counts.get(s, 0) for s in UNFINISHED_STATUSES) + report.unsent
-        if count:
+        lost = await store.not_pinned(name, max_attempts) - counts.get("failed", 0)
+        count = sum(counts.get(s, 0) for s in UNFINISHED_STATUSES) + report.unsent - lost
+        if count > 0:
             left[name] = count
     return left
 
 
-def gave_up(remaining: Mapping[str, int], after: float | None) -> str:
+def gave_up(remaining: Mapping[str, int], after: float | None) -> Problem:
     waited = f" after {format_duration(after)}" if after else ""
     detail = ", ".join(f"{name}: {n}" for name, n in remaining.items())
-    return f"gave up waiting{waited}; not yet pinned or failed: {detail}"
+    return Problem(f"gave up waiting{waited}; not yet pinned or failed: {detail}", EX_INCOMPLETE)
 
 
 def adopted_lines(service: str, report: ServiceReport, local_pins: int) -> list[str]:

@@ -95,7 +95,7 @@ async def test_the_daemon_in_process_from_start_to_stop(
             assert beta.count(method="POST") == 0
             assert status["alpha"]["pinned"] == 45
             code, error, lines = await ask(state, "sync", {"wait": False})
-            assert code == 1 and error and "beta: paused: the token" in error, (error, lines)
+            assert code == 69 and error and "beta: paused: the token" in error, (error, lines)
 
             # With the right token, `retry` clears the pause and beta gets every pin once.
             monkeypatch.setenv(ServiceSpec("beta", beta.url, TOKEN).env_var, TOKEN)

@@ -200,6 +200,8 @@ async def test_a_listing_that_ends_with_an_error_trailer_unpins_nothing(tmp_path
         events = await device.sync()
         assert not [e for e in events if e["event"] == "deleted pins"]
         assert all(len(svc.pins_for_cid(c)) == 1 for c in pins), "nothing unpinned"
-    assert codes == [1, 1], "a one-shot sync with a broken listing fails"
+    assert codes == [69, 69], (
+        "a one-shot sync with a broken listing fails: the node could not be used"
+    )
     assert all("the listing broke off): fake: datastore closed" in text for text in outputs)
     assert "Traceback" not in "".join(outputs)

@@ -336,7 +336,7 @@ async def test_a_token_echoed_by_a_server_is_redacted_from_the_logs(tmp_path: Pa
             config, node_api=node.url, services=[ServiceSpec("alpha", alpha.url, ALPHA)]
         )
         result = await asyncio.to_thread(cli, ["sync", "--once", "-c", str(config)], env)
-    assert result.returncode == 1
+    assert result.returncode == 69, "EX_UNAVAILABLE: the service errs"
     assert "upstream rejected 'Bearer ***'" in result.stderr
     status = cli(["status", "--json", "-c", str(config)], env)
     assert "Bearer ***" in status.stdout, "the stored last error is redacted too"

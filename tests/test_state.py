@@ -618,6 +618,7 @@ EMPTY = {
     "last_error": None,
     "paused": None,
     "paused_until": None,
+    "down_since": None,
     "skipped_records": 0,
     "skipped_reason": None,
     "replace_noop": False,

@@ -150,7 +150,7 @@ def test_unreachable_node_fails_with_one_line(tmp_path: Path, mock_psa: MockPinn
         services=[ServiceSpec("mock", mock_psa.url, mock_psa.token)],
     )
     result = cli(["sync", "--once", "-c", str(config)], env)
-    assert result.returncode == 1
+    assert result.returncode == 69, "EX_UNAVAILABLE: the node could not be used"
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("pinsyncd: node unreachable: cannot connect to http://127.0.0.1:9")
     assert "Traceback" not in result.stderr
@@ -166,7 +166,7 @@ def test_bad_token_pauses_that_service_and_says_so(
         services=[ServiceSpec("mock", mock_psa.url, "not-the-token")],
     )
     result = cli(["sync", "--once", "-c", str(config)], env)
-    assert result.returncode == 1
+    assert result.returncode == 69, "EX_UNAVAILABLE: a paused service"
     assert result.stderr.strip().splitlines()[-1] == (
         "pinsyncd: mock: paused: the token from $PINSYNCD_TEST_TOKEN_MOCK was refused"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EX_CONFIG = 78  # sysexits.h: configuration error; the unit sets RestartPreventExitStatus=78
+from pinsyncd.exits import EX_CONFIG as EX_CONFIG
 
 
 @dataclass(frozen=True)

@@ -606,6 +606,16 @@ class StateStore:
         )
         return {cid: n for cid, n in rows}
 
+    async def not_pinned(self, service: str, attempts: int) -> int:
+        """Requests the service marked `failed`, and adds that failed `attempts` times or more
+        without reaching it: what `status --failed` lists."""
+        (count,) = await self._one(
+            "SELECT COUNT(*) FROM remote_pins WHERE service=? AND "
+            f"(status='failed' OR (status='error' AND {FAILED_FOR_GOOD_SQL}))",
+            (service, attempts),
+        )
+        return int(count)
+
     async def pinned_on(self, services: Sequence[str], at_least: int) -> set[str]:
         """CIDs pinned on at least `at_least` of `services`."""
         if not services or at_least > len(services):

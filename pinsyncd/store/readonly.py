@@ -170,6 +170,7 @@ def _empty() -> dict[str, Any]:
         "last_error": None,
         "paused": None,
         "paused_until": None,
+        "down_since": None,
         "skipped_records": 0,
         "skipped_reason": None,
         "replace_noop": False,
@@ -192,7 +193,7 @@ def _service(
         elif status == "intent":
             out["sending"] = count
     row = db.execute(
-        "SELECT last_cycle, last_error, paused_until, pause_reason, unsent "
+        "SELECT last_cycle, last_error, paused_until, pause_reason, unsent, down_since "
         "FROM services WHERE name=?",
         (name,),
     ).fetchone()
@@ -204,9 +205,10 @@ def _service(
     else:  # with K of N, what is meant for this service is known after its last cycle
         out["unsent"] = row[4]
     if row:
-        last_cycle, last_error, paused_until, pause_reason, _ = row
+        last_cycle, last_error, paused_until, pause_reason, _, down_since = row
         out["last_cycle"] = _iso(last_cycle) if last_cycle else None
         out["last_error"] = last_error
+        out["down_since"] = _iso(down_since) if down_since else None
         if pause_reason and paused_until and paused_until > datetime.now(UTC).timestamp():
             out["paused"] = pause_reason
             out["paused_until"] = _iso(paused_until)
