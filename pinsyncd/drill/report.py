@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from pinsyncd.exits import EX_FAILED, EX_INCOMPLETE, EX_OK
 from pinsyncd.sizes import human_bytes
 
-EX_OK = 0
-EX_NOT_RUN = 1
-EX_NOT_SERVED = 3
+EX_NOT_RUN = EX_FAILED
+EX_NOT_SERVED = EX_INCOMPLETE
 """Exit codes: every CID fetched; the drill could not run (all of it or part); a CID a
 service says is pinned could not be fetched from it (this wins over EX_NOT_RUN)."""
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections import Counter
 
+from pinsyncd.exits import EX_INCOMPLETE, EX_OK
 from pinsyncd.restore.choose import Item
 from pinsyncd.restore.run import RestoreReport
 from pinsyncd.sizes import human_bytes
 
-EX_RESTORED = 0
-EX_MISSING = 3
+EX_RESTORED = EX_OK
+EX_MISSING = EX_INCOMPLETE
 """Some wanted pins are not on the node (failed, not pinned anywhere, or a service could not
-be listed in full), as restic uses 3 for "incomplete"."""
+be listed in full)."""
 
 SHOWN = 20
 """The most CIDs listed under each heading of the summary (the state keeps them all)."""
