@@ -18,6 +18,7 @@ from pinsyncd.durations import format_duration, parse_duration
 from pinsyncd.logs import CurrentStream, configure_logging
 from pinsyncd.restore.run import RestoreOptions
 from pinsyncd.store import StateError, sqlite_problem
+from pinsyncd.store.readonly import REQUEST_STATUSES
 
 
 def _duration(text: str) -> float:
@@ -32,6 +33,15 @@ def _peer_id(text: str) -> str:
         return peer_id(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _statuses(text: str) -> list[str]:
+    wanted = [part.strip() for part in text.split(",") if part.strip()]
+    if unknown := [s for s in wanted if s not in REQUEST_STATUSES]:
+        raise argparse.ArgumentTypeError(
+            f"unknown status {unknown[0]!r} (have: {', '.join(REQUEST_STATUSES)})"
+        )
+    return wanted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,6 +130,32 @@ def _parser() -> argparse.ArgumentParser:
         help="with --check: how long a service may go without a good cycle "
         "(default: 2 x sync.interval)",
     )
+
+    ls = commands.add_parser(
+        "ls",
+        parents=[common],
+        help="list the requests on the services, from the state (like ipfs pin remote ls)",
+    )
+    ls.add_argument(
+        "--service", action="append", default=[], metavar="NAME", help="only this service"
+    )
+    ls.add_argument(
+        "--status",
+        type=_statuses,
+        default=list(REQUEST_STATUSES),
+        metavar="S[,S...]",
+        help=f"only these statuses (of {','.join(REQUEST_STATUSES)}; default: all)",
+    )
+    ls.add_argument("--cid", action="append", default=[], metavar="CID", help="only this CID")
+    ls.add_argument(
+        "--name", action="append", default=[], metavar="GLOB", help="only names matching this"
+    )
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    show = commands.add_parser(
+        "show", parents=[common], help="where one CID is: the node, and each service's request"
+    )
+    show.add_argument("cid", metavar="CID")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
 
     adopt = commands.add_parser(
         "adopt",
@@ -281,6 +317,17 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         if args.dry_run:
             return dry_run.dry_run(config)
         return commands.sync_once(config, wait=args.wait, timeout=args.timeout, now=args.now)
+    if args.command == "ls":
+        return commands.list_requests(
+            config,
+            services=args.service,
+            statuses=args.status,
+            cids=args.cid,
+            names=args.name,
+            as_json=args.json,
+        )
+    if args.command == "show":
+        return commands.show_pin(config, args.cid, as_json=args.json)
     if args.command == "adopt":
         return commands.adopt(config, service=args.service)
     if args.command == "retry":

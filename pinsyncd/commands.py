@@ -4,6 +4,7 @@ a failure in one line on stderr."""
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Any
 import structlog
 
 from pinsyncd import control, health_check, outcome
-from pinsyncd.cids import InvalidCIDError, parse_cid
+from pinsyncd.cids import InvalidCIDError, cid_forms, parse_cid
 from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
 from pinsyncd.durations import format_duration
@@ -26,9 +27,15 @@ from pinsyncd.psa import PinningServiceError
 from pinsyncd.restore import summary
 from pinsyncd.restore.run import RestoreFailed, RestoreOptions
 from pinsyncd.restore.run import restore as run_restore
-from pinsyncd.status import render_failed, render_table
+from pinsyncd.status import render_failed, render_pin, render_table, request_line
 from pinsyncd.store import StateStore
-from pinsyncd.store.readonly import read_failed, read_previous_peer_ids, read_status
+from pinsyncd.store.readonly import (
+    read_failed,
+    read_local_pin,
+    read_previous_peer_ids,
+    read_requests,
+    read_status,
+)
 from pinsyncd.sync.engine import CycleReport, SyncEngine
 
 log = structlog.get_logger("pinsyncd")
@@ -179,6 +186,59 @@ def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
     status["daemon"] = _daemon_health(config)
     # Stored text is scrubbed when written; this also covers a file from an older pinsyncd.
     print(redact_text(json.dumps(status, indent=2) if as_json else printable(render_table(status))))
+    return 0
+
+
+def list_requests(
+    config: Config,
+    *,
+    services: Sequence[str],
+    statuses: Sequence[str],
+    cids: Sequence[str],
+    names: Sequence[str],
+    as_json: bool,
+) -> int:
+    """`pinsyncd ls`: the requests the state knows, from the state alone (no request is
+    sent), one a line or as JSON; `--name` globs match the local name (or the request's)."""
+    if (refusal := unknown_argument(config, services, cids)) is not None:
+        return refusal
+    chosen = list(services) or [s.name for s in config.services]
+    forms = [form for cid in cids for form in cid_forms(cid)]
+    rows = read_requests(config.state_path, chosen, statuses=statuses, cids=forms)
+    if names:
+        rows = (r for r in rows if any(fnmatch.fnmatchcase(r["name"] or "", g) for g in names))
+    width = max(len(name) for name in chosen)
+    shown = 0
+    if as_json:
+        print("[", end="")
+    for row in rows:
+        if as_json:
+            print(("," if shown else "") + "\n  " + redact_text(json.dumps(row)), end="")
+        else:
+            print(redact_text(request_line(row, width)))
+        shown += 1
+    if as_json:
+        print("\n]" if shown else "]")
+    elif not shown:
+        print("no requests match", file=sys.stderr)
+    return 0
+
+
+def show_pin(config: Config, cid: str, *, as_json: bool) -> int:
+    """`pinsyncd show CID`: where one CID is, from the state alone."""
+    if (refusal := unknown_argument(config, [], [cid])) is not None:
+        return refusal
+    forms = cid_forms(cid)
+    names = [s.name for s in config.services]
+    rows = list(read_requests(config.state_path, names, cids=forms))
+    doc = {
+        "cid": cid,
+        "local": read_local_pin(config.state_path, forms),
+        "services": {name: [r for r in rows if r["service"] == name] for name in names},
+        "pinned_on": len({r["service"] for r in rows if r["status"] == "pinned"}),
+        "replicas": min(config.replicas or len(names), len(names)),
+    }
+    print(redact_text(json.dumps(doc, indent=2) if as_json else render_pin(doc)))
     return 0
 
 

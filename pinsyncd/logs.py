@@ -57,6 +57,11 @@ def printable(text: str) -> str:
     return _CONTROL.sub(_escape, text)
 
 
+def one_line(text: str) -> str:
+    """`printable(text)` with newlines and tabs escaped too, for a field of a one-line row."""
+    return printable(text).replace("\n", "\\n").replace("\t", "\\t")
+
+
 def _escape(match: re.Match[str]) -> str:
     return match.group().encode("unicode_escape").decode("ascii")
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pinsyncd.durations import format_duration
+from pinsyncd.logs import one_line
 
 
 def render_failed(failed: Sequence[dict[str, Any]]) -> str:
@@ -147,3 +148,53 @@ def _drill_lines(drill: dict[str, Any] | None) -> list[str]:
                 f"serve: {', '.join(failing[:3])}{' ...' if len(failing) > 3 else ''}"
             )
     return lines + warnings
+
+
+def request_line(row: dict[str, Any], width: int) -> str:
+    """`pinsyncd ls`: one request a line, as `ipfs pin remote ls` shows a pin (CID, status,
+    name), with its service first; every field from a server or a node escaped."""
+    name = one_line(row["name"] or "")
+    status = row["status"]
+    if status in ("failed", "error") and row["reason"]:
+        status += f" ({one_line(row['reason'])})"
+    return f"{row['service']:<{width}}  {row['cid']}  {status}  {name}".rstrip()
+
+
+def render_pin(doc: dict[str, Any]) -> str:
+    """`pinsyncd show CID`: the local pin, then each service's request for it."""
+    local = doc["local"]
+    if local is None:
+        lines = [f"{doc['cid']}: not pinned on the node (as last listed)"]
+    else:
+        backed = "backed up" if local["selected"] else "not backed up (include/exclude)"
+        name = f' as "{one_line(local["name"])}"' if local["name"] else ""
+        lines = [f"{local['cid']}: pinned on the node ({local['kind']}){name}, {backed}"]
+    width = max([len(s) for s in doc["services"]] or [0])
+    for service, rows in doc["services"].items():
+        if not rows:
+            lines.append(f"  {service:<{width}}  no request")
+        for row in rows:
+            lines.append(f"  {service:<{width}}  " + _request_detail(row))
+    replicas = doc["replicas"]
+    lines.append(
+        f"pinned on {doc['pinned_on']} of {len(doc['services'])} services "
+        f"(sync.replicas: {replicas}" + ("; below it)" if doc["pinned_on"] < replicas else ")")
+    )
+    return "\n".join(lines)
+
+
+def _request_detail(row: dict[str, Any]) -> str:
+    parts = [row["status"]]
+    if row["requestid"]:
+        parts.append(f"requestid {one_line(row['requestid'])}")
+    if row["created"]:
+        parts.append(f"created {row['created']}")
+    if row["attempts"]:
+        parts.append(f"attempts {row['attempts']}")
+    if row["next_try"]:
+        parts.append(f"next try {row['next_try']}")
+    if not row["owned"]:
+        parts.append("not this device's (never deleted or replaced by it)")
+    if row["reason"]:
+        parts.append(f"why: {one_line(row['reason'])}")
+    return ", ".join(parts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -329,3 +329,89 @@ def _iso(timestamp: float) -> str:
         return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
     except (OverflowError, OSError, ValueError):
         return "9999-12-31T23:59:59+00:00" if timestamp > 0 else "1970-01-01T00:00:00+00:00"
+
+
+REQUEST_STATUSES = ("queued", "pinning", "pinned", "failed", "sending", "error")
+"""What `pinsyncd ls --status` takes: the spec's four, `sending` (an add whose answer has not
+come) and `error` (an add that did not reach the service)."""
+_STORED = {"sending": "intent"}
+
+
+def read_requests(
+    state_path: Path,
+    services: Sequence[str],
+    *,
+    statuses: Sequence[str] = REQUEST_STATUSES,
+    cids: Sequence[str] = (),
+) -> Iterator[dict[str, Any]]:
+    """For `pinsyncd ls`: the requests the state knows on `services`, by service and CID,
+    with the local pin's name; only `statuses`, and only `cids` (every spelling of each)
+    when given. Read a row at a time, beside a running daemon."""
+    db = _connect(state_path)
+    if db is None:
+        return
+    try:
+        where = [f"r.service IN ({','.join('?' * len(services))})"]
+        params: list[object] = list(services)
+        stored = [_STORED.get(s, s) for s in statuses]
+        where.append(f"r.status IN ({','.join('?' * len(stored))})")
+        params += stored
+        if cids:
+            where.append(f"r.cid IN ({','.join('?' * len(cids))})")
+            params += list(cids)
+        rows = db.execute(
+            "SELECT r.service, r.cid, r.status, r.requestid, r.created, r.name, r.attempts, "
+            "r.next_attempt, COALESCE(r.details, r.last_error), r.origin, r.owned, l.name, "
+            "l.kind FROM remote_pins AS r LEFT JOIN local_pins AS l ON l.cid = r.cid "
+            f"WHERE {' AND '.join(where)} ORDER BY r.service, r.cid",
+            params,
+        )
+        for row in rows:
+            yield _request(row)
+    except sqlite3.DatabaseError as exc:
+        raise _read_error(state_path, exc) from None
+    finally:
+        db.close()
+
+
+def read_local_pin(state_path: Path, cids: Sequence[str]) -> dict[str, Any] | None:
+    """For `pinsyncd show`: the node's pin of one of `cids` (the spellings of one CID) as
+    last listed: its CID, name, kind, and whether it is selected for backing up."""
+    db = _connect(state_path)
+    if db is None:
+        return None
+    try:
+        row = db.execute(
+            f"SELECT cid, name, kind, selected FROM local_pins WHERE cid IN "
+            f"({','.join('?' * len(cids))})",
+            list(cids),
+        ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise _read_error(state_path, exc) from None
+    finally:
+        db.close()
+    if row is None:
+        return None
+    cid, name, kind, selected = row
+    return {"cid": cid, "name": name, "kind": kind, "selected": bool(selected)}
+
+
+def _request(row: tuple[Any, ...]) -> dict[str, Any]:
+    (service, cid, status, requestid, created, name, attempts, next_attempt, reason) = row[:9]
+    origin, owned, local_name, kind = row[9:]
+    return {
+        "service": service,
+        "cid": cid,
+        "status": "sending" if status == "intent" else status,
+        "requestid": requestid,
+        "created": created,
+        "name": local_name if local_name is not None else name,
+        "remote_name": name,
+        "local": local_name is not None,
+        "kind": kind,
+        "attempts": attempts,
+        "next_try": _iso(next_attempt) if next_attempt and status in ("failed", "error") else None,
+        "reason": reason,
+        "adopted": origin == "adopted",
+        "owned": bool(owned),
+    }
