@@ -44,6 +44,45 @@ def _statuses(text: str) -> list[str]:
     return wanted
 
 
+def _global_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
+    """The options every command takes, before the command (`pinsyncd -c FILE status`, as
+    `ipfs --api`, `restic -r`) or after it (`pinsyncd status -c FILE`). Given after the
+    command, they win; not given there, they leave what was given before it alone."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if after else value
+
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=default(None),
+        metavar="FILE",
+        help="config file (default: $PINSYNCD_CONFIG, then /etc/pinsyncd/config.yaml)",
+    )
+    parser.add_argument(
+        "--log-level", default=default(None), choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format",
+        default=default("auto"),
+        choices=["auto", "json", "console"],
+        help="auto: console on a terminal, JSON lines otherwise",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default(False), help="log warnings only"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False), help="log debug lines"
+    )
+
+
+def _log_level(args: argparse.Namespace) -> str:
+    if args.log_level:
+        return str(args.log_level)
+    return "debug" if args.verbose else "warning" if args.quiet else "info"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pinsyncd",
@@ -52,24 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pinsyncd {__version__}")
+    _global_options(parser, after=False)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="config file (default: $PINSYNCD_CONFIG, then /etc/pinsyncd/config.yaml)",
-    )
-    common.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    common.add_argument(
-        "--log-format",
-        default="auto",
-        choices=["auto", "json", "console"],
-        help="auto: console on a terminal, JSON lines otherwise",
-    )
+    _global_options(common, after=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser(
@@ -103,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync.add_argument(
         "--dry-run", action="store_true", help="print what would be done; call no service"
+    )
+    sync.add_argument(
+        "--json", action="store_true", help="print the outcome (or the dry run) as JSON"
     )
 
     status = commands.add_parser(
@@ -173,6 +200,13 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("cids", nargs="*", metavar="CID", help="only these CIDs (default: all)")
 
     _restore_parser(commands, common)
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script, e.g. `pinsyncd completion bash > "
+        "/etc/bash_completion.d/pinsyncd`",
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "fish", "tcsh"])
     _check_parser(commands, common)
 
     commands.add_parser(
@@ -268,6 +302,11 @@ def _restore_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "completion":  # needs no config
+        import shtab
+
+        print(shtab.complete(parser, args.shell))
+        return 0
     if args.command == "sync" and args.timeout is not None and not args.wait:
         parser.error("sync: --timeout needs --wait (it limits how long the wait lasts)")
     if args.command == "status" and args.max_age is not None and not args.check:
@@ -276,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The daemon under systemd (JOURNAL_STREAM set) logs JSON lines to stdout, the journal.
     under_systemd = args.command == "run" and bool(os.environ.get("JOURNAL_STREAM"))
     stream = CurrentStream("stdout") if under_systemd else None
-    configure_logging(level=args.log_level, json=json_logs, stream=stream)  # type: ignore[arg-type]
+    configure_logging(level=_log_level(args), json=json_logs, stream=stream)  # type: ignore[arg-type]
     config_path: Path = args.config or default_config_path()
     try:
         # Tokens are read later, by the commands that send requests: `status` and
@@ -315,8 +354,10 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         return commands.show_status(config, as_json=args.json, failed=args.failed)
     if args.command == "sync":
         if args.dry_run:
-            return dry_run.dry_run(config)
-        return commands.sync_once(config, wait=args.wait, timeout=args.timeout, now=args.now)
+            return dry_run.dry_run(config, as_json=args.json)
+        return commands.sync_once(
+            config, wait=args.wait, timeout=args.timeout, now=args.now, as_json=args.json
+        )
     if args.command == "ls":
         return commands.list_requests(
             config,

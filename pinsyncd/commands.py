@@ -292,19 +292,23 @@ def _daemon_health(config: Config) -> dict[str, Any] | None:
 HEALTH_WAIT = 5.0
 
 
-def sync_once(config: Config, *, wait: bool, timeout: float | None, now: bool = False) -> int:
+def sync_once(
+    config: Config, *, wait: bool, timeout: float | None, now: bool = False, as_json: bool = False
+) -> int:
     """One cycle (and with `wait`, until every pin is pinned or failed; with `now`, failed
     pins and paused services tried again first, whatever their backoff); beside a running
     daemon, the daemon runs it. The exit code says how it ended (`pinsyncd.exits`)."""
 
     async def alone(config: Config) -> int:
-        return await _sync_once(config, wait=wait, give_up_after=timeout, now=now)
+        return await _sync_once(config, wait=wait, give_up_after=timeout, now=now, as_json=as_json)
 
-    request = {"wait": wait, "timeout": timeout, "now": now}
+    request = {"wait": wait, "timeout": timeout, "now": now, "json": as_json}
     return as_writer(config, "sync", alone, request)
 
 
-async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None, now: bool) -> int:
+async def _sync_once(
+    config: Config, *, wait: bool, give_up_after: float | None, now: bool, as_json: bool
+) -> int:
     store = await StateStore.open(config.state_path, recover=True)
     engine = SyncEngine(config, store)
     deadline = time.monotonic() + give_up_after if give_up_after else float("inf")
@@ -342,6 +346,8 @@ async def _sync_once(config: Config, *, wait: bool, give_up_after: float | None,
     if wait and remaining:
         problems.append(outcome.gave_up(remaining, give_up_after))
     code, why = verdict(problems)
+    if as_json:
+        print(outcome.summary(code, problems, node_error, report.services))
     if why:
         fail(why)
     return code

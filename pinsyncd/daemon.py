@@ -589,7 +589,10 @@ class Daemon:
         )
         if wait and remaining:
             problems.append(outcome.gave_up(remaining, give_up))
-        return verdict(problems)
+        code, why = verdict(problems)
+        if request.get("json"):
+            await emit({"print": outcome.summary(code, problems, node.node_error, reports)})
+        return code, why
 
     async def _adopt_now(self, request: dict[str, Any], emit: Emit) -> tuple[int, str | None]:
         """`adopt --service S` beside the daemon, between that service's cycles."""
@@ -653,42 +656,19 @@ def log_node(report: CycleReport) -> None:
 
 def _cycle_line(report: ServiceReport) -> dict[str, Any]:
     """A service cycle as a progress line for a command the daemon runs for a shell."""
-    return {"log": "service cycle", "service": report.service, **_service_fields(report)}
+    return {"log": "service cycle", "service": report.service, **outcome.service_fields(report)}
 
 
 def log_service(report: ServiceReport) -> None:
     """One line per service cycle: INFO when something happened, DEBUG when idle."""
-    fields = _service_fields(report)
+    fields = outcome.service_fields(report)
     quiet = set(fields) <= {"pending", "requests"}
     (log.debug if quiet else log.info)("service cycle", service=report.service, **fields)
 
 
-def _service_fields(r: ServiceReport) -> dict[str, object]:
-    return {
-        key: value
-        for key, value in {
-            "added": r.added,
-            "adopted": r.adopted,
-            "resolved": r.resolved,
-            "replaced": r.replaced,
-            "pinned": r.became_pinned,
-            "failed": r.became_failed,
-            "vanished": r.vanished,
-            "deleted": dict(r.removed),
-            "errors": r.errors,
-            "pending": r.pending,
-            "requests": sum(r.requests.values()),
-            "paused": r.paused,
-            "backoff": r.backoff,
-            "error": r.error,
-        }.items()
-        if value
-    }
-
-
 def log_cycle(report: CycleReport, *, status_round: bool = False) -> None:
     """One summary line for a whole cycle (sync --once): INFO when something happened."""
-    services = {name: _service_fields(r) for name, r in report.services.items()}
+    services = {name: outcome.service_fields(r) for name, r in report.services.items()}
     busy = (
         report.local_added
         or report.local_removed

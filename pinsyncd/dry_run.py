@@ -5,25 +5,27 @@ planned by the same planner) on a copy of the state file."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pinsyncd.commands import fail
 from pinsyncd.config import Config
-from pinsyncd.logs import printable
+from pinsyncd.logs import printable, redact_text
 from pinsyncd.planner import Add, Remove, ServicePlan
 from pinsyncd.store import StateStore
 from pinsyncd.sync.engine import SyncEngine
 
 
-def dry_run(config: Config) -> int:
-    return asyncio.run(_dry_run(config))
+def dry_run(config: Config, *, as_json: bool = False) -> int:
+    return asyncio.run(_dry_run(config, as_json))
 
 
-async def _dry_run(config: Config) -> int:
+async def _dry_run(config: Config, as_json: bool) -> int:
     """Print the plan for every service; no service is called, and nothing is written: the
     cycle runs on a copy of the state file."""
     with tempfile.TemporaryDirectory(prefix="pinsyncd-dry-run-") as scratch:
@@ -37,7 +39,12 @@ async def _dry_run(config: Config) -> int:
             if report.node_error:
                 return fail(report.node_error)
             chosen = f", {report.selected} selected" if report.selected != report.local_pins else ""
-            print(f"local node {config.node.api}: {report.local_pins} pins{chosen}")
+            if not as_json:
+                print(f"local node {config.node.api}: {report.local_pins} pins{chosen}")
+            doc: dict[str, Any] = {
+                "local": {"pins": report.local_pins, "selected": report.selected},
+                "services": {},
+            }
             for service in config.services:
                 directives = await engine.directives(service.name)
                 state = await store.service_state(service.name)
@@ -47,11 +54,31 @@ async def _dry_run(config: Config) -> int:
                     preview.take(plan)
                 counts = await store.counts(service.name, unsent=False)
                 pending = counts.get("queued", 0) + counts.get("pinning", 0)
-                _print_plan(service.name, service.endpoint, preview, pending)
+                if as_json:
+                    doc["services"][service.name] = _as_json(preview, pending)
+                else:
+                    _print_plan(service.name, service.endpoint, preview, pending)
         finally:
             await engine.close()
             await store.close()
+    if as_json:
+        print(redact_text(json.dumps(doc, indent=2)))
     return 0
+
+
+def _as_json(plan: _Preview, pending: int) -> dict[str, Any]:
+    return {
+        "first_contact": plan.adopt,
+        "adds": plan.adds,
+        "replaces": dict(plan.replaces),
+        "deletes": [
+            {"cid": r.cid, "requestid": r.requestid, "why": r.reason} for r in plan.removes
+        ],
+        "lookups": plan.resolve,
+        "pending": pending,
+        "waiting": plan.waiting,
+        "first_adds": [{"cid": a.cid, "name": a.name} for a in plan.first_adds],
+    }
 
 
 def _copy_state(source: Path, target: Path) -> None:

@@ -4,10 +4,12 @@ the problems that make `sync --once` exit 1, the pins not yet finished, and what
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from pinsyncd.durations import format_duration
 from pinsyncd.exits import EX_FAILED, EX_INCOMPLETE, EX_UNAVAILABLE, Problem
+from pinsyncd.logs import redact_text
 from pinsyncd.model import UNFINISHED_STATUSES
 from pinsyncd.store import StateStore
 from pinsyncd.sync.context import ServiceReport
@@ -94,3 +96,43 @@ def retried_line(pins: int, paused: int, *, now: bool = False) -> str:
         f"{pins} pin{'s' * (pins != 1)} and {paused} paused service{'s' * (paused != 1)} "
         f"will be tried again {when}"
     )
+
+
+def service_fields(r: ServiceReport) -> dict[str, object]:
+    """What a service's cycle did, for its log line and `sync --once --json` (zeros left out)."""
+    return {
+        key: value
+        for key, value in {
+            "added": r.added,
+            "adopted": r.adopted,
+            "resolved": r.resolved,
+            "replaced": r.replaced,
+            "pinned": r.became_pinned,
+            "failed": r.became_failed,
+            "vanished": r.vanished,
+            "deleted": dict(r.removed),
+            "errors": r.errors,
+            "pending": r.pending,
+            "requests": sum(r.requests.values()),
+            "paused": r.paused,
+            "backoff": r.backoff,
+            "error": r.error,
+        }.items()
+        if value
+    }
+
+
+def summary(
+    code: int,
+    found: Sequence[Problem],
+    node_error: str | None,
+    services: Mapping[str, ServiceReport],
+) -> str:
+    """`sync --once --json`: how the run ended, as one JSON document."""
+    doc = {
+        "exit_code": code,
+        "problems": [p.text for p in found],
+        "node_error": node_error,
+        "services": {name: service_fields(r) for name, r in services.items()},
+    }
+    return redact_text(json.dumps(doc, indent=2))
