@@ -9,16 +9,18 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pinsyncd import __version__, dry_run, exits
+from pinsyncd import exits
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from pinsyncd.config.schema import peer_id
 from pinsyncd.durations import format_duration, parse_duration
 from pinsyncd.logs import CurrentStream, configure_logging
-from pinsyncd.restore.run import RestoreOptions
-from pinsyncd.store import StateError, sqlite_problem
+from pinsyncd.store.errors import StateError, sqlite_problem
 from pinsyncd.store.readonly import REQUEST_STATUSES
+
+if TYPE_CHECKING:
+    from pinsyncd.restore.run import RestoreOptions
 
 
 def _duration(text: str) -> float:
@@ -42,6 +44,19 @@ def _statuses(text: str) -> list[str]:
             f"unknown status {unknown[0]!r} (have: {', '.join(REQUEST_STATUSES)})"
         )
     return wanted
+
+
+class _Version(argparse.Action):
+    """`--version`, the version read only when it is asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        from pinsyncd import __version__
+
+        print(f"pinsyncd {__version__}")
+        parser.exit()
 
 
 def _global_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
@@ -90,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=exits.epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"pinsyncd {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     _global_options(parser, after=False)
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, after=True)
@@ -343,32 +358,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
-    from pinsyncd import commands
-
     if args.command == "check-config":
         return _check_config(config.load_tokens())
-    if args.command == "status":
-        if args.check:
-            max_age = args.max_age or 2 * config.sync.interval
-            return commands.check_status(config, max_age=max_age)
-        return commands.show_status(config, as_json=args.json, failed=args.failed)
+    if args.command in ("status", "ls", "show"):
+        return _read(args, config)
+    from pinsyncd import commands  # the writers' imports: aiohttp, the sync layer
+
     if args.command == "sync":
         if args.dry_run:
+            from pinsyncd import dry_run
+
             return dry_run.dry_run(config, as_json=args.json)
         return commands.sync_once(
             config, wait=args.wait, timeout=args.timeout, now=args.now, as_json=args.json
         )
-    if args.command == "ls":
-        return commands.list_requests(
-            config,
-            services=args.service,
-            statuses=args.status,
-            cids=args.cid,
-            names=args.name,
-            as_json=args.json,
-        )
-    if args.command == "show":
-        return commands.show_pin(config, args.cid, as_json=args.json)
     if args.command == "adopt":
         return commands.adopt(config, service=args.service)
     if args.command == "retry":
@@ -384,7 +387,30 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     raise AssertionError(f"unhandled command {args.command}")  # argparse guards this
 
 
+def _read(args: argparse.Namespace, config: Config) -> int:
+    """The commands that only read the state: quick to start (`pinsyncd.read_commands`)."""
+    from pinsyncd import read_commands
+
+    if args.command == "ls":
+        return read_commands.list_requests(
+            config,
+            services=args.service,
+            statuses=args.status,
+            cids=args.cid,
+            names=args.name,
+            as_json=args.json,
+        )
+    if args.command == "show":
+        return read_commands.show_pin(config, args.cid, as_json=args.json)
+    if args.check:
+        max_age = args.max_age or 2 * config.sync.interval
+        return read_commands.check_status(config, max_age=max_age)
+    return read_commands.show_status(config, as_json=args.json, failed=args.failed)
+
+
 def _restore_options(args: argparse.Namespace, config: Config) -> RestoreOptions:
+    from pinsyncd.restore.run import RestoreOptions
+
     return RestoreOptions(
         services=tuple(dict.fromkeys(args.service)) or tuple(s.name for s in config.services),
         from_peers=tuple(args.from_peer),

@@ -4,20 +4,16 @@ a failure in one line on stderr."""
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import json
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import structlog
 
-from pinsyncd import control, health_check, outcome
-from pinsyncd.cids import InvalidCIDError, cid_forms, parse_cid
+from pinsyncd import control, outcome
 from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
-from pinsyncd.durations import format_duration
 from pinsyncd.exits import verdict
 from pinsyncd.follow import FollowUp
 from pinsyncd.lock import EX_LOCKED, Holder, StateLock
@@ -27,39 +23,14 @@ from pinsyncd.psa import PinningServiceError
 from pinsyncd.restore import summary
 from pinsyncd.restore.run import RestoreFailed, RestoreOptions
 from pinsyncd.restore.run import restore as run_restore
-from pinsyncd.status import render_failed, render_pin, render_table, request_line
+from pinsyncd.say import fail, unknown_argument
 from pinsyncd.store import StateStore
 from pinsyncd.store.readonly import (
-    read_failed,
-    read_local_pin,
     read_previous_peer_ids,
-    read_requests,
-    read_status,
 )
 from pinsyncd.sync.engine import CycleReport, SyncEngine
 
 log = structlog.get_logger("pinsyncd")
-
-
-def fail(message: str) -> int:
-    print(f"pinsyncd: {printable(redact_text(message))}", file=sys.stderr)
-    return 1
-
-
-def unknown_argument(config: Config, services: Sequence[str], cids: Sequence[str]) -> int | None:
-    """Exit 1 with one line when a service named on the command line is not in the config
-    or a CID given is not a CID; None when all are fine."""
-    known = [s.name for s in config.services]
-    if unknown := [name for name in services if name not in known]:
-        return fail(
-            f"no service named {unknown[0]!r} in {config.source} (have: {', '.join(known)})"
-        )
-    for cid in cids:
-        try:
-            parse_cid(cid)
-        except InvalidCIDError as exc:
-            return fail(str(exc))
-    return None
 
 
 DAEMON_SILENT_AFTER = 10.0
@@ -166,130 +137,6 @@ async def _ask_daemon(
     if error:
         fail(error)
     return code
-
-
-def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
-    names = [s.name for s in config.services]
-    if failed:
-        rows = read_failed(config.state_path, names, max_attempts=config.retry.max_attempts)
-        print(
-            redact_text(json.dumps(rows, indent=2) if as_json else printable(render_failed(rows)))
-        )
-        return 0
-    status = read_status(
-        config.state_path,
-        names,
-        max_attempts=config.retry.max_attempts,
-        replicas=config.replicas,
-        stuck_after=config.sync.stuck_after,
-    )
-    status["daemon"] = _daemon_health(config)
-    # Stored text is scrubbed when written; this also covers a file from an older pinsyncd.
-    print(redact_text(json.dumps(status, indent=2) if as_json else printable(render_table(status))))
-    return 0
-
-
-def list_requests(
-    config: Config,
-    *,
-    services: Sequence[str],
-    statuses: Sequence[str],
-    cids: Sequence[str],
-    names: Sequence[str],
-    as_json: bool,
-) -> int:
-    """`pinsyncd ls`: the requests the state knows, from the state alone (no request is
-    sent), one a line or as JSON; `--name` globs match the local name (or the request's)."""
-    if (refusal := unknown_argument(config, services, cids)) is not None:
-        return refusal
-    chosen = list(services) or [s.name for s in config.services]
-    forms = [form for cid in cids for form in cid_forms(cid)]
-    rows = read_requests(config.state_path, chosen, statuses=statuses, cids=forms)
-    if names:
-        rows = (r for r in rows if any(fnmatch.fnmatchcase(r["name"] or "", g) for g in names))
-    width = max(len(name) for name in chosen)
-    shown = 0
-    if as_json:
-        print("[", end="")
-    for row in rows:
-        if as_json:
-            print(("," if shown else "") + "\n  " + redact_text(json.dumps(row)), end="")
-        else:
-            print(redact_text(request_line(row, width)))
-        shown += 1
-    if as_json:
-        print("\n]" if shown else "]")
-    elif not shown:
-        print("no requests match", file=sys.stderr)
-    return 0
-
-
-def show_pin(config: Config, cid: str, *, as_json: bool) -> int:
-    """`pinsyncd show CID`: where one CID is, from the state alone."""
-    if (refusal := unknown_argument(config, [], [cid])) is not None:
-        return refusal
-    forms = cid_forms(cid)
-    names = [s.name for s in config.services]
-    rows = list(read_requests(config.state_path, names, cids=forms))
-    doc = {
-        "cid": cid,
-        "local": read_local_pin(config.state_path, forms),
-        "services": {name: [r for r in rows if r["service"] == name] for name in names},
-        "pinned_on": len({r["service"] for r in rows if r["status"] == "pinned"}),
-        "replicas": min(config.replicas or len(names), len(names)),
-    }
-    print(redact_text(json.dumps(doc, indent=2) if as_json else render_pin(doc)))
-    return 0
-
-
-def check_status(config: Config, *, max_age: float) -> int:
-    """`status --check`: one line per problem on stdout and the exit code it calls for, or
-    one `OK` line and 0."""
-    status = read_status(
-        config.state_path,
-        [s.name for s in config.services],
-        max_attempts=config.retry.max_attempts,
-        replicas=config.replicas,
-        stuck_after=config.sync.stuck_after,
-    )
-    status["daemon"] = _daemon_health(config)
-    found = health_check.check(status, now=time.time(), max_age=max_age)
-    for problem in found:
-        print(printable(redact_text(problem.text)))
-    if not found:
-        services = len(status["services"])
-        print(
-            f"OK: {services} service{'s' * (services != 1)} synced within "
-            f"{format_duration(max_age)}; nothing paused, stuck or failed for good"
-        )
-    code, _why = verdict(found)
-    return code
-
-
-def _daemon_health(config: Config) -> dict[str, Any] | None:
-    """What the daemon running on this state file says of its health (it alone knows that
-    it cannot write the state file); None when no daemon runs on it."""
-    holder = StateLock(config.state_path).holder()
-    if holder is None or not holder.is_daemon:
-        return None
-    said: list[dict[str, Any]] = []
-
-    async def ask() -> tuple[int, str | None] | None:
-        path = control.socket_path(config.state_path)
-        return await asyncio.wait_for(
-            control.ask(path, "health", {}, lambda line: said.append(line)), HEALTH_WAIT
-        )
-
-    try:
-        answer = asyncio.run(ask())
-    except TimeoutError:
-        answer = None
-    if answer is None or not said or not isinstance(said[0].get("daemon"), dict):
-        return {"running": True, "healthy": None, "reason": "it does not answer"}
-    return dict(said[0]["daemon"])
-
-
-HEALTH_WAIT = 5.0
 
 
 def sync_once(

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pinsyncd.commands import fail
 from pinsyncd.config import Config
 from pinsyncd.logs import printable, redact_text
 from pinsyncd.planner import Add, Remove, ServicePlan
+from pinsyncd.say import fail
 from pinsyncd.store import StateStore
 from pinsyncd.sync.engine import SyncEngine
 

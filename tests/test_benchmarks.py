@@ -220,3 +220,9 @@ def test_confirm_latency() -> None:
     assert r["pins"] == 50 and r["adds"] == 50
     number(r["returned_after_last_pinned_s"])
     number(r["wall_s"], positive=True)
+
+
+def test_startup() -> None:
+    r = run_benchmark("startup")
+    for name in ("pinsyncd --version", "pinsyncd status", "pinsyncd check-config"):
+        number(r["cpu_s"][name], positive=True)

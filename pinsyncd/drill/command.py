@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from pinsyncd.cids import multihash_of
-from pinsyncd.commands import fail, unknown_argument, with_tokens
+from pinsyncd.commands import with_tokens
 from pinsyncd.config import Config
 from pinsyncd.drill.report import (
     CidResult,
@@ -41,6 +41,7 @@ from pinsyncd.drill.throwaway import ThrowawayError, find_binary
 from pinsyncd.kubo import LocalNode, NodeError
 from pinsyncd.logs import printable, redact_text
 from pinsyncd.psa import PinningServiceClient
+from pinsyncd.say import fail, unknown_argument
 from pinsyncd.store.drill_record import write_drill
 from pinsyncd.store.readonly import read_node_peer_id, read_pinned
 from pinsyncd.throttle import Throttle

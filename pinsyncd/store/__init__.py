@@ -9,19 +9,51 @@
 - `readonly`: the one read side that `status`, `/status` and `/metrics` show.
 """
 
-from pinsyncd.store.db import StateStore
-from pinsyncd.store.errors import (
-    StateDamaged,
-    StateError,
-    damaged,
-    damaged_message,
-    is_damage,
-    set_aside,
-    set_aside_damaged,
-    sqlite_problem,
-)
-from pinsyncd.store.listing import ListingVetting
-from pinsyncd.store.schema import FAILED_FOR_GOOD_SQL, MIGRATIONS, SCHEMA_VERSION
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pinsyncd.store.db import StateStore
+    from pinsyncd.store.errors import (
+        StateDamaged,
+        StateError,
+        damaged,
+        damaged_message,
+        is_damage,
+        set_aside,
+        set_aside_damaged,
+        sqlite_problem,
+    )
+    from pinsyncd.store.listing import ListingVetting
+    from pinsyncd.store.schema import FAILED_FOR_GOOD_SQL, MIGRATIONS, SCHEMA_VERSION
+
+_WHERE = {
+    "StateStore": "db",
+    "ListingVetting": "listing",
+    **dict.fromkeys(("FAILED_FOR_GOOD_SQL", "MIGRATIONS", "SCHEMA_VERSION"), "schema"),
+    **dict.fromkeys(
+        (
+            "StateDamaged",
+            "StateError",
+            "damaged",
+            "damaged_message",
+            "is_damage",
+            "set_aside",
+            "set_aside_damaged",
+            "sqlite_problem",
+        ),
+        "errors",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Each name is imported when first used, so a command that only reads the state file
+    (`status`) does not pay for the writer's imports at start-up."""
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+
 
 __all__ = [
     "FAILED_FOR_GOOD_SQL",
