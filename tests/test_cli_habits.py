@@ -122,11 +122,25 @@ def test_completion_scripts_load_in_a_real_bash_and_complete(tmp_path: Path) -> 
     for shell in ("zsh", "fish", "tcsh"):
         text = _completion(shell)
         assert "pinsyncd" in text and "restore" in text, shell
-        binary = shutil.which(shell)
-        if binary is not None:  # not installed here: the script is still checked above
-            path = tmp_path / f"pinsyncd.{shell}"
-            path.write_text(text)
-            source = {"zsh": "autoload -U compinit; compinit; source", "fish": "source"}
-            command = f"{source.get(shell, 'source')} {path}"
-            loaded = subprocess.run([binary, "-c", command], capture_output=True, timeout=30)
-            assert loaded.returncode == 0, loaded.stderr
+        (tmp_path / f"pinsyncd.{shell}").write_text(text)
+    if zsh := shutil.which("zsh"):  # installed as zsh users do: `_pinsyncd` in $fpath
+        functions = tmp_path / "zsh-functions"
+        functions.mkdir()
+        (functions / "_pinsyncd").write_text(_completion("zsh"))
+        program = f"fpath=({functions} $fpath); autoload -U compinit; compinit -u; "
+        program += "print ${_comps[pinsyncd]}"
+        loaded = subprocess.run([zsh, "-c", program], capture_output=True, text=True, timeout=30)
+        assert (loaded.stdout.strip(), loaded.stderr) == ("_pinsyncd", ""), loaded
+    if tcsh := shutil.which("tcsh"):
+        loaded = subprocess.run(
+            [tcsh, "-c", f"source {tmp_path / 'pinsyncd.tcsh'}"], capture_output=True, timeout=30
+        )
+        assert loaded.returncode == 0 and not loaded.stderr, loaded
+    if fish := shutil.which("fish"):  # fish can be asked what a TAB offers
+        offered = subprocess.run(
+            [fish, "-c", f"source {tmp_path / 'pinsyncd.fish'}; complete -C 'pinsyncd ls --st'"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert offered.stdout.startswith("--status\t"), offered
