@@ -1,6 +1,7 @@
 """What a command's outcome says, the same whether it ran alone or the daemon ran it for it:
-the problems that make `sync --once` exit 1, the pins not yet finished, and what `adopt` and
-`retry` print."""
+the problems that set `sync --once`'s exit code (`pinsyncd.exits`: 69 for a node or service
+that could not be used, 3 for pins failed or still pending), the pins not yet finished, its
+`--json` summary, and what `adopt` and `retry` print."""
 
 from __future__ import annotations
 
