@@ -78,7 +78,8 @@ async def test_every_local_pin_reaches_two_services_exactly_once(
     first.set_status(done_cids, "pinned")
     second.set_status(done_cids[:10], "failed")
     result = cli(["sync", "--once", "-c", str(config)], env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, "EX_INCOMPLETE: pins failed on a service"
+    assert result.stderr.strip().splitlines()[-1].startswith("pinsyncd: second: 10 pins failed")
     (done,) = [e for e in log_events(result.stderr) if e["event"] == "cycle done"]
     assert done["services"]["first"]["pinned"] == len(done_cids)
     assert "added" not in done["services"]["first"]
