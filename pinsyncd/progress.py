@@ -14,6 +14,24 @@ log = structlog.get_logger("pinsyncd.progress")
 LOG_EVERY = 10.0
 
 
+def terminal_bar(*fields: str) -> Any:
+    """A started rich progress bar on stderr: each task's description, its bar, done of
+    total, then a text column for each of `fields` (a task field's name)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(f"{{task.fields[{field}]}}") for field in fields),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    bar.start()
+    return bar
+
+
 class SendProgress:
     def __init__(self, *, terminal: bool | None = None) -> None:
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
@@ -23,17 +41,7 @@ class SendProgress:
 
     def __enter__(self) -> Self:
         if self.terminal:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._bar.start()
+            self._bar = terminal_bar()
         return self
 
     def __exit__(

@@ -12,6 +12,7 @@ from typing import Any, Self
 import structlog
 
 from pinsyncd.kubo import PinProgress
+from pinsyncd.progress import terminal_bar
 from pinsyncd.sizes import human_bytes
 from pinsyncd.store.restores import Outcome, RestoreItem
 
@@ -44,18 +45,8 @@ class RestoreProgress:
 
     def __enter__(self) -> Self:
         if self.terminal and self.total:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self._bar = Progress(
-                TextColumn("restoring"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[note]}"),
-                console=Console(stderr=True),
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("restore", total=self.total, note="")
+            self._bar = terminal_bar("note")
+            self._task = self._bar.add_task("restoring", total=self.total, note="")
         return self
 
     def __exit__(
