@@ -15,7 +15,14 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -228,24 +235,68 @@ class LocalNode:
         Lines that are not a pin are skipped and counted in `listing`; a listing with such
         lines and no pin at all is not Kubo's (`NodeUnavailable`)."""
         listing = listing if listing is not None else PinListing()
+        async for batch in self.parse_pins(self.pin_ls_body(pin_type), listing):
+            yield batch
+
+    async def pin_ls_body(self, pin_type: str = "recursive") -> AsyncGenerator[bytes, None]:
+        """The body of one streamed `pin/ls` of `pin_type` with names, as it arrives (blocks
+        of lines, the last of a block possibly cut), unparsed: `parse_pins` reads it. Raises
+        as the listing would: an error in the stream's trailer, a cut or stalled stream. Kubo
+        older than 0.26 refuses `names` before it streams anything: it is then listed without
+        names, from then on."""
         params: dict[str, str] = {"type": pin_type, "stream": "true"}
         if self._names_supported is not False:
             params["names"] = "true"
-        listed = 0
-        skipped_before = listing.bad_lines
+        began = False
         try:
-            async for batch in self._stream_pins(params, listing):
-                listed += len(batch)
-                yield batch
+            async for block in self._stream_pins(params):
+                began = True
+                yield block
         except NodeRequestError as exc:
-            if "names" not in params or "names" not in str(exc).lower() or listed:
+            if "names" not in params or "names" not in str(exc).lower() or began:
                 raise
             self._names_supported = False  # Kubo < 0.26: list without names from now on
             del params["names"]
-            listing.bad_lines = skipped_before
-            async for batch in self._stream_pins(params, listing):
-                listed += len(batch)
-                yield batch
+            async for block in self._stream_pins(params):
+                yield block
+
+    async def parse_pins(
+        self, body: AsyncIterable[bytes], listing: PinListing
+    ) -> AsyncGenerator[list[LocalPin], None]:
+        """The pins of a `pin/ls` body given in blocks as it came (`pin_ls_body`), a block
+        of whole lines at a time, each parsed by one `json.loads`: per line, `json.loads`
+        costs more than the rest of a cycle. A line that is not a pin is skipped and counted;
+        an error line of the node's is raised after the pins before it."""
+        partial: list[bytes] = []  # the start of a line whose end has not come yet
+        waiting = 0  # its length
+        listed = 0
+        skipped_before = listing.bad_lines
+        async for chunk in body:
+            end = chunk.rfind(b"\n") + 1
+            if not end:
+                partial.append(chunk)
+                waiting += len(chunk)
+                if waiting > MAX_LINE:
+                    raise self._line_too_long()
+                continue
+            if waiting + chunk.find(b"\n") > MAX_LINE:
+                raise self._line_too_long()
+            block = b"".join([*partial, chunk[:end]]) if partial else chunk[:end]
+            partial = [chunk[end:]] if end < len(chunk) else []
+            waiting = len(chunk) - end
+            pins, error = self._parse_pin_block(block, listing)
+            if pins:
+                listed += len(pins)
+                yield pins
+            if error is not None:
+                raise error
+        # The last line has no newline: if it does not parse, the stream was cut.
+        pins, error = self._parse_pin_block(b"".join(partial), listing, last=True)
+        if pins:
+            listed += len(pins)
+            yield pins
+        if error is not None:
+            raise error
         if not listed and listing.bad_lines > skipped_before:
             raise self._not_kubo("pin/ls", "no line of the listing is a pin")
 
@@ -430,12 +481,10 @@ class LocalNode:
             raise self._not_kubo(command, "the answer is not a JSON object")
         return data
 
-    async def _stream_pins(
-        self, params: dict[str, str], listing: PinListing
-    ) -> AsyncIterator[list[LocalPin]]:
-        """The pins of one streamed `pin/ls`, a block of lines at a time. Read with h11, not
+    async def _stream_pins(self, params: dict[str, str]) -> AsyncIterator[bytes]:
+        """The body of one streamed `pin/ls`, as it arrives. Read with `rpc_stream`, not
         aiohttp: an error the node meets once the stream has begun comes only in the
-        `X-Stream-Error` trailer (`rpc_stream`), and makes the listing a failed one."""
+        `X-Stream-Error` trailer, and makes the listing a failed one."""
         self._count("pin/ls")
         url = (self.api_url / "api" / "v0" / "pin" / "ls").with_query(params)
         # No total limit on a stream of a large pinset; a stall of `timeout` is an error.
@@ -450,34 +499,8 @@ class LocalNode:
                 if response.status != 200:
                     body = await response.read(MAX_ERROR_BODY)
                     raise self._http_error("pin/ls", response.status, body)
-                # Whole blocks of lines as they arrive, each parsed by one json.loads: per
-                # line, readline and json.loads cost more than the rest of a cycle.
-                partial: list[bytes] = []  # the start of a line whose end has not come yet
-                waiting = 0  # its length
                 async for chunk in response.chunks():
-                    end = chunk.rfind(b"\n") + 1
-                    if not end:
-                        partial.append(chunk)
-                        waiting += len(chunk)
-                        if waiting > MAX_LINE:
-                            raise self._line_too_long()
-                        continue
-                    if waiting + chunk.find(b"\n") > MAX_LINE:
-                        raise self._line_too_long()
-                    block = b"".join([*partial, chunk[:end]]) if partial else chunk[:end]
-                    partial = [chunk[end:]] if end < len(chunk) else []
-                    waiting = len(chunk) - end
-                    pins, error = self._parse_pin_block(block, listing)
-                    if pins:
-                        yield pins
-                    if error is not None:
-                        raise error
-                # The last line has no newline: if it does not parse, the stream was cut.
-                pins, error = self._parse_pin_block(b"".join(partial), listing, last=True)
-                if pins:
-                    yield pins
-                if error is not None:
-                    raise error
+                    yield chunk
                 if failure := response.trailers.get("x-stream-error"):
                     raise NodeRequestError(
                         f"node error during pin/ls (the listing broke off): {safe_text(failure)}"

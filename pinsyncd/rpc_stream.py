@@ -3,8 +3,10 @@
 Kubo (and ipfs-cluster's IPFS proxy) report an error met after a streamed answer began only
 in the `X-Stream-Error` trailer: the body itself ends cleanly. aiohttp reads and drops
 trailers, so a pin listing that broke off halfway would look complete, and every pin after
-the break would look unpinned. h11 (the HTTP/1.1 state machine under httpx) hands them
-over, so the pin listing is read with it; every other RPC call stays on aiohttp.
+the break would look unpinned. So streamed calls are read here: h11 (the HTTP/1.1 state
+machine under httpx) reads the answer's head, and `chunked` its body and trailers (h11 would
+too, but at a cost per chunk that Kubo's one-chunk-a-line streams make the largest part of a
+listing). Every other RPC call stays on aiohttp.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Self
 
 import h11
 from yarl import URL
+
+from pinsyncd.chunked import ChunkedDecoder, ChunkError
 
 READ_SIZE = 256 * 1024
 """Bytes asked of the socket at a time."""
@@ -50,6 +54,7 @@ class StreamedPost:
         self._writer: asyncio.StreamWriter | None = None
         self.status = 0
         self.headers: dict[str, str] = {}
+        self.headers_lower: dict[str, str] = {}
         self.trailers: dict[str, str] = {}
 
     async def __aenter__(self) -> Self:
@@ -76,6 +81,7 @@ class StreamedPost:
             if isinstance(event, h11.Response):
                 self.status = event.status_code
                 self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
+                self.headers_lower = {k.lower(): v for k, v in self.headers.items()}
                 return self
             # h11.InformationalResponse (100 Continue and the like): wait for the real head
 
@@ -91,25 +97,45 @@ class StreamedPost:
                 await self._writer.wait_closed()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives, what has come joined into one block (Kubo sends each line
-        of a stream as its own HTTP chunk); `trailers` is set once it has ended."""
-        parts: list[bytes] = []
-        while True:
-            event = self._event()
-            if event is h11.NEED_DATA:
-                if parts:
-                    yield b"".join(parts)
-                    parts.clear()
-                await self._receive()
-            elif isinstance(event, h11.Data):
-                parts.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                if parts:
-                    yield b"".join(parts)
-                self.trailers = {
-                    k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers
-                }
-                return
+        """The body as it arrives, a block at a time (what one read of the socket brought,
+        without the chunked coding's framing); `trailers` is set once it has ended."""
+        data, closed = self._conn.trailing_data  # what came with the head
+        framing = self.headers_lower.get("transfer-encoding", "").lower()
+        if framing.rsplit(",", 1)[-1].strip() == "chunked":
+            decoder = ChunkedDecoder()
+            while True:
+                try:
+                    payload = decoder.feed(data)
+                except ChunkError as exc:
+                    raise StreamDropped(f"the chunked body is broken: {exc}") from None
+                if payload:
+                    yield payload
+                if decoder.done:
+                    self.trailers = decoder.trailers
+                    return
+                if closed:
+                    raise StreamDropped("the connection was closed before the answer ended")
+                data = await self._read()
+                closed = not data
+        elif framing:
+            raise StreamDropped(f"unknown transfer coding {framing!r}")
+        else:
+            length = self.headers_lower.get("content-length")
+            left = int(length) if length is not None and length.isdigit() else None
+            while True:
+                if left is not None:
+                    data = data[:left]
+                    left -= len(data)
+                if data:
+                    yield data
+                if left == 0:
+                    return
+                if closed:
+                    if left is None:  # the body ends with the connection
+                        return
+                    raise StreamDropped("the connection was closed before the answer ended")
+                data = await self._read()
+                closed = not data
 
     async def read(self, limit: int) -> bytes:
         """The body (of an error answer), up to `limit` bytes."""
@@ -140,10 +166,14 @@ class StreamedPost:
             raise StreamDropped("the connection was closed before the answer ended")
         return event  # an h11.Event, or the NEED_DATA or PAUSED sentinel
 
-    async def _receive(self) -> None:
-        """Feed h11 what the socket has next (b"" at its end), waiting `read_timeout` at most."""
+    async def _read(self) -> bytes:
+        """What the socket has next (b"" at its end), waiting `read_timeout` at most."""
         assert self._reader is not None
-        data = await asyncio.wait_for(self._reader.read(READ_SIZE), self._read_timeout)
+        return await asyncio.wait_for(self._reader.read(READ_SIZE), self._read_timeout)
+
+    async def _receive(self) -> None:
+        """Feed h11 what the socket has next (b"" at its end)."""
+        data = await self._read()
         try:
             self._conn.receive_data(data)
         except h11.RemoteProtocolError as exc:

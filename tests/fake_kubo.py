@@ -69,6 +69,8 @@ class FakeKubo:
     """`pin/add` drops the connection (the node going away in the middle of a restore)."""
     added: list[tuple[str, str]] = field(default_factory=list)
     """(cid, name) of every `pin/add` asked for."""
+    mfs_root: str = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
+    """What `files/stat /` answers (the empty folder until changed)."""
     _runner: web.AppRunner | None = None
     # The encoded pin/ls stream, kept while the pinset is unchanged (a million pins cost
     # seconds to encode, so benchmarks would measure this server instead of pinsyncd).
@@ -104,6 +106,7 @@ class FakeKubo:
         app.router.add_post("/api/v0/pin/ls", self._pin_ls)
         app.router.add_post("/api/v0/swarm/connect", self._swarm_connect)
         app.router.add_post("/api/v0/pin/add", self._pin_add)
+        app.router.add_post("/api/v0/files/stat", self._files_stat)
         runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
@@ -165,23 +168,23 @@ class FakeKubo:
             pass
         return response
 
+    async def _files_stat(self, request: web.Request) -> web.Response:
+        self.calls["files/stat"] += 1
+        return web.json_response({"Hash": self.mfs_root, "Type": "directory"})
+
     async def _pin_ls(self, request: web.Request) -> web.StreamResponse:
         self.calls["pin/ls"] += 1
         fault = self.stream_faults.pop(0) if self.stream_faults else None
         with_names = self.names and request.query.get("names") == "true"
         if fault is not None and fault.kind == "trailer":
             return await self._pin_ls_with_trailer(request, fault.after, with_names)
+        if fault is None:
+            return await self._pin_ls_as_kubo(request, with_names)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
-        if fault is None:
-            for block in self.encoded_stream(with_names):
-                await response.write(block)
-            for line in self.raw_lines:
-                await response.write(line)
-            await response.write_eof()
-            return response
         chunk: list[bytes] = []
-        for sent, (cid, name) in enumerate(self._iter_pinset()):
+        pinset = list(self._iter_pinset())
+        for sent in range(len(pinset) + 1):  # the fault may come after the last pin too
             if sent == fault.after:
                 await response.write(b"".join(chunk))
                 chunk.clear()
@@ -203,8 +206,22 @@ class FakeKubo:
                         await response.write(block)
                         self.streamed += len(block)
                 await asyncio.sleep(3600)  # stall
-            chunk.append(_pin_line(cid, name, with_names))
+            if sent < len(pinset):
+                chunk.append(_pin_line(*pinset[sent], with_names))
         await response.write(b"".join(chunk))
+        await response.write_eof()
+        return response
+
+    async def _pin_ls_as_kubo(self, request: web.Request, with_names: bool) -> web.StreamResponse:
+        """The whole listing framed as Kubo frames it: every line its own chunk (Kubo
+        flushes after each), then the trailer section, empty."""
+        response = web.StreamResponse(headers=_CHUNKED)
+        response._length_check = False  # no framing by aiohttp: the chunks below are raw
+        await response.prepare(request)
+        for block in self.encoded_stream(with_names):
+            await response.write(block)
+        await response.write(b"".join(_chunk(line) for line in self.raw_lines))
+        await response.write(b"0\r\n\r\n")
         await response.write_eof()
         return response
 
@@ -214,13 +231,7 @@ class FakeKubo:
         """`after` pins, then the end of the body with an `X-Stream-Error` trailer, as Kubo
         ends a stream that failed once it had begun. aiohttp cannot send trailers, so this
         answer frames its own chunks."""
-        headers = {
-            "Content-Type": "application/json",
-            "Transfer-Encoding": "chunked",
-            "Trailer": "X-Stream-Error",
-            "Connection": "close",
-        }
-        response = web.StreamResponse(headers=headers)
+        response = web.StreamResponse(headers=_CHUNKED)
         response._length_check = False  # no framing by aiohttp: the chunks below are raw
         await response.prepare(request)
         pins = zip(range(after), self._iter_pinset(), strict=False)
@@ -232,13 +243,14 @@ class FakeKubo:
         return response
 
     def encoded_stream(self, with_names: bool) -> list[bytes]:
-        """The whole pin/ls stream in blocks of 1000 lines, encoded once per pinset."""
+        """The whole pin/ls stream in blocks of 1000 lines, each line its own chunk, encoded
+        once per pinset."""
         key = (self.pins, self.seed, with_names, tuple(self.extra.items()))
         if self._stream_cache is None or self._stream_cache[0] != key:
             blocks: list[bytes] = []
             chunk: list[bytes] = []
             for cid, name in self._iter_pinset():
-                chunk.append(_pin_line(cid, name, with_names))
+                chunk.append(_chunk(_pin_line(cid, name, with_names)))
                 if len(chunk) >= 1000:
                     blocks.append(b"".join(chunk))
                     chunk.clear()
@@ -250,6 +262,19 @@ class FakeKubo:
         for i in range(self.pins):
             yield generated_cid(i, self.seed), f"pin-{i}"
         yield from self.extra.items()
+
+
+_CHUNKED = {
+    "Content-Type": "application/json",
+    "Transfer-Encoding": "chunked",
+    "Trailer": "X-Stream-Error",
+    "Connection": "close",
+}
+
+
+def _chunk(data: bytes) -> bytes:
+    """`data` as one chunk of the chunked transfer coding."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def _pin_line(cid: str, name: str, with_names: bool) -> bytes:

@@ -929,7 +929,7 @@ async def test_a_long_name_already_sent_clipped_is_not_a_rename(tmp_path: Path) 
                 RemotePin("s", "bafkreishort", RemoteStatus.PINNED, "r2", name="old name"),
             ]
         )
-        wanted, _, _ = await store.plan_view("s", renamed=True)
+        wanted, _, _, _ = await store.plan_view("s", renamed=True)
         assert wanted == {"bafkreishort": short}, "only the pin whose name really changed"
     finally:
         await store.close()

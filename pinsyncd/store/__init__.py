@@ -24,12 +24,13 @@ if TYPE_CHECKING:
         set_aside_damaged,
         sqlite_problem,
     )
-    from pinsyncd.store.listing import ListingVetting
+    from pinsyncd.store.listing import ListingVetting, StoredListing
     from pinsyncd.store.schema import FAILED_FOR_GOOD_SQL, MIGRATIONS, SCHEMA_VERSION
 
 _WHERE = {
     "StateStore": "db",
     "ListingVetting": "listing",
+    "StoredListing": "listing",
     **dict.fromkeys(("FAILED_FOR_GOOD_SQL", "MIGRATIONS", "SCHEMA_VERSION"), "schema"),
     **dict.fromkeys(
         (
@@ -63,6 +64,7 @@ __all__ = [
     "StateDamaged",
     "StateError",
     "StateStore",
+    "StoredListing",
     "damaged",
     "damaged_message",
     "is_damage",

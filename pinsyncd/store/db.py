@@ -32,10 +32,10 @@ import structlog
 from pinsyncd import clock
 from pinsyncd.cids import InvalidCIDError, other_spellings
 from pinsyncd.logs import redact_text
-from pinsyncd.model import RemotePin, ServiceState
+from pinsyncd.model import UNFINISHED_STATUSES, RemotePin, ServiceState
 from pinsyncd.spec_limits import clip_name
 from pinsyncd.store.errors import StateDamaged, StateError, damaged, is_damage, set_aside_damaged
-from pinsyncd.store.listing import VET_CHUNK, ListingVetting
+from pinsyncd.store.listing import LISTING_DIGEST, VET_CHUNK, ListingVetting, StoredListing
 from pinsyncd.store.restores import RestoreLog
 from pinsyncd.store.schema import (
     COUNTS_SQL,
@@ -70,6 +70,8 @@ class StateStore:
         self._noted: dict[str, str] = {}  # what `note` last kept, by key
         # The temporary table of a listing belongs to the connection: one listing at a time.
         self._listing_lock = asyncio.Lock()
+        self._local_changes = 0  # see `rowless_mark`
+        self._removals: dict[str, int] = {}
 
     @classmethod
     async def open(cls, path: Path, *, recover: bool = False) -> Self:
@@ -142,6 +144,8 @@ class StateStore:
                 # One statement at a time: executescript() would commit halfway.
                 for statement in statements(MIGRATIONS[target]):
                     await db.execute(statement)
+            # The stored listing may now mean something else: the next one is diffed in full.
+            await db.execute("DELETE FROM meta WHERE key = ?", (LISTING_DIGEST,))
             await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             await db.execute("COMMIT")
         except BaseException as exc:
@@ -186,15 +190,21 @@ class StateStore:
         vetting: ListingVetting | None = None,
         *,
         listed_twice: bool = False,
+        digest: str | None = None,
     ) -> tuple[int, int, int]:
         async with self._listing_lock:
-            return await self._replace_local_listing(batches, vetting, listed_twice)
+            self._local_changes += 1  # before and after: a reader between sees a change
+            try:
+                return await self._replace_local_listing(batches, vetting, listed_twice, digest)
+            finally:
+                self._local_changes += 1
 
     async def _replace_local_listing(
         self,
         batches: AsyncIterable[Sequence[tuple[str, str, str, int]]],
         vetting: ListingVetting | None,
         listed_twice: bool,
+        digest: str | None,
     ) -> tuple[int, int, int]:
         """Store a complete listing, streamed in batches of (cid, name, kind, selected), and
         return (added, removed, renamed). The batches go to a temporary table and the
@@ -205,7 +215,9 @@ class StateStore:
         leaves the node is noted with the time, for `unpin: mirror`; one that comes back is
         no longer noted.
         With `vetting`, the CIDs new to the state are checked first (see `ListingVetting`);
-        a listing it finds incomplete removes nothing."""
+        a listing it finds incomplete removes nothing.
+        `digest` (of the listing, see `sync.snapshot`) is stored with it, in the same
+        transaction, for `listing_digest`; without one, none is kept."""
         # Appended in arrival order and indexed once at the end: inserting a million random
         # CIDs into a keyed table costs several times more than sorting them once.
         async with self._write_lock:
@@ -278,10 +290,34 @@ class StateStore:
                     await self._db.execute(
                         "INSERT OR REPLACE INTO meta VALUES ('listing_vetted', '1')"
                     )
+                await self._keep_listing_digest(digest)
         finally:
             async with self._write_lock:
                 await self._db.execute("DROP TABLE IF EXISTS temp.listing")
         return added.rowcount, removed, renamed
+
+    async def listing_digest(self) -> StoredListing | None:
+        """The digest of the listing the state last took in, with its counts; None when the
+        state has none that can be trusted (never listed, or changed since by other means)."""
+        value = await self.get_meta(LISTING_DIGEST)
+        parts = value.split() if value else []
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            return None
+        return StoredListing(parts[0], int(parts[1]), int(parts[2]))
+
+    async def _keep_listing_digest(self, digest: str | None) -> None:
+        """Inside the transaction that changed `local_pins`: the digest of what they now
+        hold, or none (they were changed by something other than a listing)."""
+        if digest is None:
+            await self._db.execute("DELETE FROM meta WHERE key = ?", (LISTING_DIGEST,))
+            return
+        pins, selected = await self._one(
+            "SELECT COUNT(*), COALESCE(SUM(selected), 0) FROM local_pins"
+        )
+        await self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            (LISTING_DIGEST, f"{digest} {pins} {selected}"),
+        )
 
     async def _vet_listing(self, vetting: ListingVetting) -> None:
         """Leave out of the listing the CIDs new to the state that do not parse, and second
@@ -378,9 +414,11 @@ class StateStore:
                 now = selected(cid, name, kind)
                 if now != bool(was):
                     changes.append((int(now), cid))
-        if changes:
-            async with self._transaction():
-                await self._db.executemany("UPDATE local_pins SET selected=? WHERE cid=?", changes)
+        self._local_changes += 1
+        async with self._transaction():
+            await self._db.executemany("UPDATE local_pins SET selected=? WHERE cid=?", changes)
+            await self._keep_listing_digest(None)
+        self._local_changes += 1
         return len(changes)
 
     # --- what a cycle needs of one service -------------------------------------------------
@@ -396,7 +434,8 @@ class StateStore:
         after: str = "",
         limit: int | None = None,
         include: str | None = None,
-    ) -> tuple[dict[str, str], dict[str, RemotePin], str | None]:
+        with_rowless: bool = True,
+    ) -> tuple[dict[str, str], dict[str, RemotePin], str | None, int]:
         """What the planner needs for one service, without loading what needs nothing done:
 
         - *candidates*: selected local pins (CID -> name) with no live request on the
@@ -407,26 +446,36 @@ class StateStore:
         - *rows*: the requests a plan acts on: intents, failed and errored ones (not the
           pending ones: tracking follows those), pinned ones named `names_of` (old MFS roots),
           the rename candidates' and those for `cids` (the policy's deletes);
-        - where the next window starts (None: this was the last).
+        - where the next window starts (None: this was the last);
+        - how many of the candidates have no row on the service at all.
 
         At rest, with everything pinned, the first two are empty, whatever the pinset's size.
-        `candidates=False` leaves the candidates out."""
+        `candidates=False` leaves the candidates out. `with_rowless=False` looks only for
+        candidates with a failed or errored row (from the status index, without walking the
+        local pinset): for a caller that knows none is without a row (`rowless_mark`)."""
         wanted: dict[str, str] = {}
         next_after: str | None = None
+        rowless = 0
         if candidates:
+            # Without a row: walks the local pinset. With a failed one: from the status index.
             select = (
-                "SELECT l.cid, l.name FROM local_pins AS l LEFT JOIN remote_pins AS r "
+                "SELECT l.cid, l.name, r.status FROM local_pins AS l LEFT JOIN remote_pins AS r "
                 "ON r.service = ? AND r.cid = l.cid "
                 "WHERE l.selected AND (r.status IS NULL OR r.status IN ('error', 'failed'))"
+                if with_rowless
+                else "SELECT l.cid, l.name, r.status FROM remote_pins AS r "
+                "INDEXED BY remote_pins_by_status CROSS JOIN local_pins AS l ON l.cid = r.cid "
+                "WHERE r.service = ? AND r.status IN ('error', 'failed') AND l.selected"
             )
             window = f" AND l.cid > ? ORDER BY l.cid LIMIT {int(limit)}" if limit else ""
             rows = await fetch(self._db, select + window, (service, after) if limit else (service,))
-            wanted = {cid: name for cid, name in rows}
+            wanted = {cid: name for cid, name, _ in rows}
+            rowless = sum(1 for *_, status in rows if status is None)
             if limit and len(rows) >= limit:
                 next_after = rows[-1][0]
             if include and include not in wanted:
                 more = await fetch(self._db, select + " AND l.cid = ?", (service, include))
-                wanted.update((cid, name) for cid, name in more)
+                wanted.update((cid, name) for cid, name, _ in more)
         found = await fetch(
             self._db,
             f"SELECT {REMOTE_COLUMNS} FROM remote_pins INDEXED BY remote_pins_by_status "
@@ -454,7 +503,14 @@ class StateStore:
                 wanted[row[1]] = name
         missing = [c for c in cids if c not in rows_by_cid]
         rows_by_cid.update(await self.remote_rows(service, missing))
-        return wanted, rows_by_cid, next_after
+        return wanted, rows_by_cid, next_after, rowless
+
+    def rowless_mark(self, service: str) -> tuple[int, int]:
+        """Changes, in this process, that may leave a selected local pin without a row on
+        `service`: (changes of the local pinset, rows of the service deleted). While it
+        stays the same, no selected local pin has lost its row there (`plan_view`'s
+        `with_rowless`); a row added or changed only makes fewer of them."""
+        return self._local_changes, self._removals.get(service, 0)
 
     @contextlib.asynccontextmanager
     async def tracking(self, service: str, before: float) -> AsyncIterator[Tracking]:
@@ -653,6 +709,7 @@ class StateStore:
         cids = list(cids)
         if not cids:
             return
+        self._removals[service] = self._removals.get(service, 0) + 1
         async with self._transaction():
             await self._db.executemany(
                 "DELETE FROM remote_pins WHERE service=? AND cid=?",
@@ -664,6 +721,18 @@ class StateStore:
                 "AND NOT EXISTS (SELECT 1 FROM remote_pins WHERE cid=?)",
                 [(cid, cid) for cid in cids],
             )
+        self._removals[service] += 1
+
+    async def pending(self, service: str) -> int:
+        """Requests on `service` sent, or maybe sent, and not yet pinned or failed (from the
+        status index: no walk of the service's rows)."""
+        marks = ",".join("?" * len(UNFINISHED_STATUSES))
+        (count,) = await self._one(
+            "SELECT COUNT(*) FROM remote_pins INDEXED BY remote_pins_by_status "
+            f"WHERE service = ? AND status IN ({marks})",
+            (service, *UNFINISHED_STATUSES),
+        )
+        return int(count)
 
     async def counts(self, service: str, *, unsent: bool = True) -> dict[str, int]:
         """Rows by status, plus `unsent`: local pins without a request on the service (a scan

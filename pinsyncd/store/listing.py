@@ -1,10 +1,24 @@
-"""What vetting the node's listing found (`ListingVetting`)."""
+"""What vetting the node's listing found (`ListingVetting`), and what is kept of the last
+listing taken in (`StoredListing`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 VET_CHUNK = 5000
+
+LISTING_DIGEST = "listing_digest"
+"""The meta key of the last listing's digest and counts: "<digest> <pins> <selected>"."""
+
+
+@dataclass(frozen=True)
+class StoredListing:
+    """The digest of the listing the state's local pins were last made from (written in
+    the transaction that made them), and their counts."""
+
+    digest: str
+    pins: int
+    selected: int
 
 
 @dataclass

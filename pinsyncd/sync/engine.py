@@ -26,6 +26,7 @@ from pinsyncd.selection import Selector
 from pinsyncd.store import ListingVetting, StateStore
 from pinsyncd.sync.context import NodeView, ServiceReport
 from pinsyncd.sync.service import ServiceExecutor
+from pinsyncd.sync.snapshot import ListingSnapshot
 from pinsyncd.throttle import Throttle
 from pinsyncd.tuning import DEFAULT, Tuning
 
@@ -49,6 +50,9 @@ class CycleReport:
     selected: int = 0
     local_added: int = 0
     local_removed: int = 0
+    local_renamed: int = 0
+    listing_unchanged: bool = False
+    """The node's listing was the same as the last one taken in: it was not diffed."""
     skipped: ListingVetting | None = None
     """What the node's listing left out (lines that are not a pin, CIDs that do not parse,
     second spellings of one CID)."""
@@ -105,6 +109,8 @@ class SyncEngine:
         self.selector = Selector(config.sync.include, config.sync.exclude)
         self._node_was_online: bool | None = None
         self.selection_key = repr((config.sync.include, config.sync.exclude))
+        self._selection_stored: str | None = None  # as this process last wrote it
+        self._spool = config.state_path.parent  # where a large listing is kept while read
         self.mfs_root: str | None = None
         self.peer_id: str | None = None  # the node's, once listed (also from the state)
         self.taken_over: frozenset[str] = frozenset()  # peer ids taken over, from the state
@@ -191,11 +197,21 @@ class SyncEngine:
         vetting = ListingVetting()
         try:
             identity = await self.node.identity()
-            added, removed, _renamed = await self.store.replace_local_listing(
-                self._listing(identity.peer_id, vetting),
-                vetting,
-                listed_twice=len(self.config.sync.pin_types) > 1,
-            )
+            with ListingSnapshot(self._spool, self._context(identity.peer_id)) as snapshot:
+                await self._read_listing(snapshot)
+                stored = await self.store.listing_digest()
+                if stored is not None and stored.digest == snapshot.digest:
+                    report.listing_unchanged = True
+                    report.local_pins, report.selected = stored.pins, stored.selected
+                else:
+                    added, removed, renamed = await self.store.replace_local_listing(
+                        self._listing(snapshot, identity.peer_id, vetting),
+                        vetting,
+                        listed_twice=len(self.config.sync.pin_types) > 1,
+                        digest=snapshot.digest,
+                    )
+                    report.local_added, report.local_removed = added, removed
+                    report.local_renamed = renamed
         except ListingStopped as exc:
             report.node_error = str(exc)
             await self._use_stored_listing(report)
@@ -214,14 +230,17 @@ class SyncEngine:
             log.info("local node is back", node=self.config.node.api, failed_retried_now=retried)
             report.node_came_back = True
         self._node_was_online = True
-        await self.store.set_meta("node_peer_id", identity.peer_id)
-        await self.store.set_meta("selection", self.selection_key)
-        self.peer_id = identity.peer_id
-        await self._count(report)
+        if self.peer_id != identity.peer_id:
+            await self.store.set_meta("node_peer_id", identity.peer_id)
+            self.peer_id = identity.peer_id
+        if self._selection_stored != self.selection_key:
+            await self.store.set_meta("selection", self.selection_key)
+            self._selection_stored = self.selection_key
+        await self._count(report, counted=report.listing_unchanged)
         report.node_online = True
-        report.local_added, report.local_removed = added, removed
-        report.skipped = vetting
-        await self._note_skipped(vetting)
+        if not report.listing_unchanged:
+            report.skipped = vetting
+            await self._note_skipped(vetting)
         origins = select_origins(
             identity.addresses,
             identity.peer_id,
@@ -229,21 +248,33 @@ class SyncEngine:
         )
         return NodeView(True, identity.peer_id, tuple(origins), self.taken_over)
 
+    def _context(self, peer_id: str) -> str:
+        """What turns a listing into the state's rows besides the listing itself: a change
+        in any of it makes the next listing a full diff (`ListingSnapshot`)."""
+        sync = self.config.sync
+        return repr((peer_id, tuple(sync.pin_types), self.selection_key, sync.mfs))
+
+    async def _read_listing(self, snapshot: ListingSnapshot) -> None:
+        """Read the node's pins of the configured types (one streamed `pin/ls` each), then
+        its MFS root when `sync.mfs` is on, into `snapshot`."""
+        for pin_type in self.config.sync.pin_types:
+            await snapshot.read(pin_type, self._unless_halted(self.node.pin_ls_body(pin_type)))
+        if self.config.sync.mfs:
+            snapshot.note_mfs_root(await self.node.mfs_root())
+
     async def _listing(
-        self, peer_id: str, vetting: ListingVetting
+        self, snapshot: ListingSnapshot, peer_id: str, vetting: ListingVetting
     ) -> AsyncIterator[list[tuple[str, str, str, int]]]:
-        """The node's pins of the configured types (one streamed `pin/ls` each), then the
-        MFS root when `sync.mfs` is on, in batches of (cid, name, kind, selected). Each pin
-        is labelled with the type its entry gives, and one of a type not configured is left
-        out; a CID listed under two types keeps its first entry. The MFS root is
+        """The pins read into `snapshot`, in batches of (cid, name, kind, selected). Each
+        pin is labelled with the type its entry gives, and one of a type not configured is
+        left out; a CID listed under two types keeps its first entry. The MFS root is
         always selected; if it is also pinned, the pin's entry wins. Lines that are not a
         pin are counted in `vetting`."""
         selected = self.selector.selected
         skipped = PinListing()
         wanted = set(self.config.sync.pin_types)
         for pin_type in self.config.sync.pin_types:
-            batches = self._unless_halted(self.node.iter_pin_batches(pin_type, skipped))
-            async for pins in batches:
+            async for pins in self.node.parse_pins(snapshot.body(pin_type), skipped):
                 yield [
                     (p.cid, p.name, kind, int(selected(p.cid, p.name)))
                     for p in pins
@@ -251,8 +282,8 @@ class SyncEngine:
                 ]
         vetting.bad_lines = skipped.bad_lines
         vetting.examples.extend(skipped.examples)
-        if self.config.sync.mfs:
-            yield [(await self.node.mfs_root(), mfs_name(peer_id), "mfs", 1)]
+        if snapshot.mfs_root is not None:
+            yield [(snapshot.mfs_root, mfs_name(peer_id), "mfs", 1)]
 
     async def _unless_halted(self, source: AsyncGenerator[_T, None]) -> AsyncIterator[_T]:
         """`source`, abandoned (`ListingStopped`) as soon as the daemon stops, even while it
@@ -305,9 +336,12 @@ class SyncEngine:
                 second_spellings=vetting.spellings,
             )
 
-    async def _count(self, report: CycleReport) -> None:
+    async def _count(self, report: CycleReport, *, counted: bool = False) -> None:
+        """The counts of the stored listing into `report` (unless `counted` already), and
+        what else the services need of it."""
         self.taken_over = await self.store.previous_peer_ids()
-        report.local_pins, report.selected = await self.store.local_counts()
+        if not counted:
+            report.local_pins, report.selected = await self.store.local_counts()
         self.mfs_root = await self.store.mfs_root() if self.config.sync.mfs else None
 
     async def _use_stored_listing(self, report: CycleReport) -> None:
@@ -318,6 +352,7 @@ class SyncEngine:
                 lambda cid, name, kind: kind == "mfs" or self.selector.selected(cid, name)
             )
             await self.store.set_meta("selection", self.selection_key)
+            self._selection_stored = self.selection_key
             log.info("include/exclude applied to the last listing", changed=changed)
         self.peer_id = self.peer_id or await self.store.get_meta("node_peer_id")
         await self._count(report)

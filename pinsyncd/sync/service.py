@@ -18,7 +18,7 @@ from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Service
 from pinsyncd.delegates import DelegateDialer, cause_of
 from pinsyncd.durations import format_duration
-from pinsyncd.model import UNFINISHED_STATUSES, RemotePin, ServiceState
+from pinsyncd.model import RemotePin, ServiceState
 from pinsyncd.outcomes import RETRY_AFTER, CycleEnd, Health, Trouble, health_after
 from pinsyncd.planner import ServicePlan, plan_service
 from pinsyncd.policy import Directives
@@ -88,6 +88,9 @@ class ServiceExecutor(Part):
         self.deleter = Deleter(self.ctx)
         self.tracker = Tracker(self.ctx)
         self._turn = asyncio.Lock()  # one cycle or adoption at a time on this service
+        # `StateStore.rowless_mark` as it was when every selected local pin had a row here.
+        self._covered: tuple[int, int] | None = None
+        self._rowless_seen = 0  # candidates without a row met by this cycle's windows
         self._rate_restored = False
         client.on_rate_limited = self._remember_block
 
@@ -163,8 +166,7 @@ class ServiceExecutor(Part):
         state = replace(state, last_cycle=time.time(), rate=rate, unsent=report.unsent)
         await self.store.save_service_state(state)
         await self._note_dials()
-        counts = await self.store.counts(self.service.name, unsent=False)
-        report.pending = sum(counts.get(s, 0) for s in UNFINISHED_STATUSES)
+        report.pending = await self.store.pending(self.service.name)
         report.requests = {
             op: n - before.get(op, 0)
             for op, n in self.client.requests.items()
@@ -181,7 +183,8 @@ class ServiceExecutor(Part):
         requests are left to tracking. Before the first contact nothing is sent, so no
         candidates are loaded."""
         first = not after  # the MFS root is planned in the first window, whatever its CID
-        candidates, remote, next_after = await self.store.plan_view(
+        with_rowless = self._covered != self.store.rowless_mark(self.service.name)
+        candidates, remote, next_after, rowless = await self.store.plan_view(
             self.service.name,
             names_of=d.mfs_name,
             renamed=self.sender.renames(d),
@@ -190,7 +193,9 @@ class ServiceExecutor(Part):
             after=after,
             limit=self.tuning.window,
             include=d.mfs_root if first else None,
+            with_rowless=with_rowless,
         )
+        self._rowless_seen += rowless if with_rowless else 0
         if not first and d.mfs_root:
             candidates.pop(d.mfs_root, None)
         return d.meant_for(candidates), remote, next_after
@@ -263,6 +268,8 @@ class ServiceExecutor(Part):
         done a window of `Tuning.window` CIDs at a time, so memory does not grow with them (an
         initial backup of a million pins), then track the requests pending from before."""
         since = clock.now()
+        mark = self.store.rowless_mark(self.service.name)
+        self._rowless_seen = 0
         if not state.adopted:  # a full listing: it also counts as a verification
             if not node.peer_id:
                 # Whose requests are ours is known only from the node's peer id, and what to
@@ -291,6 +298,10 @@ class ServiceExecutor(Part):
             unsent += count_unsent(desired, remote)
             window = after
         report.unsent = unsent
+        if not self._rowless_seen and self.store.rowless_mark(self.service.name) == mark:
+            # Every selected local pin has a row here: until the pinset changes or a row is
+            # deleted, the next windows need not walk the pinset to find pins without one.
+            self._covered = mark
         await self.tracker.track(report, node, since)
         if send and clock.now() - state.last_verified >= self.verify_interval:
             await self.tracker.verify(report)
