@@ -238,20 +238,30 @@ class LocalNode:
         async for batch in self.parse_pins(self.pin_ls_body(pin_type), listing):
             yield batch
 
-    async def pin_ls_body(self, pin_type: str = "recursive") -> AsyncGenerator[bytes, None]:
-        """The body of one streamed `pin/ls` of `pin_type` with names, as it arrives (blocks
-        of lines, the last of a block possibly cut), unparsed: `parse_pins` reads it. Raises
-        as the listing would: an error in the stream's trailer, a cut or stalled stream. Kubo
-        older than 0.26 refuses `names` before it streams anything: it is then listed without
+    @property
+    def names_supported(self) -> bool | None:
+        """Whether the node lists pin names (Kubo 0.26 and later); None until it is known."""
+        return self._names_supported
+
+    async def pin_ls_body(
+        self, pin_type: str = "recursive", *, names: bool = True
+    ) -> AsyncGenerator[bytes, None]:
+        """The body of one streamed `pin/ls` of `pin_type` (with names, if asked and the
+        node has them), as it arrives (blocks of lines, the last of a block possibly cut),
+        unparsed: `parse_pins` reads it. Raises as the listing would: an error in the
+        stream's trailer, a cut or stalled stream, a line longer than `MAX_LINE`. Kubo older
+        than 0.26 refuses `names` before it streams anything: it is then listed without
         names, from then on."""
         params: dict[str, str] = {"type": pin_type, "stream": "true"}
-        if self._names_supported is not False:
+        if names and self._names_supported is not False:
             params["names"] = "true"
         began = False
         try:
             async for block in self._stream_pins(params):
                 began = True
                 yield block
+            if "names" in params:
+                self._names_supported = True
         except NodeRequestError as exc:
             if "names" not in params or "names" not in str(exc).lower() or began:
                 raise
@@ -499,7 +509,17 @@ class LocalNode:
                 if response.status != 200:
                     body = await response.read(MAX_ERROR_BODY)
                     raise self._http_error("pin/ls", response.status, body)
+                line = 0  # bytes of the line not yet ended
                 async for chunk in response.chunks():
+                    last = chunk.rfind(b"\n")
+                    if last < 0:
+                        line += len(chunk)
+                    elif line + chunk.find(b"\n") > MAX_LINE:
+                        raise self._line_too_long()
+                    else:
+                        line = len(chunk) - last - 1
+                    if line > MAX_LINE:
+                        raise self._line_too_long()
                     yield chunk
                 if failure := response.trailers.get("x-stream-error"):
                     raise NodeRequestError(

@@ -27,6 +27,10 @@ class Tuning:
     inline_wait: float = INLINE_WAIT
     """A Retry-After up to this long is waited out and the create sent again; a longer one
     pauses the service."""
+    full_listing_every: float = 600.0
+    """Between full listings of the node's pins (with names), a listing without names (a
+    probe) is enough to see that no pin was added or removed; a pin only renamed on the node
+    is seen by the next full listing, at most this long after the last."""
     auth_recheck: float = 60.0
     """A paused service (a refused token, no funds) is asked again at most this often; also
     the pause after a 429 without Retry-After."""

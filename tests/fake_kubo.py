@@ -69,6 +69,8 @@ class FakeKubo:
     """`pin/add` drops the connection (the node going away in the middle of a restore)."""
     added: list[tuple[str, str]] = field(default_factory=list)
     """(cid, name) of every `pin/add` asked for."""
+    listings: list[bool] = field(default_factory=list)
+    """For every `pin/ls`, whether it was asked with names."""
     mfs_root: str = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
     """What `files/stat /` answers (the empty folder until changed)."""
     _runner: web.AppRunner | None = None
@@ -176,6 +178,7 @@ class FakeKubo:
         self.calls["pin/ls"] += 1
         fault = self.stream_faults.pop(0) if self.stream_faults else None
         with_names = self.names and request.query.get("names") == "true"
+        self.listings.append(with_names)
         if fault is not None and fault.kind == "trailer":
             return await self._pin_ls_with_trailer(request, fault.after, with_names)
         if fault is None:
@@ -278,10 +281,11 @@ def _chunk(data: bytes) -> bytes:
 
 
 def _pin_line(cid: str, name: str, with_names: bool) -> bytes:
-    entry = {"Cid": cid, "Type": "recursive"}
-    if with_names and name:
-        entry["Name"] = name
-    return json.dumps(entry).encode() + b"\n"
+    """One line as Kubo writes it: compact JSON, `Name` only when asked for and not empty."""
+    entry = {"Cid": cid, "Name": name, "Type": "recursive"}
+    if not (with_names and name):
+        del entry["Name"]
+    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
 
 
 async def _main() -> None:

@@ -184,7 +184,7 @@ async def test_fake_kubo_stream_is_the_same_once_cached() -> None:
     lines = [json.loads(line) for line in first.splitlines()]
     assert len(lines) == 2501 and first == second
     assert lines[0] == {"Cid": generated_cid(0, "fake"), "Type": "recursive", "Name": "pin-0"}
-    assert third.endswith(b'{"Cid": "bafkqaab", "Type": "recursive", "Name": "more"}\n')
+    assert third.endswith(b'{"Cid":"bafkqaab","Name":"more","Type":"recursive"}\n')
     assert fourth == third
 
 

@@ -16,6 +16,8 @@ from pinsyncd.config import Config, parse_config
 from pinsyncd.store import StateStore
 from pinsyncd.sync import snapshot
 from pinsyncd.sync.engine import CycleReport, SyncEngine
+from pinsyncd.tuning import DEFAULT
+from tests.conftest import StoppedClock
 from tests.fake_kubo import FakeKubo, StreamFault, generated_cid
 from tests.fake_psa import FakePinningService
 
@@ -79,12 +81,13 @@ def listing_files(folder: Path) -> list[str]:
 
 
 async def test_an_unchanged_listing_is_not_diffed_and_every_change_is(
-    tmp_path: Path, node: FakeKubo, service: FakePinningService
+    tmp_path: Path, node: FakeKubo, service: FakePinningService, pinsyncd_clock: StoppedClock
 ) -> None:
     run = Engine(make_config(tmp_path, node, service))
     first, idle = await run.cycles(2)
     assert not first.listing_unchanged and first.local_added == 30
     assert idle.listing_unchanged and (idle.local_pins, idle.selected) == (30, 30)
+    assert idle.listing_probed and node.listings == [True, False], "a probe, without names"
     assert "add" not in idle.services["spec"].requests, "nothing sent"
 
     node.extra[NEW_CID] = "new"  # a pin added on the node
@@ -93,10 +96,14 @@ async def test_an_unchanged_listing_is_not_diffed_and_every_change_is(
     assert added.services["spec"].added == 1
     assert idle.listing_unchanged and idle.local_pins == 31
 
-    node.extra[NEW_CID] = "renamed"  # only its name changed
-    renamed = await run.cycle()
+    node.extra[NEW_CID] = "renamed"  # only its name changed: a probe cannot see that
+    probed = await run.cycle()
+    assert probed.listing_probed and local_pins(run.config.state_path)[NEW_CID][0] == "new"
+    pinsyncd_clock.advance(DEFAULT.full_listing_every)
+    renamed, idle = await run.cycles(2)
     assert not renamed.listing_unchanged and renamed.local_renamed == 1
     assert local_pins(run.config.state_path)[NEW_CID][0] == "renamed"
+    assert idle.listing_probed, "the probe matches the full listing of named pins"
 
     del node.extra[NEW_CID]  # unpinned on the node
     removed, idle = await run.cycles(2)
@@ -113,13 +120,20 @@ async def test_a_listing_that_breaks_off_is_never_taken_as_unchanged(
     run = Engine(make_config(tmp_path, node, service))
     await run.cycle()
     node.stream_faults.append(StreamFault(kind, after=node.pins))
+    asked = len(node.listings)
     broken = await run.cycle()
-    assert not broken.node_online and broken.node_error
-    assert not broken.listing_unchanged
+    if kind == "error":  # an error line is part of the body: the probe differs, and the
+        # full listing that follows is whole
+        assert broken.node_online and not broken.listing_probed
+        assert node.listings[asked:] == [False, True]
+    else:
+        assert not broken.node_online and broken.node_error
+        assert not broken.listing_unchanged
     node.extra[NEW_CID] = "new"
-    node.stream_faults.append(StreamFault(kind, after=10))
+    node.stream_faults += [StreamFault(kind, after=10)] * 2  # the probe, the full listing
     broken = await run.cycle()
     assert not broken.node_online and broken.local_pins == 30, "the last complete listing"
+    node.stream_faults.clear()
     healed = await run.cycle()
     assert healed.node_online and not healed.listing_unchanged and healed.local_added == 1
 
@@ -224,3 +238,42 @@ async def test_a_row_deleted_on_a_service_is_added_again_even_when_the_listing_i
         await store.close()
     assert again.listing_unchanged
     assert again.services["spec"].added == 1, f"{cid} had lost its row: sent again"
+
+
+async def test_an_endless_line_is_cut_off_before_it_fills_the_disk(
+    tmp_path: Path, node: FakeKubo, service: FakePinningService
+) -> None:
+    """The listing is kept whole before it is parsed: its line limit holds there too."""
+    run = Engine(make_config(tmp_path, node, service))
+    await run.cycle()
+    node.stream_faults.append(StreamFault("endless_line", after=5))
+    broken = await run.cycle()
+    assert not broken.node_online and "longer than 1 MiB" in (broken.node_error or "")
+    assert node.streamed < 2**20 + 8 * 2**20, "it stopped reading"
+    assert listing_files(tmp_path) == []
+
+
+async def test_the_probe_digest_of_a_listing_with_names_is_that_of_one_without() -> None:
+    named = [
+        b'{"Cid":"bafyone","Name":"plain","Type":"recursive"}\n',
+        b'{"Cid":"bafytwo","Name":"a \\"quoted\\", \\\\ one ,\\"Name\\":\\"x",'
+        b'"Type":"recursive"}\n',
+        b'{"Cid":"bafythree","Type":"recursive"}\n',
+    ]
+    bare = [b'{"Cid":"bafyone","Type":"recursive"}\n', b'{"Cid":"bafytwo","Type":"recursive"}\n']
+    bare.append(named[2])
+
+    async def blocks(lines: list[bytes], size: int) -> AsyncIterator[bytes]:
+        data = b"".join(lines)
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    digests = set()
+    for size in (1, 7, 40, 1000):
+        with snapshot.ListingSnapshot(Path("."), "context") as full:
+            await full.read("recursive", blocks(named, size))
+            digests.add(full.probe_digest)
+        with snapshot.ListingSnapshot(Path("."), "context", keep=False) as probe:
+            await probe.read("recursive", blocks(bare, size))
+            digests.add(probe.probe_digest)
+    assert len(digests) == 1

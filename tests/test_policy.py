@@ -23,6 +23,7 @@ from pinsyncd.policy import mfs_name
 from pinsyncd.store import StateStore
 from pinsyncd.store.readonly import read_status
 from pinsyncd.sync.engine import CycleReport, SyncEngine
+from pinsyncd.tuning import DEFAULT
 from tests.conftest import StoppedClock
 from tests.fake_kubo import FakeKubo, generated_cid
 from tests.fake_psa import FakePinningService
@@ -396,7 +397,11 @@ async def test_keep_never_deletes(tmp_path: Path, pinsyncd_clock: StoppedClock) 
 # --- names ------------------------------------------------------------------------------------
 
 
-async def test_a_local_rename_is_propagated_only_when_configured(tmp_path: Path) -> None:
+async def test_a_local_rename_is_propagated_only_when_configured(
+    tmp_path: Path, pinsyncd_clock: StoppedClock
+) -> None:
+    """A rename is seen by the next full listing (a listing without names, in between,
+    cannot show it)."""
     cid = generated_cid(0, "rename")
     for propagate in (False, True):
         async with (
@@ -411,6 +416,7 @@ async def test_a_local_rename_is_propagated_only_when_configured(tmp_path: Path)
             async with Engine(config) as run:
                 await run.until(lambda: pinned_once(spec, {cid}), "pinned")
                 node.extra[cid] = "new name"
+                pinsyncd_clock.advance(DEFAULT.full_listing_every)
                 await run.until(
                     lambda: spec.pins_for_cid(cid)[0]["status"] == "pinned", "settled", cycles=5
                 )

@@ -24,13 +24,14 @@ if TYPE_CHECKING:
         set_aside_damaged,
         sqlite_problem,
     )
-    from pinsyncd.store.listing import ListingVetting, StoredListing
+    from pinsyncd.store.listing import ListingDigest, ListingVetting, StoredListing
     from pinsyncd.store.schema import FAILED_FOR_GOOD_SQL, MIGRATIONS, SCHEMA_VERSION
 
 _WHERE = {
     "StateStore": "db",
     "ListingVetting": "listing",
     "StoredListing": "listing",
+    "ListingDigest": "listing",
     **dict.fromkeys(("FAILED_FOR_GOOD_SQL", "MIGRATIONS", "SCHEMA_VERSION"), "schema"),
     **dict.fromkeys(
         (
@@ -60,6 +61,7 @@ __all__ = [
     "FAILED_FOR_GOOD_SQL",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "ListingDigest",
     "ListingVetting",
     "StateDamaged",
     "StateError",

@@ -35,7 +35,13 @@ from pinsyncd.logs import redact_text
 from pinsyncd.model import UNFINISHED_STATUSES, RemotePin, ServiceState
 from pinsyncd.spec_limits import clip_name
 from pinsyncd.store.errors import StateDamaged, StateError, damaged, is_damage, set_aside_damaged
-from pinsyncd.store.listing import LISTING_DIGEST, VET_CHUNK, ListingVetting, StoredListing
+from pinsyncd.store.listing import (
+    LISTING_DIGEST,
+    VET_CHUNK,
+    ListingDigest,
+    ListingVetting,
+    StoredListing,
+)
 from pinsyncd.store.restores import RestoreLog
 from pinsyncd.store.schema import (
     COUNTS_SQL,
@@ -190,7 +196,7 @@ class StateStore:
         vetting: ListingVetting | None = None,
         *,
         listed_twice: bool = False,
-        digest: str | None = None,
+        digest: ListingDigest | None = None,
     ) -> tuple[int, int, int]:
         async with self._listing_lock:
             self._local_changes += 1  # before and after: a reader between sees a change
@@ -204,7 +210,7 @@ class StateStore:
         batches: AsyncIterable[Sequence[tuple[str, str, str, int]]],
         vetting: ListingVetting | None,
         listed_twice: bool,
-        digest: str | None,
+        digest: ListingDigest | None,
     ) -> tuple[int, int, int]:
         """Store a complete listing, streamed in batches of (cid, name, kind, selected), and
         return (added, removed, renamed). The batches go to a temporary table and the
@@ -297,26 +303,35 @@ class StateStore:
         return added.rowcount, removed, renamed
 
     async def listing_digest(self) -> StoredListing | None:
-        """The digest of the listing the state last took in, with its counts; None when the
-        state has none that can be trusted (never listed, or changed since by other means)."""
-        value = await self.get_meta(LISTING_DIGEST)
-        parts = value.split() if value else []
-        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
-            return None
-        return StoredListing(parts[0], int(parts[1]), int(parts[2]))
+        """What is kept of the listing the state last took in; None when the state has
+        nothing that can be trusted (never listed, or its pins changed since by other
+        means)."""
+        return StoredListing.from_json(await self.get_meta(LISTING_DIGEST))
 
-    async def _keep_listing_digest(self, digest: str | None) -> None:
-        """Inside the transaction that changed `local_pins`: the digest of what they now
-        hold, or none (they were changed by something other than a listing)."""
+    async def listing_seen_again(self, stored: StoredListing, digest: ListingDigest) -> None:
+        """A full listing found the same pins as `stored`: keep its digest and time."""
+        async with self._transaction():
+            await self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = ? AND value = ?",
+                (
+                    StoredListing(digest, stored.pins, stored.selected).to_json(),
+                    LISTING_DIGEST,
+                    stored.to_json(),
+                ),
+            )
+
+    async def _keep_listing_digest(self, digest: ListingDigest | None) -> None:
+        """Inside the transaction that changed `local_pins`: what identifies the listing
+        they now hold, or nothing (they were changed by something other than a listing)."""
         if digest is None:
             await self._db.execute("DELETE FROM meta WHERE key = ?", (LISTING_DIGEST,))
             return
         pins, selected = await self._one(
             "SELECT COUNT(*), COALESCE(SUM(selected), 0) FROM local_pins"
         )
+        stored = StoredListing(digest, int(pins), int(selected))
         await self._db.execute(
-            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-            (LISTING_DIGEST, f"{digest} {pins} {selected}"),
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", (LISTING_DIGEST, stored.to_json())
         )
 
     async def _vet_listing(self, vetting: ListingVetting) -> None:

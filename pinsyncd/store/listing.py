@@ -3,22 +3,57 @@ listing taken in (`StoredListing`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 VET_CHUNK = 5000
 
 LISTING_DIGEST = "listing_digest"
-"""The meta key of the last listing's digest and counts: "<digest> <pins> <selected>"."""
+"""The meta key of what is kept of the last listing taken in (`StoredListing`, as JSON)."""
+
+
+@dataclass(frozen=True)
+class ListingDigest:
+    """What identifies one full listing of the node's pins (see `sync.snapshot`)."""
+
+    full: str
+    """Its digest as the node sent it, names included."""
+    probe: str
+    """Its digest without the pins' names: what a listing asked without names must match."""
+    taken: float
+    """When it was taken (Unix time)."""
 
 
 @dataclass(frozen=True)
 class StoredListing:
-    """The digest of the listing the state's local pins were last made from (written in
-    the transaction that made them), and their counts."""
+    """The listing the state's local pins were last made from (written in the transaction
+    that made them), and their counts."""
 
-    digest: str
+    digest: ListingDigest
     pins: int
     selected: int
+
+    def to_json(self) -> str:
+        d = self.digest
+        return json.dumps(
+            {
+                "full": d.full,
+                "probe": d.probe,
+                "taken": d.taken,
+                "pins": self.pins,
+                "selected": self.selected,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> StoredListing | None:
+        """None for anything but what `to_json` wrote (an older pinsyncd's value included)."""
+        try:
+            v = json.loads(text or "")
+            digest = ListingDigest(str(v["full"]), str(v["probe"]), float(v["taken"]))
+            return cls(digest, int(v["pins"]), int(v["selected"]))
+        except (ValueError, TypeError, KeyError):
+            return None
 
 
 @dataclass

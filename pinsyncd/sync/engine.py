@@ -23,7 +23,7 @@ from pinsyncd.policy import Answers, Directives, Policy, mfs_name
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.psa.errors import MAX_WAIT
 from pinsyncd.selection import Selector
-from pinsyncd.store import ListingVetting, StateStore
+from pinsyncd.store import ListingDigest, ListingVetting, StateStore, StoredListing
 from pinsyncd.sync.context import NodeView, ServiceReport
 from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.sync.snapshot import ListingSnapshot
@@ -53,6 +53,8 @@ class CycleReport:
     local_renamed: int = 0
     listing_unchanged: bool = False
     """The node's listing was the same as the last one taken in: it was not diffed."""
+    listing_probed: bool = False
+    """... and that was known from a listing without names (see `ListingSnapshot`)."""
     skipped: ListingVetting | None = None
     """What the node's listing left out (lines that are not a pin, CIDs that do not parse,
     second spellings of one CID)."""
@@ -74,6 +76,7 @@ class SyncEngine:
         tuning: Tuning = DEFAULT,
     ) -> None:
         self.config = config
+        self.tuning = tuning
         self._halt = halt  # set: a listing under way is abandoned
         self.store = store
         self.node = LocalNode(config.node.api, timeout=config.node.timeout)
@@ -197,21 +200,13 @@ class SyncEngine:
         vetting = ListingVetting()
         try:
             identity = await self.node.identity()
-            with ListingSnapshot(self._spool, self._context(identity.peer_id)) as snapshot:
-                await self._read_listing(snapshot)
-                stored = await self.store.listing_digest()
-                if stored is not None and stored.digest == snapshot.digest:
-                    report.listing_unchanged = True
-                    report.local_pins, report.selected = stored.pins, stored.selected
-                else:
-                    added, removed, renamed = await self.store.replace_local_listing(
-                        self._listing(snapshot, identity.peer_id, vetting),
-                        vetting,
-                        listed_twice=len(self.config.sync.pin_types) > 1,
-                        digest=snapshot.digest,
-                    )
-                    report.local_added, report.local_removed = added, removed
-                    report.local_renamed = renamed
+            context = self._context(identity.peer_id)
+            stored = await self.store.listing_digest()
+            if stored is not None and await self._probe_unchanged(stored, context):
+                report.listing_unchanged = report.listing_probed = True
+                report.local_pins, report.selected = stored.pins, stored.selected
+            else:
+                await self._full_listing(report, stored, context, identity.peer_id, vetting)
         except ListingStopped as exc:
             report.node_error = str(exc)
             await self._use_stored_listing(report)
@@ -254,11 +249,50 @@ class SyncEngine:
         sync = self.config.sync
         return repr((peer_id, tuple(sync.pin_types), self.selection_key, sync.mfs))
 
-    async def _read_listing(self, snapshot: ListingSnapshot) -> None:
+    async def _probe_unchanged(self, stored: StoredListing, context: str) -> bool:
+        """Whether a listing without names (a probe: the node answers it several times
+        faster) shows the same pins as the last full listing, which is recent enough that
+        a pin renamed since is not yet due to be seen."""
+        age = clock.now() - stored.digest.taken
+        if self.node.names_supported is False or not 0 <= age < self.tuning.full_listing_every:
+            return False
+        with ListingSnapshot(self._spool, context, keep=False) as probe:
+            await self._read_listing(probe, names=False)
+            return probe.probe_digest == stored.digest.probe
+
+    async def _full_listing(
+        self,
+        report: CycleReport,
+        stored: StoredListing | None,
+        context: str,
+        peer_id: str,
+        vetting: ListingVetting,
+    ) -> None:
+        """List the node's pins with their names, and take them into the state unless they
+        are the very listing it holds."""
+        with ListingSnapshot(self._spool, context) as snapshot:
+            await self._read_listing(snapshot)
+            digest = ListingDigest(snapshot.digest, snapshot.probe_digest, clock.now())
+            if stored is not None and stored.digest.full == digest.full:
+                report.listing_unchanged = True
+                report.local_pins, report.selected = stored.pins, stored.selected
+                await self.store.listing_seen_again(stored, digest)
+                return
+            added, removed, renamed = await self.store.replace_local_listing(
+                self._listing(snapshot, peer_id, vetting),
+                vetting,
+                listed_twice=len(self.config.sync.pin_types) > 1,
+                digest=digest,
+            )
+            report.local_added, report.local_removed = added, removed
+            report.local_renamed = renamed
+
+    async def _read_listing(self, snapshot: ListingSnapshot, *, names: bool = True) -> None:
         """Read the node's pins of the configured types (one streamed `pin/ls` each), then
         its MFS root when `sync.mfs` is on, into `snapshot`."""
         for pin_type in self.config.sync.pin_types:
-            await snapshot.read(pin_type, self._unless_halted(self.node.pin_ls_body(pin_type)))
+            body = self.node.pin_ls_body(pin_type, names=names)
+            await snapshot.read(pin_type, self._unless_halted(body))
         if self.config.sync.mfs:
             snapshot.note_mfs_root(await self.node.mfs_root())
 
