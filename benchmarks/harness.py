@@ -25,6 +25,7 @@ from benchmarks.servers import TOKEN
 
 if TYPE_CHECKING:
     from pinsyncd.sync.engine import SyncEngine
+    from pinsyncd.tuning import Tuning
 
 ROOT = Path(__file__).resolve().parent.parent
 IPFS_BIN = ROOT / ".peers" / "bin" / "ipfs"
@@ -476,7 +477,7 @@ def process_rss_mb(pid: int) -> tuple[float, float]:
 
 
 @asynccontextmanager
-async def engine_for(config_path: Path) -> AsyncIterator[SyncEngine]:
+async def engine_for(config_path: Path, tuning: Tuning | None = None) -> AsyncIterator[SyncEngine]:
     """The real SyncEngine on a config file; the peers must run in another process, so that
     `time.process_time()` around `engine.cycle()` is pinsyncd's CPU only (its SQLite thread
     included)."""
@@ -489,7 +490,7 @@ async def engine_for(config_path: Path) -> AsyncIterator[SyncEngine]:
     os.environ[TOKEN_ENV] = TOKEN
     config = load_config(config_path)
     store = await StateStore.open(config.state_path)
-    engine = SyncEngine(config, store)
+    engine = SyncEngine(config, store, **({"tuning": tuning} if tuning else {}))
     try:
         yield engine
     finally:

@@ -170,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DURATION",
         help="with --check: how long a service may go without a good cycle "
-        "(default: 2 x sync.interval)",
+        "(default: 2 x sync.interval, at least 10m)",
     )
 
     ls = commands.add_parser(
@@ -403,7 +403,8 @@ def _read(args: argparse.Namespace, config: Config) -> int:
     if args.command == "show":
         return read_commands.show_pin(config, args.cid, as_json=args.json)
     if args.check:
-        max_age = args.max_age or 2 * config.sync.interval
+        # At least 10 minutes: a first backup of many pins is one long cycle.
+        max_age = args.max_age or max(2 * config.sync.interval, 600.0)
         return read_commands.check_status(config, max_age=max_age)
     return read_commands.show_status(config, as_json=args.json, failed=args.failed)
 

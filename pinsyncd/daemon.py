@@ -443,7 +443,8 @@ class Daemon:
         self.notifier.status(self._summary())
 
     async def _node_loop(self, engine: SyncEngine, wake: dict[str, asyncio.Event]) -> None:
-        while not await self._sleep(self.config.sync.interval, self._halt, self._node_wake):
+        wait = self.config.sync.interval
+        while not await self._sleep(wait, self._halt, self._node_wake):
             self._node_wake.clear()
             report = None
             with self._guard.watching(writes=True):
@@ -451,9 +452,11 @@ class Daemon:
             if report is None:
                 continue
             self._record_node(report)
-            if report.local_added or report.local_removed or report.node_came_back:
+            changed = report.local_added or report.local_removed or report.local_renamed
+            if changed or report.node_came_back:
                 for event in wake.values():
                     event.set()
+            wait = node_wait(self.config.sync.interval, report.duration)
 
     async def _service_loop(self, engine: SyncEngine, name: str, wake: asyncio.Event) -> None:
         sync = self.config.sync
@@ -641,15 +644,34 @@ class Daemon:
         return "; ".join(parts) or "starting"
 
 
+NODE_SHARE = 40
+"""The node is listed at most once every this many times the last listing took: a large
+pinset on a slow node is listed less often than `sync.interval`, never for more than about
+1/40 of the node's time."""
+
+
+def node_wait(interval: float, listing_took: float) -> float:
+    """How long the daemon waits before it lists the node again."""
+    return max(interval, NODE_SHARE * listing_took)
+
+
 def log_node(report: CycleReport) -> None:
     """One line per node listing: INFO when the pinset changed or the node is offline."""
     busy = report.local_added or report.local_removed or not report.node_online
+    listing = (
+        "probe, unchanged"
+        if report.listing_probed
+        else "unchanged"
+        if report.listing_unchanged
+        else "compared"
+    )
     (log.info if busy else log.debug)(
         "node listed" if report.node_online else "node unreachable",
         local_pins=report.local_pins,
         selected=report.selected,
         local_added=report.local_added,
         local_removed=report.local_removed,
+        listing=listing if report.node_online else None,
         seconds=round(report.duration, 2),
     )
 

@@ -25,6 +25,14 @@ from pinsyncd.chunked import ChunkedDecoder, ChunkError
 
 READ_SIZE = 256 * 1024
 """Bytes asked of the socket at a time."""
+SMALL_READ = 64 * 1024
+"""A read that brought less than this is followed by a short pause (`GATHER`) in which the
+socket is not read, so that the kernel gathers what comes and the next read brings more:
+Kubo writes every line of a stream on its own, and waking up for each as it came cost more
+CPU than everything else about an unchanged listing (13,000 reads and 0.7 s of CPU for
+100,000 pins)."""
+GATHER = 0.02
+"""Seconds to let a slow stream gather before the next read."""
 
 
 class StreamDropped(Exception):
@@ -63,7 +71,7 @@ class StreamedPost:
         host = url.host or "127.0.0.1"
         port = url.port or (443 if tls else 80)
         self._reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=tls), self._connect_timeout
+            asyncio.open_connection(host, port, ssl=tls, limit=READ_SIZE), self._connect_timeout
         )
         self._writer = writer
         headers = [
@@ -115,7 +123,7 @@ class StreamedPost:
                     return
                 if closed:
                     raise StreamDropped("the connection was closed before the answer ended")
-                data = await self._read()
+                data = await self._read(gather=len(data) < SMALL_READ)
                 closed = not data
         elif framing:
             raise StreamDropped(f"unknown transfer coding {framing!r}")
@@ -134,7 +142,7 @@ class StreamedPost:
                     if left is None:  # the body ends with the connection
                         return
                     raise StreamDropped("the connection was closed before the answer ended")
-                data = await self._read()
+                data = await self._read(gather=len(data) < SMALL_READ)
                 closed = not data
 
     async def read(self, limit: int) -> bytes:
@@ -166,9 +174,17 @@ class StreamedPost:
             raise StreamDropped("the connection was closed before the answer ended")
         return event  # an h11.Event, or the NEED_DATA or PAUSED sentinel
 
-    async def _read(self) -> bytes:
-        """What the socket has next (b"" at its end), waiting `read_timeout` at most."""
-        assert self._reader is not None
+    async def _read(self, *, gather: bool = False) -> bytes:
+        """What the socket has next (b"" at its end), waiting `read_timeout` at most; with
+        `gather`, after a pause of `GATHER` seconds for more to arrive."""
+        assert self._reader is not None and self._writer is not None
+        if gather:  # the kernel gathers meanwhile: no wake-up for every line that comes
+            transport = self._writer.transport
+            transport.pause_reading()
+            try:
+                await asyncio.sleep(GATHER)
+            finally:
+                transport.resume_reading()
         return await asyncio.wait_for(self._reader.read(READ_SIZE), self._read_timeout)
 
     async def _receive(self) -> None:

@@ -33,7 +33,7 @@ def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
 def test_minimal_config_gets_defaults() -> None:
     config = parse_config(MINIMAL, env=ENV)
     assert config.node.api == "http://127.0.0.1:5001"
-    assert config.sync.interval == 600
+    assert config.sync.interval == 30
     assert config.state_path == Path("/home/someone/.local/state/pinsyncd/state.db")
     (service,) = config.services
     assert (service.name, service.endpoint, service.concurrency) == (

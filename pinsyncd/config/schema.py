@@ -147,7 +147,7 @@ class SyncConfig(_Section):
     """When and how the local pinset is compared with the services, and the policies: which
     pins, on how many services, and what happens to a pin removed locally."""
 
-    interval: Duration = 600.0
+    interval: Duration = 30.0
     status_interval: Duration = 60.0
     verify_interval: Duration = 86400.0
     origins: Literal["public", "all"] = "public"
