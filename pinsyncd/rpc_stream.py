@@ -180,6 +180,7 @@ class StreamedPost:
         assert self._reader is not None and self._writer is not None
         if gather:  # the kernel gathers meanwhile: no wake-up for every line that comes
             transport = self._writer.transport
+            assert isinstance(transport, asyncio.Transport)  # a socket's: it reads too
             transport.pause_reading()
             try:
                 await asyncio.sleep(GATHER)
