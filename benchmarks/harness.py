@@ -400,13 +400,14 @@ def write_config(
     node_api: str,
     endpoint: str,
     concurrency: int = 8,
-    interval: str = "1h",
-    status_interval: str = "500ms",
+    interval: str | None = "1h",
+    status_interval: str | None = "500ms",
     verify_interval: str = "1d",
     timeout: str = "30s",
     state: Path | None = None,
 ) -> Path:
-    """A pinsyncd config with one service named `bench`; the token comes from TOKEN_ENV."""
+    """A pinsyncd config with one service named `bench`; the token comes from TOKEN_ENV.
+    An interval given as None is left to its default."""
     path = directory / "config.yaml"
     state_path = state or directory / "state.db"
     path.write_text(
@@ -416,8 +417,8 @@ def write_config(
                 f"  api: {node_api}",
                 "  timeout: 60s",
                 "sync:",
-                f"  interval: {interval}",
-                f"  status_interval: {status_interval}",
+                *([f"  interval: {interval}"] if interval else []),
+                *([f"  status_interval: {status_interval}"] if status_interval else []),
                 f"  verify_interval: {verify_interval}",
                 "  origins: all",
                 "state:",

@@ -107,9 +107,7 @@ def _wait_listings(
 
 def measure(pins: int, cycles: int, interval: float, intervals: int) -> dict[str, Any]:
     with (
-        BenchServers(
-            kubo_pins=pins, psa_pins=pins, psa_status="pinned", count_mode="page"
-        ) as servers,
+        BenchServers(kubo_pins=pins, psa_pins=pins, psa_status="pinned") as servers,
         tempfile.TemporaryDirectory(prefix="pinsyncd-bench-") as tmp,
     ):
         config = write_config(

@@ -44,7 +44,7 @@ from benchmarks.harness import (
 def _servers(pins: int, cycle: str) -> BenchServers:
     if cycle == "adds":
         return BenchServers(kubo_pins=pins)
-    return BenchServers(kubo_pins=pins, psa_pins=pins, psa_status="pinned", count_mode="page")
+    return BenchServers(kubo_pins=pins, psa_pins=pins, psa_status="pinned")
 
 
 class MemoryProbes:

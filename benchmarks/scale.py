@@ -46,9 +46,7 @@ def state_rows(path: Path) -> dict[str, int]:
 
 def measure_scale(pins: int) -> dict[str, Any]:
     with (
-        BenchServers(
-            kubo_pins=pins, psa_pins=pins, psa_status="pinned", count_mode="page"
-        ) as servers,
+        BenchServers(kubo_pins=pins, psa_pins=pins, psa_status="pinned") as servers,
         tempfile.TemporaryDirectory(prefix="pinsyncd-bench-") as tmp,
     ):
         config = write_config(Path(tmp), node_api=servers.kubo_url, endpoint=servers.psa_url)
@@ -75,7 +73,7 @@ def measure_new(pins: int) -> dict[str, Any]:
     which has nothing to send and follows the N pending requests (a status round); then,
     once the service has pinned them all, one that finds them pinned."""
     with (
-        BenchServers(kubo_pins=pins, psa_pins=0, count_mode="page") as servers,
+        BenchServers(kubo_pins=pins, psa_pins=0) as servers,
         tempfile.TemporaryDirectory(prefix="pinsyncd-bench-") as tmp,
     ):
         config = write_config(Path(tmp), node_api=servers.kubo_url, endpoint=servers.psa_url)

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from pinsyncd import control, outcome
+from pinsyncd import control, loop, outcome
 from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
 from pinsyncd.exits import verdict
@@ -39,7 +39,7 @@ its control socket (it is starting, or cannot make the socket) before it gives u
 
 
 def run_daemon(config: Config) -> int:
-    return asyncio.run(Daemon(with_tokens(config)).run())
+    return loop.run(Daemon(with_tokens(config)).run())
 
 
 def with_tokens(config: Config, services: list[str] | None = None) -> Config:
@@ -75,7 +75,7 @@ def as_writer(
             try:
                 if tokens:
                     config = with_tokens(config, None if tokens is True else tokens)
-                return asyncio.run(alone(config))
+                return loop.run(alone(config))
             finally:
                 lock.release()
         if holder.is_daemon:
@@ -87,7 +87,7 @@ def as_writer(
                     file=sys.stderr,
                 )
                 return EX_LOCKED
-            answer = asyncio.run(_ask_daemon(config, holder, command, request))
+            answer = loop.run(_ask_daemon(config, holder, command, request))
             if answer is not None:
                 return answer
             silent_since = silent_since or time.monotonic()
@@ -275,7 +275,7 @@ def restore(config: Config, options: RestoreOptions) -> int:
         return refusal
     if options.dry_run:
         config = with_tokens(config, list(options.services))
-        return asyncio.run(_restore(config, options, None))
+        return loop.run(_restore(config, options, None))
 
     async def alone(config: Config) -> int:
         store = await StateStore.open(config.state_path, recover=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pinsyncd import loop
 from pinsyncd.config import Config
 from pinsyncd.logs import printable, redact_text
 from pinsyncd.planner import Add, Remove, ServicePlan
@@ -22,7 +23,7 @@ from pinsyncd.sync.engine import SyncEngine
 
 
 def dry_run(config: Config, *, as_json: bool = False) -> int:
-    return asyncio.run(_dry_run(config, as_json))
+    return loop.run(_dry_run(config, as_json))
 
 
 async def _dry_run(config: Config, as_json: bool) -> int:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pinsyncd import health_check
+from pinsyncd import health_check, loop
 from pinsyncd.config import Config
 from pinsyncd.durations import format_duration
 from pinsyncd.exits import verdict
@@ -142,7 +142,7 @@ def _daemon_health(config: Config) -> dict[str, Any] | None:
         )
 
     try:
-        answer = asyncio.run(ask())
+        answer = loop.run(ask())
     except TimeoutError:
         answer = None
     if answer is None or not said or not isinstance(said[0].get("daemon"), dict):

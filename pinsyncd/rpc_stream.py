@@ -16,7 +16,7 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 import h11
 from yarl import URL
@@ -179,8 +179,8 @@ class StreamedPost:
         `gather`, after a pause of `GATHER` seconds for more to arrive."""
         assert self._reader is not None and self._writer is not None
         if gather:  # the kernel gathers meanwhile: no wake-up for every line that comes
-            transport = self._writer.transport
-            assert isinstance(transport, asyncio.Transport)  # a socket's: it reads too
+            # A socket's transport reads too (uvloop's is not an asyncio.Transport subclass).
+            transport = cast(asyncio.ReadTransport, self._writer.transport)
             transport.pause_reading()
             try:
                 await asyncio.sleep(GATHER)

@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from pinsyncd import loop
 from pinsyncd.cids import multihash_of
 from pinsyncd.commands import with_tokens
 from pinsyncd.config import Config
@@ -84,7 +85,7 @@ def check_retrieval(
     )
     report = DrillReport(time=time.time(), timeout=timeout)
     try:
-        asyncio.run(_run(config, targets, settings, report, show=not as_json_output))
+        loop.run(_run(config, targets, settings, report, show=not as_json_output))
     except asyncio.CancelledError:  # SIGTERM: the throwaway node is stopped and gone
         print("pinsyncd: stopped; the throwaway node was stopped and deleted", file=sys.stderr)
         return EX_TERMINATED
@@ -129,7 +130,7 @@ def _own_peer_ids(config: Config) -> set[str]:
         except NodeError:
             return None
 
-    live = asyncio.run(ask())
+    live = loop.run(ask())
     if live:
         own.add(live)
     return own
