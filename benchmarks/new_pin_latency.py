@@ -67,7 +67,9 @@ def measure(pins: int, count: int, repo: Path, seed: int) -> dict[str, Any]:
             status_interval=None,
         )
         run_pinsyncd(["sync", "--once"], config, timeout=3600).check("first sync")
-        servers.force_psa("pinned")  # the backup the new pins are added to is complete
+        servers.force_psa("pinned")  # the backup the new pins are added to is complete...
+        wait = ["sync", "--once", "--wait", "--timeout", "30m"]
+        run_pinsyncd(wait, config, timeout=3600).check("first sync, pinned")  # ...and known
         argv = [sys.executable, "-m", "pinsyncd", "run", "-c", str(config)]
         argv += ["--log-format", "json"]
         with tempfile.TemporaryFile() as log:

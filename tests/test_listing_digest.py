@@ -104,6 +104,10 @@ async def test_an_unchanged_listing_is_not_diffed_and_every_change_is(
     assert not renamed.listing_unchanged and renamed.local_renamed == 1
     assert local_pins(run.config.state_path)[NEW_CID][0] == "renamed"
     assert idle.listing_probed, "the probe matches the full listing of named pins"
+    pinsyncd_clock.advance(DEFAULT.full_listing_every)
+    full, idle = await run.cycles(2)
+    assert full.listing_unchanged and not full.listing_probed, "due: listed with names"
+    assert idle.listing_probed, "and the next 10 minutes count from that listing"
 
     del node.extra[NEW_CID]  # unpinned on the node
     removed, idle = await run.cycles(2)

@@ -35,8 +35,10 @@ from typing import Self
 FORMAT = "pinsyncd listing 1"
 """Changed when the way a listing becomes rows changes: every stored digest then differs."""
 
-IN_MEMORY = 8 * 2**20
-"""Bytes of listing kept in memory before the rest goes to a file."""
+IN_MEMORY = 2 * 2**20
+"""Bytes of listing kept in memory before it goes to a file (about 20,000 pins): more would
+only add to the peak memory of a large node's first cycle, and a file that is deleted within
+seconds is seldom written to disk at all."""
 
 READ_BACK = 2**20
 """Bytes read back from the kept body at a time."""
