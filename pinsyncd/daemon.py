@@ -456,7 +456,7 @@ class Daemon:
             if changed or report.node_came_back:
                 for event in wake.values():
                     event.set()
-            wait = node_wait(self.config.sync.interval, report.duration)
+            wait = node_wait(self.config.sync.interval, engine.look_seconds)
 
     async def _service_loop(self, engine: SyncEngine, name: str, wake: asyncio.Event) -> None:
         sync = self.config.sync
@@ -645,14 +645,16 @@ class Daemon:
 
 
 NODE_SHARE = 40
-"""The node is listed at most once every this many times the last listing took: a large
-pinset on a slow node is listed less often than `sync.interval`, never for more than about
-1/40 of the node's time."""
+"""The node is looked at no more often than every this many times its last answer to a
+look (a listing without names) took: a large pinset on a slow node is listed less often than
+`sync.interval`, never for more than about 1/40 of the node's time. The full listings that
+follow a change, or come every 10 minutes, do not lengthen the wait: the next change would
+then wait for them."""
 
 
-def node_wait(interval: float, listing_took: float) -> float:
-    """How long the daemon waits before it lists the node again."""
-    return max(interval, NODE_SHARE * listing_took)
+def node_wait(interval: float, look_took: float) -> float:
+    """How long the daemon waits before it looks at the node again."""
+    return max(interval, NODE_SHARE * look_took)
 
 
 def log_node(report: CycleReport) -> None:

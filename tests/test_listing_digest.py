@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pinsyncd.config import Config, parse_config
+from pinsyncd.daemon import node_wait
 from pinsyncd.store import StateStore
 from pinsyncd.sync import snapshot
 from pinsyncd.sync.engine import CycleReport, SyncEngine
@@ -281,3 +282,23 @@ async def test_the_probe_digest_of_a_listing_with_names_is_that_of_one_without()
             await probe.read("recursive", blocks(bare, size))
             digests.add(probe.probe_digest)
     assert len(digests) == 1
+
+
+async def test_a_slow_node_is_looked_at_less_often(
+    tmp_path: Path, node: FakeKubo, service: FakePinningService
+) -> None:
+    """The daemon's wait is 40 times the last probe's, when that is longer than the
+    interval; the full listings after a change do not count (the next change would wait)."""
+    config = make_config(tmp_path, node, service)
+    store = await StateStore.open(config.state_path)
+    engine = SyncEngine(config, store)
+    try:
+        await engine.cycle()
+        assert engine.look_seconds == 0.0, "no probe yet"
+        await engine.cycle()
+        assert engine.look_seconds > 0.0
+    finally:
+        await engine.close()
+        await store.close()
+    assert node_wait(30.0, engine.look_seconds) == 30.0, "a small pinset: the interval"
+    assert node_wait(30.0, 1.5) == 60.0

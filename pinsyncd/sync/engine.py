@@ -118,6 +118,8 @@ class SyncEngine:
         self.peer_id: str | None = None  # the node's, once listed (also from the state)
         self.taken_over: frozenset[str] = frozenset()  # peer ids taken over, from the state
         self.node_view = NodeView(online=False)
+        self.look_seconds = 0.0
+        """How long the node took to answer the last probe: what looking at it costs."""
 
     def interrupt(self) -> None:
         """Stop waiting for turns: requests not yet sent are abandoned (the daemon stops)."""
@@ -256,8 +258,10 @@ class SyncEngine:
         age = clock.now() - stored.digest.taken
         if self.node.names_supported is False or not 0 <= age < self.tuning.full_listing_every:
             return False
+        started = time.monotonic()
         with ListingSnapshot(self._spool, context, keep=False) as probe:
             await self._read_listing(probe, names=False)
+            self.look_seconds = time.monotonic() - started
             return probe.probe_digest == stored.digest.probe
 
     async def _full_listing(
