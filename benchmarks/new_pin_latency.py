@@ -4,8 +4,9 @@ the service (the `created` the service gives it)?
 
 Real Kubo (`.peers/bin/ipfs`) holding N pins already backed up, tests.fake_psa in another
 process, the daemon as a subprocess with `sync.interval` and `sync.status_interval` left at
-their defaults. `--count` new pins are added one at a time, a random 0-30 s apart (so their
-moments fall anywhere in the daemon's listing schedule); p50, p95 and the worst are printed.
+their defaults. `--count` new pins are made a random 0-30 s apart, whether or not the
+earlier ones were sent yet (so their moments fall anywhere in the daemon's schedule); p50,
+p95 and the worst are printed.
 
     .venv/bin/python -m benchmarks.new_pin_latency [--pins 10000] [--count 20] [--repo DIR]
 """
@@ -53,9 +54,45 @@ def created_at(psa_url: str, cid: str) -> float | None:
     return datetime.fromisoformat(text).timestamp()
 
 
+def add_and_time(
+    node: Any, psa_url: str, daemon: subprocess.Popen[bytes], count: int, rng: random.Random
+) -> list[float]:
+    """Make `count` pins a random 0-30 s apart, whether or not the earlier ones were sent (so
+    that when they are made owes nothing to the daemon's schedule); the seconds from each
+    `ipfs add` to its request on the service, in the order they were made."""
+    added: dict[str, float] = {}
+    sent: dict[str, float] = {}
+    due = time.time()
+    for i in range(count):
+        due += rng.uniform(0, 30)
+        while time.time() < due:
+            _collect(psa_url, added, sent, daemon)
+            time.sleep(min(0.2, max(0.0, due - time.time())))
+        data = f"new pin {i} {time.time_ns()} {rng.random()}".encode()
+        cid = node.cli("add", "-Q", "--cid-version", "1", stdin=data).strip()
+        added[cid] = time.time()
+    deadline = time.time() + 600
+    while len(sent) < count:
+        if time.time() > deadline:
+            raise RuntimeError(f"{count - len(sent)} pins were not sent within 10 minutes")
+        _collect(psa_url, added, sent, daemon)
+        time.sleep(0.2)
+    return [sent[cid] - at for cid, at in added.items()]
+
+
+def _collect(
+    psa_url: str, added: dict[str, float], sent: dict[str, float], daemon: subprocess.Popen[bytes]
+) -> None:
+    if daemon.poll() is not None:
+        raise RuntimeError(f"pinsyncd run exited {daemon.returncode}")
+    for cid, at in added.items():
+        if cid not in sent and (created := created_at(psa_url, cid)) is not None:
+            sent[cid] = created
+            print(f"{cid}: sent {created - at:.1f}s after it was made", flush=True)
+
+
 def measure(pins: int, count: int, repo: Path, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
-    latencies: list[float] = []
     servers = BenchServers(transition_after=1.0)  # a new request is pinned a second later
     with kubo_daemon(repo) as node, servers, tempfile.TemporaryDirectory() as tmp:
         fill(node, repo, pins)
@@ -76,19 +113,7 @@ def measure(pins: int, count: int, repo: Path, seed: int) -> dict[str, Any]:
             daemon = subprocess.Popen(argv, env=pinsyncd_env(), stdout=log, stderr=log)
             try:
                 time.sleep(5)  # its first listing
-                for i in range(count):
-                    time.sleep(rng.uniform(0, 30))
-                    data = f"new pin {i} {time.time_ns()} {rng.random()}".encode()
-                    cid = node.cli("add", "-Q", "--cid-version", "1", stdin=data).strip()
-                    added = time.time()
-                    while (sent := created_at(servers.psa_url, cid)) is None:
-                        if daemon.poll() is not None:
-                            raise RuntimeError(f"pinsyncd run exited {daemon.returncode}")
-                        if time.time() - added > 600:
-                            raise RuntimeError(f"{cid} was not sent within 10 minutes")
-                        time.sleep(0.2)
-                    latencies.append(sent - added)
-                    print(f"pin {i + 1}/{count}: sent after {sent - added:.1f}s", flush=True)
+                latencies = add_and_time(node, servers.psa_url, daemon, count, rng)
             finally:
                 stop_process(daemon)
     ordered = sorted(latencies)

@@ -226,3 +226,15 @@ def test_startup() -> None:
     r = run_benchmark("startup")
     for name in ("pinsyncd --version", "pinsyncd status", "pinsyncd check-config"):
         number(r["cpu_s"][name], positive=True)
+
+
+def test_node_cost(peers_installed: None) -> None:
+    r = run_benchmark("node_cost", timeout=180)
+    for part in ("kubo_full", "kubo_probe"):
+        number(r[part]["kubo_cpu"])
+        number(r[part]["wall"], positive=True)
+        assert r[part]["bytes"] > r["pins"] * 50, "every pin was listed"
+    for part in ("pinsyncd_idle_cycle_probe", "pinsyncd_idle_cycle_full"):
+        number(r[part]["cpu"], positive=True)
+    assert r["listed_every_seconds"] >= r["default_interval_seconds"] > 0
+    assert 0 < r["kubo_share_of_one_core"] < 1 and 0 < r["pinsyncd_share_of_one_core"] < 1
