@@ -276,24 +276,18 @@ class LocalNode:
         """The pins of a `pin/ls` body given in blocks as it came (`pin_ls_body`), a block
         of whole lines at a time, each parsed by one `json.loads`: per line, `json.loads`
         costs more than the rest of a cycle. A line that is not a pin is skipped and counted;
-        an error line of the node's is raised after the pins before it."""
+        an error line of the node's is raised after the pins before it. (`pin_ls_body` has
+        already cut off a line longer than `MAX_LINE`.)"""
         partial: list[bytes] = []  # the start of a line whose end has not come yet
-        waiting = 0  # its length
         listed = 0
         skipped_before = listing.bad_lines
         async for chunk in body:
             end = chunk.rfind(b"\n") + 1
             if not end:
                 partial.append(chunk)
-                waiting += len(chunk)
-                if waiting > MAX_LINE:
-                    raise self._line_too_long()
                 continue
-            if waiting + chunk.find(b"\n") > MAX_LINE:
-                raise self._line_too_long()
             block = b"".join([*partial, chunk[:end]]) if partial else chunk[:end]
             partial = [chunk[end:]] if end < len(chunk) else []
-            waiting = len(chunk) - end
             pins, error = self._parse_pin_block(block, listing)
             if pins:
                 listed += len(pins)

@@ -326,9 +326,7 @@ class StateStore:
         if digest is None:
             await self._db.execute("DELETE FROM meta WHERE key = ?", (LISTING_DIGEST,))
             return
-        pins, selected = await self._one(
-            "SELECT COUNT(*), COALESCE(SUM(selected), 0) FROM local_pins"
-        )
+        pins, selected = await self.local_counts()
         stored = StoredListing(digest, int(pins), int(selected))
         await self._db.execute(
             "INSERT OR REPLACE INTO meta VALUES (?, ?)", (LISTING_DIGEST, stored.to_json())
