@@ -61,8 +61,7 @@ class StreamedPost:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.status = 0
-        self.headers: dict[str, str] = {}
-        self.headers_lower: dict[str, str] = {}
+        self.headers: dict[str, str] = {}  # names in lower case, as h11 gives them
         self.trailers: dict[str, str] = {}
 
     async def __aenter__(self) -> Self:
@@ -89,7 +88,6 @@ class StreamedPost:
             if isinstance(event, h11.Response):
                 self.status = event.status_code
                 self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in event.headers}
-                self.headers_lower = {k.lower(): v for k, v in self.headers.items()}
                 return self
             # h11.InformationalResponse (100 Continue and the like): wait for the real head
 
@@ -108,7 +106,7 @@ class StreamedPost:
         """The body as it arrives, a block at a time (what one read of the socket brought,
         without the chunked coding's framing); `trailers` is set once it has ended."""
         data, closed = self._conn.trailing_data  # what came with the head
-        framing = self.headers_lower.get("transfer-encoding", "").lower()
+        framing = self.headers.get("transfer-encoding", "").lower()
         if framing.rsplit(",", 1)[-1].strip() == "chunked":
             decoder = ChunkedDecoder()
             while True:
@@ -128,7 +126,7 @@ class StreamedPost:
         elif framing:
             raise StreamDropped(f"unknown transfer coding {framing!r}")
         else:
-            length = self.headers_lower.get("content-length")
+            length = self.headers.get("content-length")
             left = int(length) if length is not None and length.isdigit() else None
             while True:
                 if left is not None:
