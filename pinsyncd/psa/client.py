@@ -1,8 +1,8 @@
 """An HTTP client for one IPFS Pinning Service API v1.0.0 service: the five operations.
 
-One `aiohttp.ClientSession` per service. Bearer auth; the token is never logged, never put in
-an error message, and never sent to another origin: redirects are followed by hand, only to
-the same scheme, host and port.
+One connection pool (`pinsyncd.psa.wire`) per service. Bearer auth; the token is never logged,
+never put in an error message, and never sent to another origin: redirects are followed by
+hand, only to the same scheme, host and port.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import json
 import math
 import random
 import re
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self, TypeVar, overload
 from urllib.parse import quote
 
-import aiohttp
 from multidict import CIMultiDictProxy
 from pydantic import BaseModel, ValidationError
 from yarl import URL
@@ -52,6 +52,7 @@ from pinsyncd.psa.models import (
     format_timestamp,
     parse_page,
 )
+from pinsyncd.psa.wire import Pool, TooLarge, WireError
 from pinsyncd.throttle import INLINE_WAIT, Blocked, Interrupted, Throttle
 from pinsyncd.tokens import Token, TokenError, TokenSource
 
@@ -79,7 +80,7 @@ class PinningServiceClient:
         *,
         timeout: float = 30.0,
         connections: int = 8,
-        session: aiohttp.ClientSession | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         throttle: Throttle | None = None,
         read_retries: int = 2,
         max_inline_wait: float = INLINE_WAIT,
@@ -97,10 +98,10 @@ class PinningServiceClient:
         self._max_wait = max_wait
         self.endpoint = URL(endpoint.rstrip("/"))
         self._token = token
-        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
+        self._timeout = timeout
         self._connections = connections
-        self._session = session
-        self._owns_session = session is None
+        self._ssl_context = ssl_context
+        self._pool: Pool | None = None
         self.requests: Counter[str] = Counter()
         """Requests sent, by operation (`list`, `add`, `get`, `replace`, `delete`)."""
 
@@ -111,9 +112,9 @@ class PinningServiceClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+        self._pool = None
 
     # --- the five operations ----------------------------------------------------------------
 
@@ -183,12 +184,15 @@ class PinningServiceClient:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    def _session_for_call(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._connections)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-            self._owns_session = True
-        return self._session
+    def _pool_for_call(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(
+                self.endpoint,
+                connections=self._connections,
+                connect_timeout=min(self._timeout, 10.0),
+                ssl_context=self._ssl_context,
+            )
+        return self._pool
 
     @overload
     async def _call(
@@ -311,61 +315,40 @@ class PinningServiceClient:
         body: dict[str, Any] | None,
         max_bytes: int,
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
-        session = self._session_for_call()
-        headers = {
-            "Authorization": f"Bearer {self._reveal_token(operation)}",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
+        """The answer's status, headers and body: never more than `max_bytes` of a success's
+        body (a larger one is refused as it arrives), the first `MAX_ERROR_BODY` bytes of an
+        error's. Redirects are followed only within the endpoint's origin."""
+        pool = self._pool_for_call()
+        headers = [
+            ("Authorization", f"Bearer {self._reveal_token(operation)}"),
+            ("Accept", "application/json"),
+            ("User-Agent", USER_AGENT),
+        ]
+        data = None
+        if body is not None:
+            headers.append(("Content-Type", "application/json"))
+            data = json.dumps(body, separators=(",", ":")).encode()
         for _hop in range(_MAX_REDIRECTS + 1):
             try:
-                async with session.request(
-                    method, url, json=body, headers=headers, allow_redirects=False
-                ) as response:
-                    payload = await self._read(operation, response, max_bytes)
-                    if response.status not in _REDIRECTS:
-                        return response.status, response.headers, payload
-                    url = self._follow(operation, method, url, response)
-            except aiohttp.ClientConnectorError as exc:
+                answer = await pool.request(
+                    method,
+                    url,
+                    headers,
+                    data,
+                    within=self._timeout,
+                    limit=max_bytes,
+                    error_limit=MAX_ERROR_BODY,
+                )
+            except TooLarge as exc:
+                raise self._too_large(operation, exc.status, exc.size, max_bytes) from None
+            except WireError as exc:
                 raise NetworkError(
-                    self.name, operation, f"cannot connect: {_os_reason(exc)}", maybe_applied=False
+                    self.name, operation, exc.reason, maybe_applied=exc.sent
                 ) from None
-            except aiohttp.ConnectionTimeoutError:
-                raise NetworkError(
-                    self.name, operation, "connection timed out", maybe_applied=False
-                ) from None
-            except TimeoutError:
-                raise NetworkError(
-                    self.name, operation, f"no answer within {self._timeout.total:g}s"
-                ) from None
-            except aiohttp.ClientError as exc:
-                raise NetworkError(self.name, operation, _client_error_reason(exc)) from None
+            if answer.status not in _REDIRECTS:
+                return answer.status, answer.headers, answer.body
+            url = self._follow(operation, method, url, answer.status, answer.headers)
         raise RedirectRefused(self.name, operation, f"more than {_MAX_REDIRECTS} redirects")
-
-    async def _read(
-        self, operation: str, response: aiohttp.ClientResponse, max_bytes: int
-    ) -> bytes:
-        """The answer's body, never more than `max_bytes` of it (an error's: its first
-        `MAX_ERROR_BODY` bytes). A larger answer is refused before or as it arrives, so
-        memory stays bounded whatever a server sends."""
-        ok = 200 <= response.status < 300
-        limit = max_bytes if ok else MAX_ERROR_BODY
-        announced = response.content_length
-        if ok and announced is not None and announced > limit:
-            response.close()
-            raise self._too_large(operation, response.status, f"{announced:,} bytes", limit)
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(256 * 1024):
-            body += chunk
-            if len(body) > limit:
-                response.close()  # the rest is never read: the connection is dropped
-                if ok:
-                    raise self._too_large(
-                        operation, response.status, f"over {limit:,} bytes", limit
-                    )
-                del body[limit:]
-                break
-        return bytes(body)
 
     def _too_large(self, operation: str, status: int, size: str, limit: int) -> MalformedResponse:
         return MalformedResponse(
@@ -389,13 +372,17 @@ class PinningServiceClient:
         return token.reveal()
 
     def _follow(
-        self, operation: str, method: str, url: URL, response: aiohttp.ClientResponse
+        self,
+        operation: str,
+        method: str,
+        url: URL,
+        status: int,
+        headers: CIMultiDictProxy[str],
     ) -> URL:
-        location = response.headers.get("Location")
+        location = headers.get("Location")
         if not location:
-            raise MalformedResponse(
-                self.name, operation, f"HTTP {response.status} without a Location header"
-            )
+            text = f"HTTP {status} without a Location header"
+            raise MalformedResponse(self.name, operation, text)
         target = url.join(URL(location))
         if (target.scheme, target.host, target.port) != (url.scheme, url.host, url.port):
             raise RedirectRefused(
@@ -403,15 +390,15 @@ class PinningServiceClient:
                 operation,
                 f"redirected to another origin ({target.scheme}://{target.host}:{target.port}); "
                 "the token is not sent there. Fix the endpoint in the config",
-                status=response.status,
+                status=status,
             )
-        if response.status in (301, 302, 303) and method != "GET":
+        if status in (301, 302, 303) and method != "GET":
             raise RedirectRefused(
                 self.name,
                 operation,
-                f"HTTP {response.status} redirect for {method} (would become GET); "
+                f"HTTP {status} redirect for {method} (would become GET); "
                 "fix the endpoint in the config",
-                status=response.status,
+                status=status,
             )
         return target
 
@@ -491,17 +478,3 @@ def _describe_invalid(exc: ValidationError, payload: bytes) -> str:
         parts.append(f"{loc}: {error['msg']}")
     more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
     return "the answer does not match the spec: " + "; ".join(parts) + more
-
-
-def _os_reason(exc: aiohttp.ClientConnectorError) -> str:
-    return exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
-
-
-def _client_error_reason(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the connection was closed before an answer came"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the answer was cut off"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return f"connection error: {exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}"
