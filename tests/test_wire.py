@@ -300,3 +300,14 @@ async def test_tls_with_a_trusted_and_an_untrusted_certificate() -> None:
         with pytest.raises(WireError, match="cannot connect: TLS") as caught:
             await ask(pool_for(server))  # the system's authorities do not know this one
         assert not caught.value.sent
+
+
+async def test_a_connection_busy_when_the_pool_closes_is_closed_after_its_request() -> None:
+    async with serving(ok(), ok()) as server:
+        pool = pool_for(server)
+        busy = asyncio.create_task(ask(pool))
+        await asyncio.sleep(0)  # the request is on its way
+        await pool.close()
+        assert (await busy)[0] == 200
+        assert (await ask(pool))[0] == 200
+    assert server.connections == 2, "the first connection was not kept"

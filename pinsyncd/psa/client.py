@@ -102,6 +102,7 @@ class PinningServiceClient:
         self._connections = connections
         self._ssl_context = ssl_context
         self._pool: Pool | None = None
+        self._pins = self.endpoint.joinpath("pins")  # every add and list
         self.requests: Counter[str] = Counter()
         """Requests sent, by operation (`list`, `add`, `get`, `replace`, `delete`)."""
 
@@ -231,7 +232,7 @@ class PinningServiceClient:
         body: dict[str, Any] | None = None,
         max_bytes: int = MAX_ANSWER,
     ) -> Any:
-        url = self.endpoint.joinpath(*path, encoded=True)
+        url = self._pins if path == ("pins",) else self.endpoint.joinpath(*path, encoded=True)
         if params:
             url = url.with_query(params)
         # Reads are idempotent: a transient failure is retried a couple of times at once.

@@ -158,6 +158,11 @@ class _Connection(asyncio.Protocol):
         self.transport.write(request)
         return exchange
 
+    def expire(self, exchange: _Exchange, within: float) -> None:
+        """The request's time is up: its connection is closed, whatever comes later."""
+        if self._exchange is exchange and not exchange.done.done():
+            self._fail(WireTimeout(f"no answer within {within:g}s"))
+
     def close(self) -> None:
         self.reusable = False
         if self.transport is not None:
@@ -294,6 +299,7 @@ class Pool:
         if origin.scheme not in ("http", "https") or not origin.host:
             raise ValueError(f"not an http(s) URL: {origin.scheme}://…")
         self.origin = origin.origin()
+        self._origin_key = (origin.scheme, origin.raw_host, origin.port)
         self._tls = origin.scheme == "https"
         self._ssl = ssl_context  # made when the first connection needs it (it reads the CAs)
         self._host = origin.host
@@ -302,6 +308,7 @@ class Pool:
         self._connect_timeout = connect_timeout
         self._slots = asyncio.Semaphore(connections)
         self._idle: list[_Connection] = []
+        self._closed = False
         self._monotonic = monotonic
         self.opened = 0
         """Connections made so far (a measure of reuse)."""
@@ -319,27 +326,30 @@ class Pool:
     ) -> Answer:
         """Sends one request and reads its answer: the whole body of a success (at most
         `limit` bytes, else `TooLarge`), the first `error_limit` bytes of any other."""
-        if target.origin() != self.origin:
+        if (target.scheme, target.raw_host, target.port) != self._origin_key:
             raise ValueError("a request for another origin")
         request = self._format(method, target, headers, body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        await self._acquire(deadline, within)
         connection: _Connection | None = None
-        sent = False
         try:
-            async with asyncio.timeout(within), self._slots:
-                connection = await self._connection()
-                exchange = connection.start(request, limit, error_limit, method == "HEAD")
-                sent = True
-                answer = await exchange.done
-        except TimeoutError:
-            if sent:
-                raise WireTimeout(f"no answer within {within:g}s") from None
-            raise WireTimeout(f"not sent within {within:g}s (no connection)", sent=False) from None
+            connection = self._idle_connection() or await self._connect(deadline, within)
+            exchange = connection.start(request, limit, error_limit, method == "HEAD")
+            # A timer rather than asyncio.timeout: this is every request's path.
+            timer = loop.call_at(deadline, connection.expire, exchange, within)
+            try:
+                return await exchange.done
+            finally:
+                timer.cancel()
         finally:
+            self._slots.release()
             if connection is not None:
                 self._release(connection)
-        return answer
 
     async def close(self) -> None:
+        """Closes the idle connections now, and each busy one when its request ends."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
@@ -357,16 +367,30 @@ class Pool:
         lines.append("\r\n")
         return "\r\n".join(lines).encode("latin-1") + (body or b"")
 
-    async def _connection(self) -> _Connection:
+    async def _acquire(self, deadline: float, within: float) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # at once
+            return
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            text = f"not sent within {within:g}s (no free connection)"
+            raise WireTimeout(text, sent=False) from None
+
+    def _idle_connection(self) -> _Connection | None:
         now = self._monotonic()
         while self._idle:
             connection = self._idle.pop()
             if connection.reusable and now - connection.idle_since < KEEP_IDLE:
                 return connection
             connection.close()
+        return None
+
+    async def _connect(self, deadline: float, within: float) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout_at(min(deadline, loop.time() + self._connect_timeout)):
                 _, protocol = await loop.create_connection(
                     _Connection,
                     self._host,
@@ -375,6 +399,10 @@ class Pool:
                     server_hostname=self._host if self._tls else None,
                 )
         except TimeoutError:
+            if loop.time() >= deadline:
+                raise WireTimeout(
+                    f"not sent within {within:g}s (no connection)", sent=False
+                ) from None
             raise WireError("connection timed out", sent=False) from None
         except ssl.SSLError as exc:
             raise WireError(f"cannot connect: TLS: {exc.reason or exc}", sent=False) from None
@@ -390,7 +418,7 @@ class Pool:
         return self._ssl
 
     def _release(self, connection: _Connection) -> None:
-        if connection.reusable:
+        if connection.reusable and not self._closed:
             connection.idle_since = self._monotonic()
             self._idle.append(connection)
         else:
