@@ -73,7 +73,8 @@ def _global_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
         type=Path,
         default=default(None),
         metavar="FILE",
-        help="config file (default: $PINSYNCD_CONFIG, then /etc/pinsyncd/config.yaml)",
+        help="config file (default: $PINSYNCD_CONFIG, then ~/.config/pinsyncd/config.yaml if "
+        "it exists, then /etc/pinsyncd/config.yaml)",
     )
     parser.add_argument(
         "--log-level", default=default(None), choices=["debug", "info", "warning", "error"]
@@ -229,7 +230,44 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="validate the config file and print every problem found",
     )
+    _setup_parsers(commands, common)
     return parser
+
+
+def _setup_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    init = commands.add_parser(
+        "init",
+        parents=[common],
+        help="write a commented config for this machine's Kubo node and the pinning services "
+        "it knows (keys go to token files, mode 0600)",
+    )
+    init.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        metavar="FILE",
+        help="where to write it (default: $PINSYNCD_CONFIG; /etc/pinsyncd/config.yaml for "
+        "root; else ~/.config/pinsyncd/config.yaml)",
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing config")
+    imports = commands.add_parser(
+        "import-kubo",
+        parents=[common],
+        help="add the pinning services Kubo knows (ipfs pin remote service ls) to the config",
+    )
+    imports.add_argument(
+        "--dry-run", action="store_true", help="print what would be added; write nothing"
+    )
+    imports.add_argument(
+        "--force", action="store_true", help="replace token files that hold something else"
+    )
+    for parser in (init, imports):
+        parser.add_argument(
+            "--ipfs-path",
+            type=Path,
+            metavar="DIR",
+            help="the Kubo repo (default: $IPFS_PATH, else ~/.ipfs)",
+        )
 
 
 def _check_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -322,6 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(shtab.complete(parser, args.shell))
         return 0
+    if args.command == "init":  # writes the config
+        from pinsyncd.kubo_setup import command as setup
+
+        output = args.output or args.config
+        return setup.init(output, args.ipfs_path, force=args.force, env=os.environ)
     if args.command == "sync" and args.timeout is not None and not args.wait:
         parser.error("sync: --timeout needs --wait (it limits how long the wait lasts)")
     if args.command == "status" and args.max_age is not None and not args.check:
@@ -360,6 +403,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command == "check-config":
         return _check_config(config.load_tokens())
+    if args.command == "import-kubo":
+        from pinsyncd.kubo_setup import command as setup
+
+        return setup.import_kubo(
+            config, args.ipfs_path, dry_run=args.dry_run, force=args.force, env=os.environ
+        )
     if args.command in ("status", "ls", "show"):
         return _read(args, config)
     from pinsyncd import commands  # the writers' imports: aiohttp, the sync layer
@@ -424,11 +473,32 @@ def _restore_options(args: argparse.Namespace, config: Config) -> RestoreOptions
     )
 
 
+def _kubo_warnings(config: Config) -> list[str]:
+    """What the node's own settings say against the config (Kubo's MFS policy on a service
+    that `sync.mfs` also pins to). Asked only when `sync.mfs` is on; a node that cannot be
+    reached now is no problem of the config."""
+    if not config.sync.mfs:
+        return []
+    from pinsyncd import loop
+    from pinsyncd.kubo import LocalNode, NodeError
+    from pinsyncd.kubo_setup.overlap import double_mfs, kubo_policies
+
+    async def ask() -> list[str]:
+        async with LocalNode.for_config(config, timeout=5.0) as node:
+            return double_mfs(config, await kubo_policies(node))
+
+    try:
+        return loop.run(ask())
+    except NodeError:
+        return []
+
+
 def _check_config(config: Config) -> int:
-    for warning in config.warnings:
+    for warning in (*config.warnings, *_kubo_warnings(config)):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{config.source}: OK")
-    print(f"  node     {config.node.api}")
+    secret = f" (RPC secret from {config.node_token.source})" if config.node_token else ""
+    print(f"  node     {config.node.api}{secret}")
     print(f"  interval {format_duration(config.sync.interval)}")
     print(f"  state    {config.state_path}")
     for service in config.services:

@@ -24,13 +24,19 @@ from collections.abc import (
     Mapping,
 )
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 from yarl import URL
 
 from pinsyncd import __version__
+from pinsyncd.config.schema import UNIX_PREFIX
+from pinsyncd.logs import register_secrets
+from pinsyncd.rpc_auth import authorization_header
 from pinsyncd.rpc_stream import StreamDropped, StreamedPost
+
+if TYPE_CHECKING:
+    from pinsyncd.config import Config
 
 
 class NodeError(Exception):
@@ -169,8 +175,16 @@ class LocalNode:
         timeout: float = 60.0,
         dial_timeout: float = 15.0,
         session: aiohttp.ClientSession | None = None,
+        authorization: str | None = None,
     ) -> None:
-        self.api_url = URL(api_url.rstrip("/"))
+        self.where = api_url.rstrip("/")
+        """The node's address as configured (a URL, or `unix:/path` for a Unix socket)."""
+        unix = api_url.startswith(UNIX_PREFIX)
+        self._unix_socket = api_url[len(UNIX_PREFIX) :] if unix else None
+        self.api_url = URL("http://localhost") if unix else URL(self.where)
+        self._headers = {"User-Agent": f"pinsyncd/{__version__}"}
+        if authorization is not None:
+            self._headers["Authorization"] = authorization
         self._timeout = timeout
         self._dial_timeout = dial_timeout
         self._session = session
@@ -178,6 +192,17 @@ class LocalNode:
         self._names_supported: bool | None = None
         self.calls: dict[str, int] = {}
         """RPC calls made, by command (`pin/ls`, `id`, ...)."""
+
+    @classmethod
+    def for_config(cls, config: Config, *, timeout: float | None = None) -> Self:
+        """The node of `config`: its address, and its RPC secret when `node.token_file` is
+        set (read when the config's tokens were; redacted from the logs)."""
+        authorization = None
+        if config.node_token is not None:
+            authorization = authorization_header(config.node_token.reveal())
+            register_secrets([config.node_token])
+        limit = config.node.timeout if timeout is None else timeout
+        return cls(config.node.api, timeout=limit, authorization=authorization)
 
     async def __aenter__(self) -> Self:
         return self
@@ -210,6 +235,25 @@ class LocalNode:
             addresses=tuple(a for a in addresses if isinstance(a, str)),
             agent_version=str(data.get("AgentVersion", "")),
         )
+
+    async def remote_services(self) -> list[tuple[str, str]]:
+        """The pinning services Kubo knows (`ipfs pin remote service ls`): (nickname,
+        endpoint). Their keys never come over the RPC: Kubo conceals them."""
+        data = await self._json("pin/remote/service/ls")
+        found = []
+        for entry in data.get("RemoteServices") or []:
+            if isinstance(entry, dict):
+                name, endpoint = entry.get("Service"), entry.get("ApiEndpoint")
+                if isinstance(name, str) and isinstance(endpoint, str):
+                    found.append((name, endpoint))
+        return found
+
+    async def mfs_policy(self, service: str) -> bool:
+        """Whether Kubo's own MFS policy pins the MFS root to `service` (its
+        `Pinning.RemoteServices.<service>.Policies.MFS.Enable`)."""
+        key = f"Pinning.RemoteServices.{service}.Policies.MFS.Enable"
+        value = (await self._json("config", {"arg": key})).get("Value")
+        return value is True
 
     async def mfs_root(self) -> str:
         """The CID of the node's MFS root (`ipfs files stat /`)."""
@@ -384,7 +428,7 @@ class LocalNode:
                     checked = max(checked, _count(line, "Progress"))
         except TimeoutError:
             raise NodeUnavailable(
-                f"node unreachable: repo/verify on {self.api_url} said nothing for {no_progress:g}s"
+                f"node unreachable: repo/verify on {self.where} said nothing for {no_progress:g}s"
             ) from None
         return checked, corrupt
 
@@ -398,7 +442,8 @@ class LocalNode:
         url = (self.api_url / "api" / "v0").joinpath(*command.split("/")).with_query(params)
         post = StreamedPost(
             url,
-            headers={"User-Agent": f"pinsyncd/{__version__}"},
+            headers=self._headers,
+            unix_socket=self._unix_socket,
             connect_timeout=min(self._timeout, 10.0),
             read_timeout=read_timeout,
         )
@@ -446,10 +491,12 @@ class LocalNode:
         if self._session is None:
             # No keep-alive: calls are few, and a pooled connection to a node that has since
             # stopped would report "dropped" instead of "cannot connect".
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True),
-                headers={"User-Agent": f"pinsyncd/{__version__}"},
+            connector: aiohttp.BaseConnector = (
+                aiohttp.UnixConnector(self._unix_socket, force_close=True)
+                if self._unix_socket is not None
+                else aiohttp.TCPConnector(force_close=True)
             )
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
             self._owns_session = True
         return self._session
 
@@ -473,7 +520,7 @@ class LocalNode:
                     raise self._http_error(command, response.status, body)
         except TimeoutError:  # first: aiohttp's read timeouts are ClientErrors too
             raise NodeUnavailable(
-                f"node unreachable: {self.api_url} gave no answer to {command} within {limit:g}s"
+                f"node unreachable: {self.where} gave no answer to {command} within {limit:g}s"
             ) from None
         except aiohttp.ClientError as exc:
             raise self._unreachable(exc) from None
@@ -494,7 +541,8 @@ class LocalNode:
         # No total limit on a stream of a large pinset; a stall of `timeout` is an error.
         post = StreamedPost(
             url,
-            headers={"User-Agent": f"pinsyncd/{__version__}"},
+            headers=self._headers,
+            unix_socket=self._unix_socket,
             connect_timeout=min(self._timeout, 10.0),
             read_timeout=self._timeout,
         )
@@ -521,7 +569,7 @@ class LocalNode:
                     )
         except TimeoutError:
             raise NodeUnavailable(
-                f"node unreachable: the pin/ls stream from {self.api_url} stalled for "
+                f"node unreachable: the pin/ls stream from {self.where} stalled for "
                 f"more than {self._timeout:g}s"
             ) from None
         except (StreamDropped, OSError) as exc:
@@ -531,10 +579,10 @@ class LocalNode:
         """A streamed call that could not connect, or was cut off."""
         if isinstance(exc, StreamDropped):
             return NodeUnavailable(
-                f"node unreachable: {self.api_url} dropped the connection during {command}"
+                f"node unreachable: {self.where} dropped the connection during {command}"
             )
         reason = exc.strerror or str(exc) or type(exc).__name__
-        return NodeUnavailable(f"node unreachable: cannot connect to {self.api_url}: {reason}")
+        return NodeUnavailable(f"node unreachable: cannot connect to {self.where}: {reason}")
 
     def _parse_pin_block(
         self, block: bytes, listing: PinListing, *, last: bool = False
@@ -591,12 +639,12 @@ class LocalNode:
 
     def _cut_off(self) -> NodeUnavailable:
         return NodeUnavailable(
-            f"node unreachable: the pin/ls stream from {self.api_url} was cut off or is not JSON"
+            f"node unreachable: the pin/ls stream from {self.where} was cut off or is not JSON"
         )
 
     def _line_too_long(self) -> NodeUnavailable:
         return NodeUnavailable(
-            f"node unreachable: a pin/ls line from {self.api_url} is longer than "
+            f"node unreachable: a pin/ls line from {self.where} is longer than "
             f"{MAX_LINE // 2**20} MiB; the listing was abandoned (not Kubo, or a broken proxy)"
         )
 
@@ -636,28 +684,33 @@ class LocalNode:
             return NodeRequestError(f"node refused {command}: {message}")
         if status in (404, 405):
             return self._not_kubo(command, f"HTTP {status}")
-        if status == 403:
+        if status in (401, 403):
+            if "Authorization" in self._headers:
+                why = "the secret in node.token_file was refused, or its AllowedPaths leave out "
+                why += "/api/v0 (Kubo's API.Authorizations)"
+            else:
+                why = "the node asks for a secret (Kubo's API.Authorizations is on): put it in a "
+                why += "file and name it in node.token_file"
             return NodeUnavailable(
-                f"node unreachable: {self.api_url} refused {command} with HTTP 403 "
-                "(API.Authorizations or API.HTTPHeaders may need pinsyncd allowed)"
+                f"node unreachable: {self.where} refused {command} with HTTP {status}: {why}"
             )
         return NodeUnavailable(
-            f"node unreachable: {self.api_url} answered {command} with HTTP {status}"
+            f"node unreachable: {self.where} answered {command} with HTTP {status}"
         )
 
     def _not_kubo(self, command: str, why: str) -> NodeUnavailable:
         return NodeUnavailable(
-            f"node unreachable: {self.api_url} does not look like a Kubo RPC API "
+            f"node unreachable: {self.where} does not look like a Kubo RPC API "
             f"({command}: {why}); check node.api in the config"
         )
 
     def _unreachable(self, exc: aiohttp.ClientError) -> NodeUnavailable:
         if isinstance(exc, aiohttp.ClientConnectorError):
             reason = exc.os_error.strerror or str(exc.os_error)
-            return NodeUnavailable(f"node unreachable: cannot connect to {self.api_url}: {reason}")
+            return NodeUnavailable(f"node unreachable: cannot connect to {self.where}: {reason}")
         if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-            return NodeUnavailable(f"node unreachable: {self.api_url} dropped the connection")
-        return NodeUnavailable(f"node unreachable: {self.api_url}: {exc}")
+            return NodeUnavailable(f"node unreachable: {self.where} dropped the connection")
+        return NodeUnavailable(f"node unreachable: {self.where}: {exc}")
 
 
 def _count(line: Mapping[str, Any], key: str) -> int:

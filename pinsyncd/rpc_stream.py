@@ -50,11 +50,13 @@ class StreamedPost:
         url: URL,
         *,
         headers: dict[str, str],
+        unix_socket: str | None = None,
         connect_timeout: float,
         read_timeout: float,
     ) -> None:
         self.url = url
         self._headers = headers
+        self._unix_socket = unix_socket
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._conn = h11.Connection(h11.CLIENT)
@@ -69,9 +71,12 @@ class StreamedPost:
         tls = ssl.create_default_context() if url.scheme == "https" else None
         host = url.host or "127.0.0.1"
         port = url.port or (443 if tls else 80)
-        self._reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=tls, limit=READ_SIZE), self._connect_timeout
+        opening = (
+            asyncio.open_unix_connection(self._unix_socket, limit=READ_SIZE)
+            if self._unix_socket is not None
+            else asyncio.open_connection(host, port, ssl=tls, limit=READ_SIZE)
         )
+        self._reader, writer = await asyncio.wait_for(opening, self._connect_timeout)
         self._writer = writer
         headers = [
             ("Host", url.raw_authority or host),

@@ -36,6 +36,7 @@ def render_table(status: dict[str, Any]) -> str:
         lines.extend(f"{'':<{width}}  {line}" for line in _service_notes(s, stuck_after))
     lines.extend(_node_lines(status))
     lines.extend(_drill_lines(status.get("drill")))
+    lines.extend(f"WARNING: {warning}" for warning in status.get("warnings", []))
     return "\n".join(lines)
 
 

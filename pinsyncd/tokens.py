@@ -78,11 +78,14 @@ def token_from_env(name: str, env: Mapping[str, str]) -> LoadedToken:
     return LoadedToken(Secret(value, f"${name}"))
 
 
-def token_from_file(raw_path: str, env: Mapping[str, str]) -> LoadedToken:
+def token_from_file(raw_path: str, env: Mapping[str, str], base: Path | None = None) -> LoadedToken:
     """A token file's value: a regular file of at most 64 KiB, read without blocking (a FIFO
     is refused, not waited on), without the surrounding whitespace (the trailing newline
-    editors add); a token with a control character inside is refused."""
+    editors add); a token with a control character inside is refused. A relative path is
+    taken from `base` (the config's folder)."""
     path = expand_path(raw_path, env)
+    if base is not None and not path.is_absolute():
+        path = base / path
     try:
         value = read_capped(path, MAX_TOKEN_FILE).decode("utf-8").strip()
         mode = path.stat().st_mode
@@ -121,7 +124,7 @@ class TokenSource:
     time it is needed and kept; like `Secret`, its repr and str never reveal the value.
     `key` and `line` say where the config names it, for error messages."""
 
-    __slots__ = ("_env", "_secret", "key", "kind", "line", "name", "source")
+    __slots__ = ("_base", "_env", "_secret", "key", "kind", "line", "name", "source")
 
     def __init__(
         self,
@@ -131,8 +134,10 @@ class TokenSource:
         *,
         key: str = "",
         line: int | None = None,
+        base: Path | None = None,
     ) -> None:
         self.kind = kind  # "env" or "file"
+        self._base = base  # a relative file is taken from here (the config's folder)
         self.name = name  # the variable's name, or the path as written
         self._env = env
         self.key = key
@@ -145,7 +150,7 @@ class TokenSource:
         if self.kind == "env":
             loaded = token_from_env(self.name, self._env)
         else:
-            loaded = token_from_file(self.name, self._env)
+            loaded = token_from_file(self.name, self._env, self._base)
         self._secret = loaded.secret
         self.source = loaded.secret.source
         return loaded

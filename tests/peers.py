@@ -4,11 +4,14 @@ the fixtures in conftest.py."""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -83,6 +86,7 @@ class KuboNode:
 
     repo: Path
     online: bool = True
+    auth: str | None = None  # the RPC secret when API.Authorizations is on (bearer:...)
     process: subprocess.Popen[bytes] | None = None
     api_url: str = ""
     seeded: dict[str, str] = field(default_factory=dict)
@@ -126,11 +130,14 @@ class KuboNode:
                 raise RuntimeError(f"Kubo exited: {self.log.read_text()[-2000:]}")
             api_file = self.repo / "api"
             if api_file.exists():
-                match = re.fullmatch(r"/ip4/([\d.]+)/tcp/(\d+)", api_file.read_text().strip())
+                text = api_file.read_text().strip()
+                match = re.fullmatch(r"/ip4/([\d.]+)/tcp/(\d+)", text)
                 if match:
                     self.api_url = f"http://{match.group(1)}:{match.group(2)}"
-                    if self._answers():
-                        return
+                elif text.startswith("/unix/"):
+                    self.api_url = "unix:" + text[len("/unix") :]
+                if self.api_url and self._answers():
+                    return
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"Kubo did not come up: {self.log.read_text()[-2000:]}")
@@ -148,24 +155,55 @@ class KuboNode:
             self.process = None
 
     def rpc(self, command: str, **params: str) -> dict:
-        """A blocking RPC call, for test set-up."""
+        """A blocking RPC call, for test set-up (over TCP or the Unix socket, with the
+        secret when there is one)."""
         query = "&".join(f"{k}={urllib.request.quote(v)}" for k, v in params.items())
+        headers = {"Authorization": _authorization(self.auth)} if self.auth else {}
+        if self.api_url.startswith("unix:"):
+            connection = _UnixHTTPConnection(self.api_url[len("unix:") :])
+            connection.request("POST", f"/api/v0/{command}?{query}", body=b"", headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            connection.close()
+            if response.status != 200:
+                raise OSError(f"HTTP {response.status}: {body[:200]!r}")
+            return json.loads(body.splitlines()[-1] or b"{}")
         request = urllib.request.Request(
-            f"{self.api_url}/api/v0/{command}?{query}", method="POST", data=b""
+            f"{self.api_url}/api/v0/{command}?{query}", method="POST", data=b"", headers=headers
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read().splitlines()[-1] or b"{}")
 
     def cli(self, *args: str, stdin: bytes | None = None) -> str:
         """Run the `ipfs` CLI against this node (it talks to the running daemon)."""
+        auth = ["--api-auth", self.auth] if self.auth else []
         result = subprocess.run(
-            [str(IPFS_BIN), *args],
+            [str(IPFS_BIN), *auth, *args],
             env=self.env,
             input=stdin,
             check=True,
             capture_output=True,
         )
         return result.stdout.decode().strip()
+
+
+def _authorization(secret: str) -> str:
+    kind, _, value = secret.partition(":")
+    if kind == "basic":
+        return "Basic " + base64.b64encode(value.encode()).decode()
+    return f"Bearer {value}"
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(30)
+        sock.connect(self._path)
+        self.sock = sock
 
 
 @dataclass

@@ -62,7 +62,8 @@ def test_unknown_key_is_named_with_line() -> None:
     assert problems(text) == ["c.yaml:6: sync.intervall: unknown key (did you mean interval?)"]
     text = MINIMAL + "node:\n  zzz: 5m\n"
     assert problems(text) == [
-        "c.yaml:6: node.zzz: unknown key (allowed here: api, timeout, previous_peer_ids)"
+        "c.yaml:6: node.zzz: unknown key "
+        "(allowed here: api, token_file, timeout, previous_peer_ids)"
     ]
 
 

@@ -47,6 +47,7 @@ def parse_config(
     tokens: bool = True,
 ) -> Config:
     env = os.environ if env is None else env
+    base_dir = source.parent if source is not None else Path.cwd()  # for relative paths
     data, lines, problems = load_yaml(text, filename)
     problems += _raw_service_problems(data, lines)
     problems += _raw_replicas_problems(data, lines)
@@ -57,7 +58,7 @@ def parse_config(
         parsed = None
     if problems:  # every problem of the file at once, tokens that cannot be read included
         if tokens:
-            problems += _raw_token_problems(data, lines, env)
+            problems += _raw_token_problems(data, lines, env, base_dir)
         raise ConfigError(filename, problems)
     assert parsed is not None
 
@@ -71,6 +72,7 @@ def parse_config(
             env,
             key=render_loc(loc),
             line=line_for(loc, lines),
+            base=base_dir,
         )
         services.append(
             Service(
@@ -84,7 +86,17 @@ def parse_config(
             )
         )
 
-    base_dir = source.parent if source is not None else Path.cwd()
+    node_token = None
+    if parsed.node.token_file is not None:
+        node_loc: tuple[str | int, ...] = ("node", "token_file")
+        node_token = TokenSource(
+            "file",
+            parsed.node.token_file,
+            env,
+            key=render_loc(node_loc),
+            line=line_for(node_loc, lines),
+            base=base_dir,
+        )
     if parsed.state.path is not None:
         state_path = Path(os.path.expandvars(parsed.state.path)).expanduser()
         if not state_path.is_absolute():
@@ -99,6 +111,7 @@ def parse_config(
         services=tuple(services),
         retry=parsed.retry,
         http=parsed.http,
+        node_token=node_token,
     )
     return config.load_tokens() if tokens else config
 
@@ -143,27 +156,30 @@ def _raw_replicas_problems(data: Any, lines: Lines) -> list[Problem]:
     return [Problem(render_loc(loc), message, line_for(loc, lines))]
 
 
-def _raw_token_problems(data: Any, lines: Lines, env: Mapping[str, str]) -> list[Problem]:
-    """The tokens that cannot be read, of the raw service entries that name exactly one:
-    reported with the file's other problems, not after they are fixed."""
-    services = data.get("services") if isinstance(data, dict) else None
-    if not isinstance(services, list):
+def _raw_token_problems(
+    data: Any, lines: Lines, env: Mapping[str, str], base_dir: Path
+) -> list[Problem]:
+    """The tokens that cannot be read, of the raw service entries that name exactly one (and
+    `node.token_file`): reported with the file's other problems, not after they are fixed."""
+    if not isinstance(data, dict):
         return []
-    problems = []
-    for index, item in enumerate(services):
+    named: list[tuple[tuple[str | int, ...], str, str]] = []  # (where, kind, value)
+    node = data.get("node")
+    if isinstance(node, dict) and isinstance(node.get("token_file"), str):
+        named.append((("node", "token_file"), "file", node["token_file"]))
+    services = data.get("services")
+    for index, item in enumerate(services if isinstance(services, list) else []):
         if not isinstance(item, dict):
             continue
         keys = [k for k in ("token_env", "token_file") if isinstance(item.get(k), str)]
         if len(keys) != 1 or ("token_env" in item) == ("token_file" in item):
             continue
-        key = keys[0]
-        loc: tuple[str | int, ...] = ("services", index, key)
+        kind = "env" if keys[0] == "token_env" else "file"
+        named.append((("services", index, keys[0]), kind, item[keys[0]]))
+    problems = []
+    for loc, kind, value in named:
         source = TokenSource(
-            "env" if key == "token_env" else "file",
-            item[key],
-            env,
-            key=render_loc(loc),
-            line=line_for(loc, lines),
+            kind, value, env, key=render_loc(loc), line=line_for(loc, lines), base=base_dir
         )
         try:
             source.load()

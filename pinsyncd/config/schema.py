@@ -26,6 +26,7 @@ from pinsyncd.config.problems import ConfigError, Problem
 from pinsyncd.durations import parse_duration
 from pinsyncd.listen import parse_listen
 from pinsyncd.model import DEFAULT_MAX_ATTEMPTS
+from pinsyncd.rpc_auth import RpcAuthError, authorization_header
 from pinsyncd.tokens import Token, TokenError, TokenSource
 
 DEFAULT_CONFIG_PATH = Path("/etc/pinsyncd/config.yaml")
@@ -88,24 +89,46 @@ def normalize_endpoint(raw: str) -> str:
     return str(url.with_path(path or "/")).rstrip("/")
 
 
+UNIX_PREFIX = "unix:"
+"""How `node.api` names a Unix socket once checked: `unix:/run/ipfs/api.sock`."""
+
+
 def node_api_url(raw: str) -> str:
-    """The Kubo RPC base URL from `http://host:port` or a multiaddr like `/ip4/127.0.0.1/tcp/5001`
-    (the form Kubo writes to `$IPFS_PATH/api`)."""
+    """The Kubo RPC base URL from `http://host:port`, or from a multiaddr as Kubo writes it to
+    `$IPFS_PATH/api`: `/ip4/127.0.0.1/tcp/5001`, `/dns/host/tcp/5001/https`, or a Unix
+    socket, `/unix/run/ipfs/api.sock` (kept as `unix:/run/ipfs/api.sock`). An address Kubo
+    listens on for all interfaces (0.0.0.0, ::) is reached on loopback."""
     text = raw.strip()
+    if text.startswith("/unix/") or text.startswith(UNIX_PREFIX):
+        path = text[len("/unix") :] if text.startswith("/unix/") else text[len(UNIX_PREFIX) :]
+        if not path.startswith("/") or path.rstrip("/") == "":
+            raise ValueError("a Unix socket must be an absolute path, e.g. /unix/run/ipfs/api.sock")
+        return UNIX_PREFIX + path
     if text.startswith("/"):
-        match = re.fullmatch(r"/(ip4|ip6|dns|dns4|dns6)/([^/]+)/tcp/(\d+)(/http)?", text)
+        match = re.fullmatch(r"/(ip4|ip6|dns|dns4|dns6)/([^/]+)/tcp/(\d+)(/https?)?", text)
         if not match:
-            raise ValueError("a multiaddr must look like /ip4/127.0.0.1/tcp/5001")
-        host = f"[{match.group(2)}]" if match.group(1) == "ip6" else match.group(2)
-        text = f"http://{host}:{match.group(3)}"
+            raise ValueError(
+                "a multiaddr must look like /ip4/127.0.0.1/tcp/5001 or /unix/run/ipfs/api.sock"
+            )
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(match.group(2), match.group(2))
+        host = f"[{host}]" if match.group(1) == "ip6" else host
+        scheme = "https" if match.group(4) == "/https" else "http"
+        text = f"{scheme}://{host}:{match.group(3)}"
     try:
         url = URL(text)
     except ValueError as exc:
         raise ValueError(f"not a URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("must be an http(s) URL or a multiaddr, e.g. http://127.0.0.1:5001")
+    if url.user is not None or url.password is not None:
+        raise ValueError(
+            "must not contain credentials: put Kubo's API secret (bearer:TOKEN or "
+            "basic:USER:PASSWORD) in a file and name it in node.token_file"
+        )
     if url.query_string or url.fragment:
         raise ValueError("must not have a query string or fragment")
+    if url.host in ("0.0.0.0", "::"):
+        url = url.with_host("127.0.0.1" if url.host == "0.0.0.0" else "::1")
     path = url.path.rstrip("/")
     if path.endswith("/api/v0"):
         path = path[: -len("/api/v0")]
@@ -127,6 +150,10 @@ class NodeConfig(_Section):
     """The local IPFS node whose pins are backed up."""
 
     api: Annotated[str, AfterValidator(node_api_url)] = "http://127.0.0.1:5001"
+    token_file: str | None = None
+    """Kubo's RPC secret when its API.Authorizations is on (`bearer:TOKEN` or
+    `basic:USER:PASSWORD`, as Kubo writes it); a relative path is taken from the config's
+    folder."""
     timeout: Duration = 60.0
     previous_peer_ids: list[Annotated[str, AfterValidator(peer_id)]] = []
     """Peer ids this node had before (a new identity, a repo restored elsewhere): requests
@@ -307,6 +334,7 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     warnings: tuple[str, ...] = field(default=())
+    node_token: Token | None = None  # node.token_file: Kubo's RPC secret
 
     def load_tokens(self, services: Collection[str] | None = None) -> Config:
         """Read the tokens (of `services`, default all) now; raise ConfigError naming each
@@ -314,6 +342,15 @@ class Config:
         before they start; those that only read the state never do, and need no token."""
         problems: list[Problem] = []
         warnings: list[str] = []
+        if isinstance(self.node_token, TokenSource) and services is None:
+            try:
+                loaded = self.node_token.load()
+                authorization_header(loaded.secret.reveal())
+            except (TokenError, RpcAuthError) as exc:
+                problems.append(Problem(self.node_token.key, str(exc), self.node_token.line))
+            else:
+                if loaded.warning:
+                    warnings.append(f"node: {loaded.warning}")
         for index, service in enumerate(self.services):
             token = service.token
             if not isinstance(token, TokenSource) or (
@@ -345,8 +382,21 @@ class Config:
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """`$PINSYNCD_CONFIG`; else the user's own config when there is one (what `pinsyncd
+    init` writes for a user who is not root); else /etc/pinsyncd/config.yaml."""
     env = os.environ if env is None else env
-    return Path(env["PINSYNCD_CONFIG"]) if env.get("PINSYNCD_CONFIG") else DEFAULT_CONFIG_PATH
+    if env.get("PINSYNCD_CONFIG"):
+        return Path(env["PINSYNCD_CONFIG"])
+    user = user_config_path(env)
+    return user if user.exists() else DEFAULT_CONFIG_PATH
+
+
+def user_config_path(env: Mapping[str, str]) -> Path:
+    """`$XDG_CONFIG_HOME/pinsyncd/config.yaml`, else `~/.config/pinsyncd/config.yaml`."""
+    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else None
+    if base is None:
+        base = Path(env.get("HOME") or Path.home()) / ".config"
+    return base / "pinsyncd" / "config.yaml"
 
 
 def default_state_path(env: Mapping[str, str]) -> Path:

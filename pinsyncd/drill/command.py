@@ -125,7 +125,7 @@ def _own_peer_ids(config: Config) -> set[str]:
 
     async def ask() -> str | None:
         try:
-            async with LocalNode(config.node.api, timeout=5.0) as node:
+            async with LocalNode.for_config(config, timeout=5.0) as node:
                 return (await node.identity()).peer_id
         except NodeError:
             return None

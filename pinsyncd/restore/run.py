@@ -103,7 +103,7 @@ async def restore(
     """Run a restore (`store` is None for a dry run: nothing is written or fetched).
     `taken_over` is what the state says this node took over before."""
     started = clock()
-    node = LocalNode(config.node.api, timeout=config.node.timeout)
+    node = LocalNode.for_config(config)
     clients = _clients(config, options.services)
     try:
         try:

@@ -60,6 +60,9 @@ def read_status(
                 "skipped": _skipped(db),
             }
             result["replication"]["kinds"] = _replication(db, services, replicas)
+            # What the daemon found against Kubo's own settings (kubo_setup.overlap).
+            warnings = _meta_json(db, "kubo_mfs_policy").get("warnings")
+            result["warnings"] = [w for w in warnings or [] if isinstance(w, str)]
     except sqlite3.DatabaseError as exc:
         raise _read_error(state_path, exc) from None
     finally:

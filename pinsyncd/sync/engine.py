@@ -18,6 +18,8 @@ from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config
 from pinsyncd.delegates import DelegateDialer
 from pinsyncd.kubo import LocalNode, NodeError, PinListing, pin_kind
+from pinsyncd.kubo_setup.overlap import NOTE_KEY as KUBO_POLICY_NOTE
+from pinsyncd.kubo_setup.overlap import double_mfs, kubo_policies
 from pinsyncd.origins import select_origins
 from pinsyncd.policy import Answers, Directives, Policy, mfs_name
 from pinsyncd.psa import PinningServiceClient
@@ -79,7 +81,7 @@ class SyncEngine:
         self.tuning = tuning
         self._halt = halt  # set: a listing under way is abandoned
         self.store = store
-        self.node = LocalNode(config.node.api, timeout=config.node.timeout)
+        self.node = LocalNode.for_config(config)
         self.dialer = DelegateDialer(self.node)
         retry = retry or RetryPolicy.from_config(config.retry)
         self.clients = {
@@ -111,6 +113,7 @@ class SyncEngine:
         self.policy = Policy(config)
         self.selector = Selector(config.sync.include, config.sync.exclude)
         self._node_was_online: bool | None = None
+        self._kubo_policy_checked = False  # once per engine (a start or a reload)
         self.selection_key = repr((config.sync.include, config.sync.exclude))
         self._selection_stored: str | None = None  # as this process last wrote it
         self._spool = config.state_path.parent  # where a large listing is kept while read
@@ -194,6 +197,19 @@ class SyncEngine:
         )
         return policy.decide(asked, answers, peer_id=self.peer_id, mfs_root=self.mfs_root)
 
+    async def _check_kubo_policy(self) -> None:
+        """Kubo's own MFS policy against `sync.mfs`: logged once per start or reload, and
+        kept for `status` (cleared when it no longer holds)."""
+        self._kubo_policy_checked = True  # the node answered `id`: a failure here is no
+        try:  # reason to ask again every cycle (a node without these calls)
+            policies = await kubo_policies(self.node) if self.config.sync.mfs else []
+        except NodeError:
+            return
+        warnings = double_mfs(self.config, policies)
+        await self.store.note(KUBO_POLICY_NOTE, {"warnings": warnings})
+        for warning in warnings:
+            log.warning("the MFS root is pinned twice", problem=warning)
+
     async def adopt(self, name: str) -> ServiceReport:
         """`pinsyncd adopt` on one service, from the current node listing."""
         return await self.executors[name].adopt(self.node_view)
@@ -227,6 +243,8 @@ class SyncEngine:
             log.info("local node is back", node=self.config.node.api, failed_retried_now=retried)
             report.node_came_back = True
         self._node_was_online = True
+        if not self._kubo_policy_checked:
+            await self._check_kubo_policy()
         if self.peer_id != identity.peer_id:
             await self.store.set_meta("node_peer_id", identity.peer_id)
             self.peer_id = identity.peer_id

@@ -1,0 +1,1 @@
+"""`pinsyncd init` and `pinsyncd import-kubo`: a config from what the user's Kubo node knows."""
