@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from pinsyncd import control, loop, outcome
+from pinsyncd.alerts.runner import AlertRunner
 from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
 from pinsyncd.exits import verdict
@@ -184,15 +185,16 @@ async def _sync_once(
         problems += await outcome.failed_pins(
             store, list(report.services), config.retry.max_attempts
         )
+        if wait and remaining:
+            problems.append(outcome.gave_up(remaining, give_up_after))
+        code, why = verdict(problems)
+        await AlertRunner(config, store).after_look(healthy=code == 0, summary=why or "OK")
         # Give the dials to the services' delegates a moment before this process (and
         # perhaps the node's only connection to them) goes away.
         await engine.dialer.drain(within=10.0)
     finally:
         await engine.close()
         await store.close()
-    if wait and remaining:
-        problems.append(outcome.gave_up(remaining, give_up_after))
-    code, why = verdict(problems)
     if as_json:
         print(outcome.summary(code, problems, node_error, report.services))
     if why:

@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 
 from pinsyncd import clock, hangup, outcome
+from pinsyncd.alerts.runner import AlertRunner
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config, ConfigError, load_config
 from pinsyncd.control import ControlServer, Emit, socket_path
@@ -429,6 +430,9 @@ class Daemon:
             group.create_task(self._node_loop(engine, wake))
             for name in engine.executors:
                 group.create_task(self._service_loop(engine, name, wake[name]))
+            alerts = AlertRunner(self.config, engine.store)
+            if alerts.enabled:
+                group.create_task(self._alerts_loop(alerts))
 
     def _record_node(self, report: CycleReport) -> None:
         self._listings += 1
@@ -457,6 +461,19 @@ class Daemon:
                 for event in wake.values():
                     event.set()
             wait = node_wait(self.config.sync.interval, engine.look_seconds)
+
+    async def _alerts_loop(self, alerts: AlertRunner) -> None:
+        """Every `sync.interval`, once each service has had a round: alerts for what needs a
+        person, and the heartbeat (good when the node answered and no service errs or is
+        paused)."""
+        while not await self._sleep(self.config.sync.interval, self._halt):
+            if len(self._services) < len(self.config.services):
+                continue  # a service has not had its first round yet
+            node = self._node
+            healthy = node is not None and node.node_online
+            healthy = healthy and not any(r.error or r.paused for r in self._services.values())
+            with self._guard.watching():
+                await alerts.after_look(healthy=healthy, summary=self._summary())
 
     async def _service_loop(self, engine: SyncEngine, name: str, wake: asyncio.Event) -> None:
         sync = self.config.sync

@@ -62,41 +62,43 @@ def parse_config(
         raise ConfigError(filename, problems)
     assert parsed is not None
 
-    services = []
-    for index, svc in enumerate(parsed.services):
-        key = "token_env" if svc.token_env is not None else "token_file"
-        loc = ("services", index, key)
-        token = TokenSource(
-            "env" if svc.token_env is not None else "file",
-            svc.token_env if svc.token_env is not None else str(svc.token_file),
+    def secret_at(
+        where: tuple[str | int, ...], env_name: str | None, file: str | None
+    ) -> TokenSource:
+        """A secret from `<where>.*_env` or `<where>.*_file` (exactly one is set)."""
+        kind = "env" if env_name is not None else "file"
+        loc = (*where[:-1], f"{where[-1]}_{kind}")
+        return TokenSource(
+            kind,
+            env_name if env_name is not None else str(file),
             env,
             key=render_loc(loc),
             line=line_for(loc, lines),
             base=base_dir,
         )
-        services.append(
-            Service(
-                svc.name,
-                svc.endpoint,
-                token,
-                svc.concurrency,
-                svc.timeout,
-                svc.rate_limit,
-                svc.priority,
-            )
-        )
 
-    node_token = None
-    if parsed.node.token_file is not None:
-        node_loc: tuple[str | int, ...] = ("node", "token_file")
-        node_token = TokenSource(
-            "file",
-            parsed.node.token_file,
-            env,
-            key=render_loc(node_loc),
-            line=line_for(node_loc, lines),
-            base=base_dir,
+    services = [
+        Service(
+            svc.name,
+            svc.endpoint,
+            secret_at(("services", index, "token"), svc.token_env, svc.token_file),
+            svc.concurrency,
+            svc.timeout,
+            svc.rate_limit,
+            svc.priority,
         )
+        for index, svc in enumerate(parsed.services)
+    ]
+    token_file = parsed.node.token_file
+    node_token = secret_at(("node", "token"), None, token_file) if token_file else None
+    alert_urls = [
+        secret_at(("alerts", "targets", index, "url"), target.url_env, target.url_file)
+        for index, target in enumerate(parsed.alerts.targets)
+    ]
+    beat = parsed.alerts.heartbeat
+    heartbeat_url = (
+        secret_at(("alerts", "heartbeat", "url"), beat.url_env, beat.url_file) if beat else None
+    )
     if parsed.state.path is not None:
         state_path = Path(os.path.expandvars(parsed.state.path)).expanduser()
         if not state_path.is_absolute():
@@ -112,6 +114,9 @@ def parse_config(
         retry=parsed.retry,
         http=parsed.http,
         node_token=node_token,
+        alerts=parsed.alerts,
+        alert_urls=tuple(alert_urls),
+        heartbeat_url=heartbeat_url,
     )
     return config.load_tokens() if tokens else config
 

@@ -238,6 +238,29 @@ class HttpConfig(_Section):
     listen: Annotated[str | None, AfterValidator(_listen)] = None
 
 
+class AlertTarget(_Section):
+    """Where alerts go: a URL (it usually holds a secret: a topic, a bot token, a ping id),
+    so it comes from an environment variable or a file, like a token."""
+
+    url_env: str | None = None
+    url_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AlertTarget:
+        if (self.url_env is None) == (self.url_file is None):
+            raise ValueError("give exactly one of url_env or url_file")
+        return self
+
+
+class AlertsConfig(_Section):
+    """Alerts that reach a person: on a problem (a service paused, pins stuck or failed for
+    good, a restore drill that failed) and when it is over; a heartbeat after each look."""
+
+    targets: list[AlertTarget] = []
+    heartbeat: AlertTarget | None = None
+    repeat: Duration = 86400.0
+
+
 class StateConfig(_Section):
     """Where pinsyncd keeps what it knows about each remote pin (SQLite)."""
 
@@ -297,6 +320,7 @@ class ConfigFile(_Section):
     state: StateConfig = StateConfig()
     retry: RetryConfig = RetryConfig()
     http: HttpConfig = HttpConfig()
+    alerts: AlertsConfig = AlertsConfig()
     services: list[ServiceConfig] = Field(min_length=1)
 
     @model_validator(mode="before")
@@ -304,7 +328,7 @@ class ConfigFile(_Section):
     def _empty_sections(cls, data: Any) -> Any:
         """A section whose keys are all commented out (`http:` alone) means its defaults."""
         if isinstance(data, dict):
-            sections = ("node", "sync", "state", "retry", "http")
+            sections = ("node", "sync", "state", "retry", "http", "alerts")
             return {k: ({} if v is None and k in sections else v) for k, v in data.items()}
         return data
 
@@ -335,6 +359,9 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     warnings: tuple[str, ...] = field(default=())
     node_token: Token | None = None  # node.token_file: Kubo's RPC secret
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    alert_urls: tuple[Token, ...] = ()  # alerts.targets, read like tokens
+    heartbeat_url: Token | None = None  # alerts.heartbeat
 
     def load_tokens(self, services: Collection[str] | None = None) -> Config:
         """Read the tokens (of `services`, default all) now; raise ConfigError naming each
@@ -351,6 +378,13 @@ class Config:
             else:
                 if loaded.warning:
                     warnings.append(f"node: {loaded.warning}")
+        for source in (*self.alert_urls, self.heartbeat_url):
+            if isinstance(source, TokenSource) and services is None:
+                try:
+                    loaded = source.load()
+                    check_alert_url(loaded.secret.reveal())
+                except (TokenError, ValueError) as exc:
+                    problems.append(Problem(source.key, str(exc), source.line))
         for index, service in enumerate(self.services):
             token = service.token
             if not isinstance(token, TokenSource) or (
@@ -379,6 +413,24 @@ class Config:
         listed in the file."""
         ranked = sorted(enumerate(self.services), key=lambda p: (p[1].priority, p[0]))
         return tuple(s.name for _, s in ranked)
+
+
+def check_alert_url(url: str) -> None:
+    """An alert URL pinsyncd can send to: http(s) (a plain POST, or a Healthchecks-style
+    ping), or any scheme Apprise knows when it is installed (`pinsyncd[alerts]`). The URL
+    itself is never in the message: it may hold a secret."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in ("http", "https"):
+        return
+    if not scheme:
+        raise ValueError("is not a URL (e.g. https://ntfy.sh/my-topic)")
+    import importlib.util
+
+    if importlib.util.find_spec("apprise") is None:
+        raise ValueError(
+            f"a {scheme}:// URL needs Apprise: pip install 'pinsyncd[alerts]' "
+            "(http:// and https:// URLs need nothing)"
+        )
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
