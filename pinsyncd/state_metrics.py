@@ -3,9 +3,9 @@ status, pins failed for good, what holds each service back and its last success,
 `sync.replicas`, and the last restore drill of each service.
 
 A WAL reader: a scrape never blocks the daemon's writes. The service names come from a
-callable, so a reloaded config is picked up at once. Every value here is what `pinsyncd
-status` shows, read through `store.readonly`; labels hold service names, statuses and pin
-kinds only.
+callable, so a reloaded config is picked up at once. Everything is read through
+`store.readonly` (the counts are those `pinsyncd status` shows) and judged by the core
+(`outcomes.hold_of`); labels hold service names, statuses, pin kinds and drill results only.
 """
 
 from __future__ import annotations
