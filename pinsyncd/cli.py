@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pinsyncd import exits
+from pinsyncd import exits, journal
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from pinsyncd.config.schema import peer_id
 from pinsyncd.durations import format_duration, parse_duration
@@ -382,22 +382,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, config)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(problem.render(exc.filename), file=sys.stderr)
+            _error(problem.render(exc.filename))
         count = len(exc.problems)
-        print(
-            f"pinsyncd: {config_path}: {count} problem{'s' * (count != 1)}, nothing was started",
-            file=sys.stderr,
-        )
+        _error(f"pinsyncd: {config_path}: {count} problem{'s' * (count != 1)}, nothing was started")
         return EX_CONFIG
     except StateError as exc:
-        print(f"pinsyncd: {exc}", file=sys.stderr)
+        _error(f"pinsyncd: {exc}")
         return 1
     except sqlite3.DatabaseError as exc:  # the state file failed under a one-shot command
-        print(f"pinsyncd: {sqlite_problem(config.state_path, exc, writing=True)}", file=sys.stderr)
+        _error(f"pinsyncd: {sqlite_problem(config.state_path, exc, writing=True)}")
         return 1
     except KeyboardInterrupt:
         print("pinsyncd: interrupted", file=sys.stderr)
         return 130
+
+
+def _error(text: str) -> None:
+    """One line on stderr, at error priority when stderr is the journal."""
+    print(journal.for_stream(text, "error", sys.stderr), file=sys.stderr)
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from pinsyncd import control, loop, outcome
+from pinsyncd import control, journal, loop, outcome
 from pinsyncd.alerts.runner import AlertRunner
 from pinsyncd.config import Config
 from pinsyncd.daemon import Daemon, log_cycle
@@ -49,7 +49,7 @@ def with_tokens(config: Config, services: list[str] | None = None) -> Config:
     config = config.load_tokens(services)
     register_secrets(s.token for s in config.services)
     for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(journal.for_stream(f"warning: {warning}", "warning", sys.stderr), file=sys.stderr)
     return config
 
 

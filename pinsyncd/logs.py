@@ -1,6 +1,7 @@
 """structlog, configured once: a console renderer on a terminal, JSON lines otherwise (journald
 and log shippers). Every registered secret is replaced by `***` in every event before it is
-rendered, whatever code logged it."""
+rendered, whatever code logged it. Written to the journal itself, each line carries its
+priority (`journal`), so `journalctl -p warning` finds the warnings and errors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from pinsyncd import journal
 from pinsyncd.tokens import Token, TokenSource
 
 _secrets: set[str] = set()
@@ -100,19 +102,43 @@ class CurrentStream:
     def isatty(self) -> bool:
         return self._stream().isatty()
 
+    def fileno(self) -> int:
+        return self._stream().fileno()
+
+
+class WithPriority:
+    """A renderer whose lines start with the event's syslog priority, for the journal."""
+
+    def __init__(self, renderer: Any) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: object, name: str, event: MutableMapping[str, Any]) -> str:
+        level = str(event.get("level", name))
+        return journal.prefixed(str(self._renderer(logger, name, event)), level)
+
 
 def configure_logging(
-    *, level: str = "info", json: bool | None = None, stream: TextIO | None = None
+    *,
+    level: str = "info",
+    json: bool | None = None,
+    stream: TextIO | None = None,
+    priorities: bool | None = None,
 ) -> None:
+    """`priorities`: the `<N>` prefix of sd-daemon(3) on every line; by default, when
+    `stream` is the journal (`journal.is_journal`)."""
     stream = stream or CurrentStream()  # type: ignore[assignment]
     assert stream is not None
     if json is None:
         json = not stream.isatty()
+    if priorities is None:
+        priorities = journal.is_journal(stream)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    if priorities:
+        renderer = WithPriority(renderer)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -124,3 +124,4 @@ class ServiceState:
     last_verified: float = 0.0  # when the service's pinned set was last listed in full
     down_since: float = 0.0  # when its current run of failed or paused cycles began (0: up)
     unsent: int | None = None  # pins meant for it with no request yet, at its last cycle
+    last_success: float | None = None  # the end of its last cycle that went through

@@ -15,9 +15,32 @@ from pinsyncd.model import ServiceState
 
 PAUSED = "paused: "
 """The prefix of a pause that needs the user (a refused token, no funds)."""
-RETRY_AFTER = "rate limited: waiting for the service's Retry-After"
+LIMITED = "rate limited: "
+"""The prefix of a wait for the service's Retry-After."""
+BACKING_OFF = "backing off: "
+"""The prefix of a backoff after failed cycles."""
+RETRY_AFTER = f"{LIMITED}waiting for the service's Retry-After"
 LONG_PAUSE = 300.0
 """A wait this long is always announced, not only when it starts."""
+
+
+class Hold(StrEnum):
+    """What holds a service back, as its last cycle left it: one at a time."""
+
+    NONE = "none"  # nothing holds it back
+    PAUSED = "paused"  # until the user acts: the token was refused, or no funds
+    BACKOFF = "backoff"  # cycles failed (5xx, network, malformed): it backs off, then tries
+    RATE_LIMITED = "rate_limited"  # it waits for the service's Retry-After
+
+
+def hold_of(pause_reason: str | None) -> Hold:
+    """What a service's saved `pause_reason` holds it back by. It stays so from the end of
+    the cycle that set it until a cycle goes through (or `pinsyncd retry`), also while the
+    pause has run out and the next cycle is under way."""
+    for prefix, hold in _HOLDS:
+        if pause_reason and pause_reason.startswith(prefix):
+            return hold
+    return Hold.NONE
 
 
 class Trouble(StrEnum):
@@ -50,6 +73,7 @@ class Health:
     down_since: float
     wait: float = 0.0  # the pause, in seconds (0: none)
     announce: bool = False  # log the pause at warning (error: `needs_user`), not debug
+    went_through: bool = False  # the cycle succeeded: its end is the service's last success
 
     @property
     def needs_user(self) -> bool:
@@ -99,22 +123,26 @@ def health_after(
                 0.0,
                 wait=end.blocked_for,
                 announce=end.blocked_for >= LONG_PAUSE,
+                went_through=True,
             )
-        return Health(0.0, None, None, 0, 0.0)
+        return Health(0.0, None, None, 0, 0.0, went_through=True)
     if end.trouble is Trouble.REFUSED:
         reason, wait = f"{PAUSED}{end.refusal or 'the service refused the request'}", recheck
         failures, down = state.failures, state.down_since or now
     elif end.trouble is Trouble.RATE_LIMITED:
         wait = end.retry_after if end.retry_after is not None else recheck
-        reason = f"rate limited: nothing is sent for {format_duration(wait)}"
+        reason = f"{LIMITED}nothing is sent for {format_duration(wait)}"
         failures, down = state.failures, state.down_since
     else:
         failures, down = state.failures + 1, state.down_since or now
         wait = backoff(failures)
-        reason = f"backing off: {failures} failed cycle(s), next try in {format_duration(wait)}"
+        reason = f"{BACKING_OFF}{failures} failed cycle(s), next try in {format_duration(wait)}"
     announce = _kind(state.pause_reason) != _kind(reason) or wait >= LONG_PAUSE
     return Health(now + wait, reason, end.error, failures, down, wait=wait, announce=announce)
 
 
 def _kind(reason: str | None) -> str:
     return (reason or "").split(":")[0]
+
+
+_HOLDS = ((PAUSED, Hold.PAUSED), (BACKING_OFF, Hold.BACKOFF), (LIMITED, Hold.RATE_LIMITED))

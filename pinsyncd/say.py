@@ -6,12 +6,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from pinsyncd import journal
 from pinsyncd.config import Config
 from pinsyncd.logs import printable, redact_text
 
 
 def fail(message: str) -> int:
-    print(f"pinsyncd: {printable(redact_text(message))}", file=sys.stderr)
+    line = f"pinsyncd: {printable(redact_text(message))}"
+    print(journal.for_stream(line, "error", sys.stderr), file=sys.stderr)
     return 1
 
 

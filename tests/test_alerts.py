@@ -38,9 +38,12 @@ def status_doc(**services: dict[str, Any]) -> dict[str, Any]:
 
 def test_conditions_name_each_problem_and_its_service() -> None:
     doc = status_doc(
-        a={"paused": "the token was refused (HTTP 401)", "paused_until": "2026-12-07T00:00:00Z"},
+        a={
+            "paused": "paused: the token was refused (HTTP 401)",
+            "paused_until": "2026-12-07T00:00:00Z",
+        },
         b={"stuck": 3, "failed_for_good": 2},
-        c={},
+        c={"paused": "backing off: 3 failed cycles", "paused_until": "2026-12-07T00:00:00Z"},
     )
     doc["drill"] = {"services": {"c": {"not_fetched": 1, "time": "2026-12-06T01:00:00Z"}}}
     found = {c.key: c for c in conditions(doc)}

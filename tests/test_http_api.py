@@ -48,7 +48,9 @@ async def state_path(tmp_path: Path) -> Path:
             ("cid4", RemoteStatus.INTENT, 0),
         ]
         await store.save(RemotePin("a", cid, s, attempts=n, updated=1.0) for cid, s, n in rows)
-        paused = ServiceState("b", paused_until=time.time() + 3600, pause_reason="token refused")
+        paused = ServiceState(
+            "b", paused_until=time.time() + 60, pause_reason="paused: the token was refused"
+        )
         await store.save_service_state(paused)
     finally:
         await store.close()
@@ -84,6 +86,17 @@ def value(parsed: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str
     return parsed[(name, frozenset(labels.items()))]
 
 
+def pins_of(
+    parsed: dict[tuple[str, frozenset[tuple[str, str]]], float], service: str
+) -> dict[str, float]:
+    """`pinsyncd_pins` of one service, by status."""
+    return {
+        dict(labels)["status"]: v
+        for (name, labels), v in parsed.items()
+        if name == "pinsyncd_pins" and dict(labels)["service"] == service
+    }
+
+
 async def test_metrics_expose_counters_histogram_gauges_and_pins(api) -> None:
     server, _ = api
     m = server.metrics
@@ -117,11 +130,13 @@ async def test_metrics_expose_counters_histogram_gauges_and_pins(api) -> None:
     pins_a = {s: value(p, "pinsyncd_pins", service="a", status=s) for s in ("pinned", "queued")}
     assert pins_a == {"pinned": 2, "queued": 1}
     assert value(p, "pinsyncd_pins", service="a", status="failed") == 1
-    assert value(p, "pinsyncd_pins", service="a", status="failed_for_good") == 1
     assert value(p, "pinsyncd_pins", service="a", status="sending") == 1
     assert value(p, "pinsyncd_pins", service="a", status="unsent") == 1
     assert value(p, "pinsyncd_pins", service="a", status="pinning") == 0
     assert value(p, "pinsyncd_pins", service="b", status="unsent") == 6
+    assert value(p, "pinsyncd_pins_failed_for_good", service="a") == 1
+    for service in ("a", "b"):  # each of the 6 local pins in one status, on each service
+        assert sum(pins_of(p, service).values()) == 6
     assert value(p, "pinsyncd_service_paused", service="a") == 0
     assert value(p, "pinsyncd_service_paused", service="b") == 1
 

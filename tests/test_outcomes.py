@@ -16,8 +16,10 @@ from pinsyncd.outcomes import (
     RETRY_AFTER,
     CycleEnd,
     Health,
+    Hold,
     Trouble,
     health_after,
+    hold_of,
     is_user_pause,
 )
 from pinsyncd.store import FAILED_FOR_GOOD_SQL, MIGRATIONS, SCHEMA_VERSION
@@ -91,6 +93,31 @@ def test_every_end_has_one_meaning(state: ServiceState, end: CycleEnd) -> None:
         assert health.wait == backoff(state.failures + 1)
         assert health.down_since == (state.down_since or NOW)
     assert health.applied_to(state).paused_until == health.paused_until
+
+
+HOLDS = {
+    Trouble.REFUSED: Hold.PAUSED,
+    Trouble.RATE_LIMITED: Hold.RATE_LIMITED,
+    Trouble.FAILING: Hold.BACKOFF,
+}
+
+
+@given(states, ends)
+def test_what_holds_a_service_back_is_one_cause_read_off_its_reason(
+    state: ServiceState, end: CycleEnd
+) -> None:
+    """`/metrics` shows one gauge per cause (`hold_of`): the reason each end saves names
+    the right one, and only a cycle that went through is a success."""
+    health = after(state, end)
+    if health is None:
+        return
+    assert health.went_through is (end.trouble is Trouble.NONE)
+    hold = hold_of(health.pause_reason)
+    if end.trouble is Trouble.NONE:
+        assert hold is (Hold.RATE_LIMITED if end.blocked_for else Hold.NONE)
+    else:
+        assert hold is HOLDS[end.trouble]
+    assert (hold is Hold.PAUSED) is health.needs_user
 
 
 def _kind(state: ServiceState) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pinsyncd.durations import format_duration
+from pinsyncd.outcomes import PAUSED, Hold, hold_of
 
 
 @dataclass(frozen=True)
@@ -24,16 +25,17 @@ def conditions(status: Mapping[str, Any]) -> list[Condition]:
     """Every problem the document shows: a service paused, pins stuck (queued or pinning
     past `stuck_after`), pins failed for good, and a restore drill that found a service
     could not serve a CID it says is pinned."""
-    found = []
+    found = []  # a backoff or a Retry-After ends on its own: not a person's problem
     stuck_after = format_duration(float(status.get("stuck_after", 3600.0)))
     for name, service in status.get("services", {}).items():
-        if service.get("paused"):
+        if service.get("paused") and hold_of(service["paused"]) is Hold.PAUSED:
             until = service.get("paused_until") or "further notice"
             found.append(
                 Condition(
                     f"paused:{name}",
                     f"pinsyncd: {name} is paused",
-                    f"Nothing is sent to {name} until {until}: {service['paused']}",
+                    f"Nothing is sent to {name} until {until}: "
+                    + service["paused"].removeprefix(PAUSED),
                 )
             )
         if stuck := service.get("stuck", 0):

@@ -50,11 +50,14 @@ from pinsyncd.store.schema import (
     R_COLUMNS,
     REMOTE_COLUMNS,
     SCHEMA_VERSION,
+    SERVICE_COLUMNS,
     UNSENT_SQL,
     fetch,
+    last_success_key,
     remote_from_row,
     row_from_remote,
     scrub,
+    service_from_row,
     statements,
 )
 from pinsyncd.store.scratch import Staging, Temp, Tracking
@@ -800,14 +803,11 @@ class StateStore:
     async def service_state(self, name: str) -> ServiceState:
         rows = await fetch(
             self._db,
-            "SELECT adopted, paused_until, pause_reason, last_cycle, last_error, failures, rate, "
-            "last_verified, down_since, unsent FROM services WHERE name=?",
+            f"SELECT {SERVICE_COLUMNS} FROM services WHERE name=?",
             (name,),
         )
-        if not rows:
-            return ServiceState(name)
-        adopted, *rest = next(iter(rows))
-        return ServiceState(name, bool(adopted), *rest)
+        last_success = await self.get_meta(last_success_key(name))
+        return service_from_row(name, next(iter(rows), None), last_success)
 
     async def save_service_state(self, state: ServiceState) -> None:
         async with self._transaction():
@@ -829,6 +829,11 @@ class StateStore:
                     state.unsent,
                 ),
             )
+            if state.last_success is not None:
+                await self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    (last_success_key(state.name), repr(state.last_success)),
+                )
 
     async def previous_peer_ids(self) -> frozenset[str]:
         """Peer ids this node took over (`pinsyncd restore --from-peer`): their requests are

@@ -14,10 +14,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pinsyncd.model import DEFAULT_MAX_ATTEMPTS
+from pinsyncd.model import DEFAULT_MAX_ATTEMPTS, ServiceState
 from pinsyncd.store.drill_record import read_drill
 from pinsyncd.store.errors import StateError, sqlite_problem
-from pinsyncd.store.schema import COUNTS_SQL, FAILED_FOR_GOOD_SQL, SCHEMA_VERSION, UNSENT_SQL
+from pinsyncd.store.schema import (
+    COUNTS_SQL,
+    FAILED_FOR_GOOD_SQL,
+    SCHEMA_VERSION,
+    SERVICE_COLUMNS,
+    UNSENT_SQL,
+    last_success_key,
+    service_from_row,
+)
 
 STATUSES = ("pinned", "pinning", "queued", "failed")
 
@@ -234,6 +242,30 @@ def _stuck(db: sqlite3.Connection, name: str, stuck_after: float) -> int:
             moment = moment.replace(tzinfo=UTC)
         stuck += moment.timestamp() < cutoff
     return stuck
+
+
+def read_service_states(state_path: Path, services: Sequence[str]) -> dict[str, ServiceState]:
+    """Each service's bookkeeping as its last cycle saved it (for `/metrics`: what holds it
+    back, and since when; its last success); a service never synced has the defaults."""
+    states = {name: ServiceState(name) for name in services}
+    db = _connect(state_path)
+    if db is None:
+        return states
+    try:
+        for name in services:
+            row = db.execute(
+                f"SELECT {SERVICE_COLUMNS} FROM services WHERE name=?",
+                (name,),
+            ).fetchone()
+            success = db.execute(
+                "SELECT value FROM meta WHERE key=?", (last_success_key(name),)
+            ).fetchone()
+            states[name] = service_from_row(name, row, success[0] if success else None)
+    except sqlite3.DatabaseError as exc:
+        raise _read_error(state_path, exc) from None
+    finally:
+        db.close()
+    return states
 
 
 def read_failed(

@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import aiosqlite
 
 from pinsyncd import clock
 from pinsyncd.logs import redact_text
-from pinsyncd.model import GIVEN_UP_STATUSES, Origin, RemotePin, RemoteStatus
+from pinsyncd.model import GIVEN_UP_STATUSES, Origin, RemotePin, RemoteStatus, ServiceState
 
 _V1 = """
 CREATE TABLE local_pins (
@@ -135,6 +136,37 @@ SELECT COUNT(*) FROM local_pins AS l WHERE l.selected AND NOT EXISTS (
 """Selected local pins with no request on the service yet (never sent, or the add did not
 get there). With `sync.replicas` below the number of services, not all of them are meant
 for every service."""
+
+
+SERVICE_COLUMNS = (
+    "adopted, paused_until, pause_reason, last_cycle, last_error, failures, rate, "
+    "last_verified, down_since, unsent"
+)
+"""The `services` columns of a `ServiceState`, after its name and in its order."""
+
+
+def service_from_row(name: str, row: Any | None, last_success: str | None) -> ServiceState:
+    """A `ServiceState` from its `SERVICE_COLUMNS` (None: no row yet) and its last success."""
+    success = last_success_of(last_success)
+    if row is None:
+        return ServiceState(name, last_success=success)
+    adopted, *rest = row
+    return replace(ServiceState(name, bool(adopted), *rest), last_success=success)
+
+
+def last_success_key(service: str) -> str:
+    """The `meta` key of the end of the service's last cycle that went through (Unix time).
+    A fact beside the `services` row rather than a column of it, so that it needed no new
+    schema version: an older pinsyncd still opens a file that has it."""
+    return f"last_success:{service}"
+
+
+def last_success_of(value: str | None) -> float | None:
+    """The stored value of `last_success_key`; None when there is none (or it is not one)."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 REMOTE_COLUMNS = (

@@ -163,7 +163,10 @@ class ServiceExecutor(Part):
         if health is not None:
             state = health.applied_to(state)
         rate = throttle.rate if throttle.rate != throttle.ceiling else None
-        state = replace(state, last_cycle=time.time(), rate=rate, unsent=report.unsent)
+        ended = time.time()
+        state = replace(state, last_cycle=ended, rate=rate, unsent=report.unsent)
+        if health is not None and health.went_through:
+            state = replace(state, last_success=ended)
         await self.store.save_service_state(state)
         await self._note_dials()
         report.pending = await self.store.pending(self.service.name)
