@@ -171,3 +171,34 @@ def test_where_init_writes_and_the_other_commands_look(
     user.parent.mkdir(parents=True)
     user.write_text("")
     assert default_config_path(env) == user, "the user's own config, once there is one"
+
+
+def test_init_without_any_kubo_still_writes_a_config_to_complete(tmp_path: Path) -> None:
+    """No repo, no node: the config is written with the default address and the example
+    services commented out, and the user is told what to add."""
+    import subprocess
+    import sys
+
+    from tests import loopback_guard
+
+    target = tmp_path / "c.yaml"
+    env = {
+        "HOME": str(tmp_path),
+        "IPFS_PATH": str(tmp_path / "no-repo"),
+        "PINSYNCD_CONFIG": str(target),
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": loopback_guard.PYTHONPATH,
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "pinsyncd", "init", "--log-format", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"note: no Kubo repo at {tmp_path / 'no-repo'}" in run.stdout
+    assert "next: add a service under services:" in run.stdout
+    data = yaml.safe_load(target.read_text())
+    assert data["node"]["api"] == "/ip4/127.0.0.1/tcp/5001"
+    assert data["services"] is None

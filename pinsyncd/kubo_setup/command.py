@@ -72,7 +72,10 @@ def init(
             kubo_mfs=[s.name for s in found.services if s.mfs_policy],
             origin=f"the Kubo repo {found.repo}",
         )
-        parse_config(text, filename=str(target), env=env, source=target, tokens=False)
+        # Checked as it is read back (with a stand-in service when Kubo knows none: the user
+        # adds one, as the file and the report say).
+        checked = text if plan.services else text + _STAND_IN
+        parse_config(checked, filename=str(target), env=env, source=target, tokens=False)
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_secrets(target.parent, found, plan, force=force)
         write_whole(target, text, mode=0o644)
@@ -82,6 +85,9 @@ def init(
     print(f"wrote {target}")
     _report(found, plan, target, env)
     return 0
+
+
+_STAND_IN = "  - {name: stand-in, endpoint: https://example.invalid, token_env: STAND_IN}\n"
 
 
 def import_kubo(
@@ -240,6 +246,8 @@ def _report(
         files = ", ".join(str(folder / f) for f in plan.missing_keys)
         print(f"fill in (the key alone, then chmod 600): {files}")
     option = "" if config_path == default_config_path(env) else f" -c {config_path}"
+    if not plan.services and node:
+        print(f"next: add a service under services: in {config_path} (examples are there)")
     print(f"next: pinsyncd check-config{option}, then pinsyncd sync --once{option}")
 
 
