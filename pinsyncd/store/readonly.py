@@ -228,20 +228,30 @@ def _service(
 
 def _stuck(db: sqlite3.Connection, name: str, stuck_after: float) -> int:
     """Requests queued or pinning for longer than `stuck_after` since the service took them."""
+    return sum(1 for _ in _stuck_rows(db, name, stuck_after))
+
+
+_STUCK_SQL = (
+    "SELECT created, cid, status, name FROM remote_pins "
+    "WHERE service=? AND status IN ('queued', 'pinning')"
+)
+
+
+def _stuck_rows(
+    db: sqlite3.Connection, name: str, stuck_after: float
+) -> Iterator[tuple[float, str, str, str | None]]:
+    """(since, CID, status, the request's name) of each request on `name` that is stuck:
+    queued or pinning for longer than `stuck_after` since the service took it (`created`)."""
     cutoff = datetime.now(UTC).timestamp() - stuck_after
-    stuck = 0
-    for (created,) in db.execute(
-        "SELECT created FROM remote_pins WHERE service=? AND status IN ('queued', 'pinning')",
-        (name,),
-    ):
+    for created, cid, status, pin_name in db.execute(_STUCK_SQL, (name,)):
         try:
             moment = datetime.fromisoformat(created)
         except (TypeError, ValueError):
             continue
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        stuck += moment.timestamp() < cutoff
-    return stuck
+        if moment.timestamp() < cutoff:
+            yield moment.timestamp(), cid, status, pin_name
 
 
 def read_service_states(state_path: Path, services: Sequence[str]) -> dict[str, ServiceState]:
@@ -278,9 +288,7 @@ def read_failed(
         return []
     try:
         rows = db.execute(
-            "SELECT service, cid, name, attempts, COALESCE(details, last_error), requestid, "
-            "next_attempt FROM remote_pins "
-            f"WHERE status='failed' OR (status='error' AND {FAILED_FOR_GOOD_SQL}) "
+            f"SELECT {_FAILED_COLUMNS} FROM remote_pins WHERE {_FAILED_WHERE} "
             "ORDER BY service, cid",
             (max_attempts,),
         ).fetchall()
@@ -289,19 +297,77 @@ def read_failed(
     finally:
         db.close()
     wanted = set(services)
-    return [
-        {
-            "service": service,
-            "cid": cid,
-            "name": name,
-            "attempts": attempts,
-            "reason": details,
-            "requestid": requestid,
-            "next_try": _iso(next_attempt) if next_attempt else None,
-        }
-        for service, cid, name, attempts, details, requestid, next_attempt in rows
-        if service in wanted
-    ]
+    return [_failed(row) for row in rows if row[0] in wanted]
+
+
+_FAILED_WHERE = f"(status='failed' OR (status='error' AND {FAILED_FOR_GOOD_SQL}))"
+"""The pins `status --failed` lists; its parameter is `max_attempts`."""
+_FAILED_COLUMNS = (
+    "service, cid, name, attempts, COALESCE(details, last_error), requestid, next_attempt"
+)
+
+
+def _failed(row: tuple[Any, ...]) -> dict[str, Any]:
+    service, cid, name, attempts, details, requestid, next_attempt = row
+    return {
+        "service": service,
+        "cid": cid,
+        "name": name,
+        "attempts": attempts,
+        "reason": details,
+        "requestid": requestid,
+        "next_try": _iso(next_attempt) if next_attempt else None,
+    }
+
+
+def read_trouble(
+    state_path: Path,
+    services: Sequence[str],
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    stuck_after: float = 3600.0,
+    limit: int = 50,
+) -> dict[str, dict[str, Any]]:
+    """For the status page: per service, the pins `status --failed` lists (by CID) and the
+    stuck ones (the longest stuck first), at most `limit` of each, with how many there are:
+    `{"failed": [...], "failed_total": n, "stuck": [...], "stuck_total": n}`. A failed row
+    is `read_failed`'s; a stuck row has its CID, name, status and `since` (ISO 8601)."""
+    db = _connect(state_path)
+    if db is None:
+        return {name: _no_trouble() for name in services}
+    try:
+        return {name: _trouble(db, name, max_attempts, stuck_after, limit) for name in services}
+    except sqlite3.DatabaseError as exc:
+        raise _read_error(state_path, exc) from None
+    finally:
+        db.close()
+
+
+def _no_trouble() -> dict[str, Any]:
+    return {"failed": [], "failed_total": 0, "stuck": [], "stuck_total": 0}
+
+
+def _trouble(
+    db: sqlite3.Connection, name: str, max_attempts: int, stuck_after: float, limit: int
+) -> dict[str, Any]:
+    where = f"service=? AND {_FAILED_WHERE}"
+    (failed_total,) = db.execute(
+        f"SELECT COUNT(*) FROM remote_pins WHERE {where}", (name, max_attempts)
+    ).fetchone()
+    failed = db.execute(
+        f"SELECT {_FAILED_COLUMNS} FROM remote_pins WHERE {where} ORDER BY cid LIMIT ?",
+        (name, max_attempts, limit),
+    ).fetchall()
+    stuck = sorted(_stuck_rows(db, name, stuck_after))
+    return {
+        "failed": [_failed(row) for row in failed],
+        "failed_total": failed_total,
+        "stuck": [
+            {"cid": cid, "name": pin_name, "status": status, "since": _iso(since)}
+            for since, cid, status, pin_name in stuck[:limit]
+        ],
+        "stuck_total": len(stuck),
+    }
 
 
 def read_previous_peer_ids(state_path: Path) -> frozenset[str]:
