@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pinsyncd import exits, journal
+from pinsyncd import exits, health_check, journal
 from pinsyncd.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from pinsyncd.config.schema import peer_id
 from pinsyncd.durations import format_duration, parse_duration
@@ -454,8 +454,7 @@ def _read(args: argparse.Namespace, config: Config) -> int:
     if args.command == "show":
         return read_commands.show_pin(config, args.cid, as_json=args.json)
     if args.check:
-        # At least 10 minutes: a first backup of many pins is one long cycle.
-        max_age = args.max_age or max(2 * config.sync.interval, 600.0)
+        max_age = args.max_age or health_check.default_max_age(config.sync.interval)
         return read_commands.check_status(config, max_age=max_age)
     return read_commands.show_status(config, as_json=args.json, failed=args.failed)
 

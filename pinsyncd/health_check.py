@@ -13,6 +13,13 @@ from pinsyncd.durations import format_duration
 from pinsyncd.exits import EX_INCOMPLETE, EX_UNAVAILABLE, Problem
 
 
+def default_max_age(interval: float) -> float:
+    """How long a service may go without a good cycle when not told (`--max-age`): two
+    `sync.interval`s, and at least 10 minutes, since a first backup of many pins is one long
+    cycle."""
+    return max(2 * interval, 600.0)
+
+
 def check(status: dict[str, Any], *, now: float, max_age: float) -> list[Problem]:
     found: list[Problem] = []
     daemon = status.get("daemon")

@@ -1,5 +1,6 @@
 """How `pinsyncd status` shows what the state says (`store.readonly` reads it): a table, one
-line per service, with notes on what needs the user; and the failed pins, one a line."""
+line per service, with notes on what needs the user; and the failed pins, one a line. The
+notes are sentences the status page (`status_page`) shows too."""
 
 from __future__ import annotations
 
@@ -42,6 +43,17 @@ def render_table(status: dict[str, Any]) -> str:
 
 def _service_notes(s: dict[str, Any], stuck_after: str) -> list[str]:
     """The lines under one service's row: what needs the reader's attention."""
+    notes = pin_notes(s, stuck_after)
+    if s["paused"]:
+        notes.append(f"{s['paused']} (next try {s['paused_until']})")
+    elif s["last_error"]:
+        notes.append(f"last error: {s['last_error']}")
+    return notes
+
+
+def pin_notes(s: dict[str, Any], stuck_after: str) -> list[str]:
+    """What one service's pins need: failed for good, sending, skipped records, a replace
+    that does nothing, delegates the node cannot dial, stuck pins."""
     notes = []
     if s["failed_for_good"]:
         notes.append(f"{s['failed_for_good']} failed for good (pinsyncd status --failed shows why)")
@@ -75,10 +87,6 @@ def _service_notes(s: dict[str, Any], stuck_after: str) -> list[str]:
             "service fetches the data from your node, which must be online and reachable "
             "(see sync.origins)"
         )
-    if s["paused"]:
-        notes.append(f"{s['paused']} (next try {s['paused_until']})")
-    elif s["last_error"]:
-        notes.append(f"last error: {s['last_error']}")
     return notes
 
 
@@ -91,23 +99,9 @@ def _node_lines(status: dict[str, Any]) -> list[str]:
     lines.append(
         f"local node: {local['pins']} pins{chosen}, last cycle {local['last_cycle'] or 'never'}"
     )
-    skipped = local.get("skipped") or {}
-    if skipped.get("lines") or skipped.get("unparsable"):
-        lines.append(
-            f"  its last listing left out {skipped.get('lines', 0)} lines that are not a pin "
-            f"and {skipped.get('unparsable', 0)} CIDs that do not parse; nothing is unpinned "
-            "from the services while they last"
-        )
-    if skipped.get("spellings"):
-        lines.append(
-            f"  {skipped['spellings']} pins are a second spelling (CIDv0/CIDv1) of another: "
-            "one pin each on the services"
-        )
-    daemon = status.get("daemon")
-    if daemon and daemon.get("healthy") is False:
-        lines.append(f"daemon: NOT HEALTHY: {daemon.get('reason')}")
-    elif daemon and daemon.get("healthy") is None:
-        lines.append(f"daemon: runs, but {daemon.get('reason')}")
+    lines.extend(f"  {note}" for note in listing_notes(local))
+    if (said := daemon_note(status.get("daemon"))) is not None:
+        lines.append(said)
     replication = status.get("replication")
     if replication and replication["kinds"]:
         k, n = replication["replicas"], replication["services"]
@@ -130,25 +124,69 @@ def _drill_lines(drill: dict[str, Any] | None) -> list[str]:
     lines = [f"restore drill {drill['time']}:"]
     warnings = []
     for name, entry in drill["services"].items():
-        checked = sum(entry.get(k, 0) for k in ("fetched", "not_fetched", "error", "inconclusive"))
-        text = f"  {name}: {entry.get('fetched', 0)} of {checked} fetched without this node"
-        others = [
-            f"{entry[k]} {k.replace('_', ' ')}"
-            for k in ("not_fetched", "error", "inconclusive", "not_pinned")
-            if entry.get(k)
-        ]
-        if others:
-            text += " (" + ", ".join(others) + ")"
+        text = f"  {name}: {drill_result(entry)}"
         if entry["time"] != drill["time"]:
             text += f", at {entry['time']}"
         lines.append(text)
-        if entry.get("not_fetched"):
-            failing = [f["cid"] for f in entry.get("failing", []) if f["result"] == "not_fetched"]
-            warnings.append(
-                f"  WARNING: {name} says it has pinned {entry['not_fetched']} CIDs it could not "
-                f"serve: {', '.join(failing[:3])}{' ...' if len(failing) > 3 else ''}"
-            )
+        if (warning := drill_warning(name, entry)) is not None:
+            warnings.append(f"  WARNING: {warning}")
     return lines + warnings
+
+
+def drill_result(entry: dict[str, Any]) -> str:
+    """One service's last drill: how many of the CIDs drawn were fetched without this node,
+    and what became of the others."""
+    checked = sum(entry.get(k, 0) for k in ("fetched", "not_fetched", "error", "inconclusive"))
+    text = f"{entry.get('fetched', 0)} of {checked} fetched without this node"
+    others = [
+        f"{entry[k]} {k.replace('_', ' ')}"
+        for k in ("not_fetched", "error", "inconclusive", "not_pinned")
+        if entry.get(k)
+    ]
+    return text + (" (" + ", ".join(others) + ")" if others else "")
+
+
+def drill_warning(name: str, entry: dict[str, Any]) -> str | None:
+    """What a drill found worst: the service could not serve CIDs it says it has pinned."""
+    if not entry.get("not_fetched"):
+        return None
+    failing = not_served(entry)
+    return (
+        f"{name} says it has pinned {entry['not_fetched']} CIDs it could not "
+        f"serve: {', '.join(failing[:3])}{' ...' if len(failing) > 3 else ''}"
+    )
+
+
+def not_served(entry: dict[str, Any]) -> list[str]:
+    """The CIDs kept from a service's drill that it says are pinned and could not serve."""
+    return [f["cid"] for f in entry.get("failing", []) if f["result"] == "not_fetched"]
+
+
+def listing_notes(local: dict[str, Any]) -> list[str]:
+    """What the node's last listing left out, or counted once for two spellings."""
+    notes = []
+    skipped = local.get("skipped") or {}
+    if skipped.get("lines") or skipped.get("unparsable"):
+        notes.append(
+            f"its last listing left out {skipped.get('lines', 0)} lines that are not a pin "
+            f"and {skipped.get('unparsable', 0)} CIDs that do not parse; nothing is unpinned "
+            "from the services while they last"
+        )
+    if skipped.get("spellings"):
+        notes.append(
+            f"{skipped['spellings']} pins are a second spelling (CIDv0/CIDv1) of another: "
+            "one pin each on the services"
+        )
+    return notes
+
+
+def daemon_note(daemon: dict[str, Any] | None) -> str | None:
+    """What the daemon running on the state says of its health, when it is not well."""
+    if daemon and daemon.get("healthy") is False:
+        return f"daemon: NOT HEALTHY: {daemon.get('reason')}"
+    if daemon and daemon.get("healthy") is None:
+        return f"daemon: runs, but {daemon.get('reason')}"
+    return None
 
 
 def request_line(row: dict[str, Any], width: int) -> str:
