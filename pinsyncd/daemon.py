@@ -32,7 +32,7 @@ from typing import Any
 
 import structlog
 
-from pinsyncd import clock, hangup, outcome
+from pinsyncd import clock, hangup, outcome, status_page
 from pinsyncd.alerts.runner import AlertRunner
 from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config, ConfigError, load_config
@@ -40,6 +40,7 @@ from pinsyncd.control import ControlServer, Emit, socket_path
 from pinsyncd.durations import format_duration
 from pinsyncd.exits import verdict
 from pinsyncd.follow import FollowUp
+from pinsyncd.health_check import default_max_age
 from pinsyncd.http_api import HttpApi
 from pinsyncd.lock import EX_LOCKED, Holder, StateLock
 from pinsyncd.logs import register_secrets
@@ -48,7 +49,7 @@ from pinsyncd.notify import Notifier
 from pinsyncd.psa import PinningServiceError, RateLimited
 from pinsyncd.state_guard import StateGuard
 from pinsyncd.store import StateDamaged, StateStore, set_aside_damaged
-from pinsyncd.store.readonly import read_status
+from pinsyncd.store.readonly import read_status, read_trouble
 from pinsyncd.sync.context import ServiceReport
 from pinsyncd.sync.engine import CycleReport, SyncEngine
 
@@ -248,23 +249,41 @@ class Daemon:
             max_attempts=self.config.retry.max_attempts,
             replicas=self.config.replicas,
         )
-        api = HttpApi(
-            listen,
-            self.metrics,
-            self._health,
-            lambda: {
-                **read_status(
-                    self.config.state_path,
-                    [s.name for s in self.config.services],
-                    max_attempts=self.config.retry.max_attempts,
-                    replicas=self.config.replicas,
-                    stuck_after=self.config.sync.stuck_after,
-                ),
-                "daemon": self._health_line(),
-            },
-        )
+        api = HttpApi(listen, self.metrics, self._health, self._status_document, self._status_page)
         await api.start()
         return api
+
+    def _status_document(self) -> dict[str, Any]:
+        """The `/status` document: the state's, with the daemon's own health."""
+        config = self.config
+        return {
+            **read_status(
+                config.state_path,
+                [s.name for s in config.services],
+                max_attempts=config.retry.max_attempts,
+                replicas=config.replicas,
+                stuck_after=config.sync.stuck_after,
+            ),
+            "daemon": self._health_line(),
+        }
+
+    def _status_page(self) -> str:
+        """The page at `/`: the `/status` document, and each service's failed and stuck pins."""
+        config, now = self.config, time.time()
+        trouble = read_trouble(
+            config.state_path,
+            [s.name for s in config.services],
+            max_attempts=config.retry.max_attempts,
+            stuck_after=config.sync.stuck_after,
+            limit=status_page.SHOWN,
+        )
+        return status_page.render_page(
+            self._status_document(),
+            trouble,
+            now=now,
+            refresh=status_page.refresh_seconds(config.sync.interval),
+            max_age=default_max_age(config.sync.interval),
+        )
 
     def _health(self) -> tuple[bool, str]:
         """Healthy while the node loop ran recently and the state file is writable."""

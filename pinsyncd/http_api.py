@@ -1,9 +1,10 @@
 """The daemon's small HTTP server: `GET /metrics` (Prometheus text format), `GET /healthz`
-(200 "ok" or 503 with the reason) and `GET /status` (the `status --json` document).
+(200 "ok" or 503 with the reason), `GET /status` (the `status --json` document) and `GET /`
+(the status page, `status_page`).
 
 Read-only and unauthenticated, so it belongs on a loopback address; listening anywhere else
-is allowed but logged as a warning. `/metrics` and `/status` read the SQLite state file, so
-they run in a worker thread and never stall the event loop.
+is allowed but logged as a warning. `/metrics`, `/status` and `/` read the SQLite state
+file, so they run in a worker thread and never stall the event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiohttp import web
 from pinsyncd.listen import is_loopback, parse_listen
 from pinsyncd.logs import redact_text
 from pinsyncd.metrics import Metrics
+from pinsyncd.status_page import HEADERS as PAGE_HEADERS
 
 log = structlog.get_logger("pinsyncd.http")
 
@@ -32,11 +34,13 @@ class HttpApi:
         metrics: Metrics,
         health: Callable[[], tuple[bool, str]],
         status: Callable[[], dict[str, Any]],
+        page: Callable[[], str] | None = None,
     ) -> None:
         self.host, self.port = parse_listen(listen)
         self.metrics = metrics
         self._health = health
         self._status = status
+        self._page = page
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
 
@@ -54,6 +58,8 @@ class HttpApi:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/status", self._status_json)
+        if self._page is not None:
+            app.router.add_get("/", self._status_page)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -95,6 +101,17 @@ class HttpApi:
             log.warning("cannot read the status", error=str(exc))
             return web.json_response({"error": redact_text(str(exc))}, status=503)
         return web.json_response(document, dumps=_scrubbed_json)
+
+    async def _status_page(self, _request: web.Request) -> web.Response:
+        assert self._page is not None
+        try:
+            page = await asyncio.to_thread(self._page)
+        except Exception as exc:
+            log.warning("cannot read the status", error=str(exc))
+            return web.Response(status=503, text=f"{redact_text(str(exc))}\n", headers=PAGE_HEADERS)
+        return web.Response(
+            text=page, content_type="text/html", charset="utf-8", headers=PAGE_HEADERS
+        )
 
 
 def _scrubbed_json(document: object) -> str:

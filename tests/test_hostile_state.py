@@ -97,7 +97,7 @@ async def test_a_token_echoed_everywhere_is_found_nowhere(tmp_path: Path) -> Non
             await asyncio.sleep(1.5)  # a status round records the failure and the details
             state_files = state_file_bytes(tmp_path)
             async with aiohttp.ClientSession() as http:
-                for endpoint in ("/status", "/healthz", "/metrics"):
+                for endpoint in ("/status", "/healthz", "/metrics", "/"):
                     async with http.get(f"http://127.0.0.1:{port}{endpoint}") as response:
                         outputs.append(await response.text())
             for args in (
