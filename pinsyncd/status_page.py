@@ -170,7 +170,7 @@ def _service(
     notes = pin_notes(dict(s), stuck_after)
     if notes:
         lines.append(_list("notes", notes))
-    lines += [_failed(trouble, now), _stuck(trouble, stuck_after, now), "</section>"]
+    lines += [_failed(trouble, now), _stuck(name, trouble, stuck_after, now), "</section>"]
     return _lines(lines)
 
 
@@ -205,12 +205,12 @@ def _failed(trouble: Mapping[str, Any], now: float) -> str:
         [
             f"<h3>Failed pins ({total})</h3>",
             _table("failed pins", ["name", "CID", "attempts", "next try", "why"], rows, raw=(3,)),
-            _more(total, len(rows), "pinsyncd status --failed"),
+            _more(total, len(rows), "pinsyncd status --failed", "lists them all"),
         ]
     )
 
 
-def _stuck(trouble: Mapping[str, Any], stuck_after: str, now: float) -> str:
+def _stuck(name: str, trouble: Mapping[str, Any], stuck_after: str, now: float) -> str:
     total = trouble.get("stuck_total", 0)
     if not total:
         return ""
@@ -222,7 +222,12 @@ def _stuck(trouble: Mapping[str, Any], stuck_after: str, now: float) -> str:
         [
             f"<h3>Stuck for over {_e(stuck_after)} ({total})</h3>",
             _table("stuck pins", ["name", "CID", "status", "since"], rows, raw=(3,)),
-            _more(total, len(rows), "pinsyncd ls --status queued --status pinning"),
+            _more(
+                total,
+                len(rows),
+                f"pinsyncd ls --service {name} --status queued,pinning",
+                "lists every pending request, these among them",
+            ),
         ]
     )
 
@@ -231,12 +236,10 @@ def _lines(parts: Iterable[str]) -> str:
     return "\n".join(part for part in parts if part)
 
 
-def _more(total: int, shown: int, command: str) -> str:
+def _more(total: int, shown: int, command: str, does: str) -> str:
     if total <= shown:
         return ""
-    return (
-        f'<p class="more">and {total - shown} more: <code>{_e(command)}</code> lists them all</p>'
-    )
+    return f'<p class="more">and {total - shown} more: <code>{_e(command)}</code> {_e(does)}</p>'
 
 
 def _node(status: Mapping[str, Any], *, now: float) -> str:

@@ -399,7 +399,8 @@ async def test_failed_and_stuck_pins_are_listed_up_to_a_bound(tmp_path: Path) ->
     assert parsed.all("h3")[:2] == ["Failed pins (8)", "Stuck for over 1h (6)"]
     assert parsed.all("p.more") == [
         "and 3 more: pinsyncd status --failed lists them all",
-        "and 1 more: pinsyncd ls --status queued --status pinning lists them all",
+        "and 1 more: pinsyncd ls --service a --status queued,pinning lists every pending "
+        "request, these among them",
     ]
     assert parsed.count("tr") == 6 + 6 + 2  # failed, stuck, replication
 
