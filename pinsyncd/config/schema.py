@@ -233,7 +233,7 @@ def _listen(value: str | None) -> str | None:
 
 
 class HttpConfig(_Section):
-    """The optional HTTP endpoint: /metrics (Prometheus), /healthz, /status."""
+    """The optional HTTP endpoint: /metrics (Prometheus), /healthz, /status, / (a page)."""
 
     listen: Annotated[str | None, AfterValidator(_listen)] = None
 
