@@ -16,6 +16,7 @@ from pinsyncd import health_check
 from pinsyncd.durations import format_duration
 from pinsyncd.exits import EX_UNAVAILABLE
 from pinsyncd.logs import printable, redact_text
+from pinsyncd.outcomes import Hold, hold_of
 from pinsyncd.status import (
     daemon_note,
     drill_result,
@@ -178,13 +179,20 @@ def _state(s: Mapping[str, Any]) -> tuple[str, str]:
     """The service's badge: its word (paused, backing off, rate limited, ...) and colour."""
     paused = s.get("paused")
     if paused:
-        word = str(paused).split(":")[0]  # the kind of pause, as `outcomes` words it
-        return word, "urgent" if word == "paused" else "warn"
+        return _HOLDS[hold_of(str(paused))]
     if s.get("last_error"):
         return "last cycle failed", "warn"
     if not s.get("last_cycle"):
         return "never synced", "warn"
     return "ok", "ok"
+
+
+_HOLDS = {
+    Hold.PAUSED: ("paused", "urgent"),
+    Hold.BACKOFF: ("backing off", "warn"),
+    Hold.RATE_LIMITED: ("rate limited", "warn"),
+    Hold.NONE: ("waiting", "warn"),  # a reason worded by an older pinsyncd
+}
 
 
 def _failed(trouble: Mapping[str, Any], now: float) -> str:

@@ -333,7 +333,7 @@ async def test_the_gravest_comes_first(tmp_path: Path) -> None:
     assert parsed.one("table.drill-failing").endswith("a cid3 not_fetched nothing_fetched")
 
 
-async def test_a_service_backing_off_and_one_rate_limited(tmp_path: Path) -> None:
+async def test_a_service_backing_off_one_rate_limited_and_one_held_back(tmp_path: Path) -> None:
     now = float(int(time.time()))  # the document's times are whole seconds
     path = await make_state(
         tmp_path / "state.db",
@@ -354,11 +354,15 @@ async def test_a_service_backing_off_and_one_rate_limited(tmp_path: Path) -> Non
                 paused_until=now + 600,
                 pause_reason="rate limited: nothing is sent for 10m",
             ),
+            ServiceState(
+                "c", last_cycle=now, paused_until=now + 60, pause_reason="held back (older words)"
+            ),
         ],
     )
-    parsed = checked(page_of(path, now=now))
-    assert parsed.all("span.badge") == ["backing off", "rate limited"]
-    backing_off, rate_limited = parsed.all("p.warn")
+    parsed = checked(page_of(path, ["a", "b", "c"], now=now))
+    assert parsed.all("span.badge") == ["backing off", "rate limited", "waiting"]
+    backing_off, rate_limited, older = parsed.all("p.warn")
+    assert older.startswith("held back (older words), until 2")
     assert backing_off.startswith("backing off: 2 failed cycle(s), next try in 1m30s, until 2")
     assert backing_off.endswith(" UTC (in 1m30s)")
     assert rate_limited.startswith("rate limited: nothing is sent for 10m, until 2")
