@@ -1,4 +1,5 @@
-"""Files shipped with the package: the commented example config."""
+"""Files shipped with the package: the commented example config, and the systemd units in
+`systemd/` (the daemon's `pinsyncd.service`; `pinsyncd-sync.service` and its timer)."""
 
 from __future__ import annotations
 
