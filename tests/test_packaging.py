@@ -7,6 +7,7 @@ package index, as `pip install pinsyncd` does."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -233,8 +234,25 @@ def test_installed_units_and_man_page(installed: Installed) -> None:
 
 
 def test_installed_init_writes_a_config_that_checks(installed: Installed, tmp_path: Path) -> None:
-    config = tmp_path / "config.yaml"
-    installed.pinsyncd("init", "--output", str(config))
-    assert config.is_file()
+    """`init` from a Kubo repo that knows one pinning service (its config file alone: no node
+    runs, none is asked), then `check-config` on what it wrote."""
+    repo = tmp_path / "ipfs"
+    repo.mkdir()
+    kubo_config = {
+        "Addresses": {"API": "/ip4/127.0.0.1/tcp/5001"},
+        "Pinning": {
+            "RemoteServices": {
+                "pinata": {"API": {"Endpoint": "https://api.pinata.cloud/psa", "Key": "k-123"}}
+            }
+        },
+    }
+    (repo / "config").write_text(json.dumps(kubo_config))
+    config = tmp_path / "pinsyncd" / "config.yaml"
+    installed.pinsyncd("init", "--output", str(config), "--ipfs-path", str(repo))
+    token = config.parent / "tokens" / "pinata"
+    assert token.read_text().strip() == "k-123"
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert "k-123" not in config.read_text()
     checked = installed.pinsyncd("check-config", "-c", str(config))
     assert checked.startswith(f"{config}: OK\n"), checked
+    assert "service  pinata: https://api.pinata.cloud/psa" in checked
