@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -622,7 +622,7 @@ async def test_back_up_a_whole_cluster_through_its_ipfs_proxy(
         took_later = await wait_until(lambda: pinned(6), 90, "a pin added to the cluster later")
     print(f"\ncluster -> cluster + mock: 5 pins in {took:.1f}s, one more in {took_later:.1f}s")
 
-    with sqlite3.connect(tmp_path / "state.db") as db:
+    with closing(sqlite3.connect(tmp_path / "state.db")) as db, db:
         kinds = dict(db.execute("SELECT cid, kind FROM local_pins").fetchall())
         names = dict(db.execute("SELECT cid, name FROM local_pins").fetchall())
     assert kinds == {**{cid: "recursive" for cid in [*cids.values(), later]}, block: "direct"}

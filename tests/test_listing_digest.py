@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,7 @@ class Engine:
 
 
 def local_pins(path: Path) -> dict[str, tuple[str, int]]:
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         return {c: (n, s) for c, n, s in db.execute("SELECT cid, name, selected FROM local_pins")}
 
 
@@ -186,7 +187,7 @@ async def test_a_migrated_state_is_diffed_in_full(
 ) -> None:
     run = Engine(make_config(tmp_path, node, service))
     await run.cycles(2)
-    with sqlite3.connect(run.config.state_path) as db:  # as an older pinsyncd left it
+    with closing(sqlite3.connect(run.config.state_path)) as db, db:  # as an older pinsyncd left it
         db.execute("DROP TABLE restore_items")
         db.execute("PRAGMA user_version = 6")
     migrated, idle = await run.cycles(2)

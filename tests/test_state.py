@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -906,7 +907,7 @@ async def test_a_cid_in_two_listings_keeps_its_first_entry(tmp_path: Path) -> No
         assert await store.replace_local_listing(listings(), listed_twice=True) == (3, 0, 0)
         assert await store.replace_local_listing(listings(), listed_twice=True) == (0, 0, 0)
         assert await store.local_pins() == {a: "first", b: "", c: "c"}
-        with sqlite3.connect(tmp_path / "state.db") as db:
+        with closing(sqlite3.connect(tmp_path / "state.db")) as db, db:
             kinds = dict(db.execute("SELECT cid, kind FROM local_pins").fetchall())
         assert kinds == {a: "recursive", b: "recursive", c: "direct"}
     finally:

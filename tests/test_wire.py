@@ -62,7 +62,11 @@ async def serving(
     port = listener.sockets[0].getsockname()[1]
     server.url = URL(f"{'https' if tls else 'http'}://127.0.0.1:{port}/psa")
     async with listener:
-        yield server
+        try:
+            yield server
+        finally:  # since Python 3.12.1 a server's close waits for its open connections
+            while _POOLS:
+                await _POOLS.pop().close()
 
 
 def ok(body: bytes = b'{"ok":1}', *headers: str, status: str = "200 OK") -> bytes:
