@@ -245,6 +245,12 @@ def _report(
     if plan.missing_keys:
         files = ", ".join(str(folder / f) for f in plan.missing_keys)
         print(f"fill in (the key alone, then chmod 600): {files}")
+    if os.geteuid() == 0 and (plan.keys or found.rpc_secret is not None):
+        print(
+            "note: the token files are root's alone; the systemd unit runs as its own user, so "
+            "give it each one with LoadCredential=NAME:FILE and write token_file: "
+            "${CREDENTIALS_DIRECTORY}/NAME (README: Run it as a systemd service)"
+        )
     option = "" if config_path == default_config_path(env) else f" -c {config_path}"
     if not plan.services and node:
         print(f"next: add a service under services: in {config_path} (examples are there)")
