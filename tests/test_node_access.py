@@ -202,3 +202,13 @@ def test_init_without_any_kubo_still_writes_a_config_to_complete(tmp_path: Path)
     data = yaml.safe_load(target.read_text())
     assert data["node"]["api"] == "/ip4/127.0.0.1/tcp/5001"
     assert data["services"] is None
+
+
+def test_services_with_every_entry_commented_out_says_to_list_one(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("services:\n  # - name: pinata\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, env={})
+    assert [p.render("c.yaml") for p in caught.value.problems] == [
+        "c.yaml:1: services: list at least one service"
+    ]

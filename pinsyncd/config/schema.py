@@ -329,7 +329,10 @@ class ConfigFile(_Section):
         """A section whose keys are all commented out (`http:` alone) means its defaults."""
         if isinstance(data, dict):
             sections = ("node", "sync", "state", "retry", "http", "alerts")
-            return {k: ({} if v is None and k in sections else v) for k, v in data.items()}
+            data = {k: ({} if v is None and k in sections else v) for k, v in data.items()}
+            if "services" in data and data["services"] is None:
+                data["services"] = []  # every entry commented out: "list at least one service"
+            return data
         return data
 
 
