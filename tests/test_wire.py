@@ -315,3 +315,11 @@ async def test_a_connection_busy_when_the_pool_closes_is_closed_after_its_reques
         assert (await busy)[0] == 200
         assert (await ask(pool))[0] == 200
     assert server.connections == 2, "the first connection was not kept"
+
+
+async def test_bytes_after_an_answer_without_a_body_end_its_connection() -> None:
+    async with serving(b"HTTP/1.1 204 No Content\r\n\r\nstray bytes", ok()) as server:
+        pool = pool_for(server)
+        assert await ask(pool) == (204, b"")
+        assert await ask(pool) == (200, b'{"ok":1}')
+    assert server.connections == 2, "the connection with stray bytes was not reused"

@@ -118,6 +118,8 @@ class _Connection(asyncio.Protocol):
             if exchange.headers is None:
                 self._buffer += data
                 data = self._read_head(exchange)
+                if exchange.done.done() and data:
+                    self.reusable = False  # bytes after an answer without a body
                 if exchange.headers is None or exchange.done.done():
                     return
             self._read_body(exchange, data)
