@@ -1,10 +1,13 @@
 """Reading the small files a person points pinsyncd at (the config, token files) without
-trusting what is there: a FIFO or a device must not hang or flood the reader."""
+trusting what is there: a FIFO or a device must not hang or flood the reader; and writing a
+small file whole or not at all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 
@@ -52,3 +55,20 @@ def _kind(mode: int) -> str:
 
 def _size(limit: int) -> str:
     return f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 2**10} KiB"
+
+
+def write_whole(path: Path, text: str, *, mode: int) -> None:
+    """`text` into `path` (with `mode`) through a temporary file in the same folder, synced
+    and renamed over it: a reader sees the old file or the new one, never a part."""
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -16,9 +16,10 @@ from yarl import URL
 from pinsyncd.config import Config, ConfigError, default_config_path, parse_config
 from pinsyncd.config.schema import is_loopback_host, node_api_url, user_config_path
 from pinsyncd.data import example_config
+from pinsyncd.files import write_whole
 from pinsyncd.kubo import LocalNode, NodeError
 from pinsyncd.kubo_setup.discover import KuboFindings, KuboService, read_repo, repo_path
-from pinsyncd.kubo_setup.files import SetupError, write_secret, write_whole
+from pinsyncd.kubo_setup.files import SetupError, write_secret
 from pinsyncd.kubo_setup.render import (
     NODE_TOKEN_FILE,
     NewService,

@@ -1,13 +1,11 @@
-"""Writing what `init` and `import-kubo` produce: token files only this user can read, and
-the config, each written whole or not at all."""
+"""Writing the token files `init` and `import-kubo` produce: only this user can read them,
+and each is written whole or not at all (`pinsyncd.files.write_whole`, as the config is)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
-from pinsyncd.files import read_capped
+from pinsyncd.files import read_capped, write_whole
 from pinsyncd.tokens import Secret
 
 
@@ -29,20 +27,3 @@ def write_secret(path: Path, secret: Secret, *, force: bool) -> bool:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_whole(path, secret.reveal() + "\n", mode=0o600)
     return True
-
-
-def write_whole(path: Path, text: str, *, mode: int) -> None:
-    """`text` into `path` through a temporary file in the same folder, renamed over it: a
-    reader sees the old file or the new one, never a part."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise

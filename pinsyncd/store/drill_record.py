@@ -9,14 +9,13 @@ service's entry and keeps the others'.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pinsyncd.files import write_whole
 
 RECORD_VERSION = 1
 MAX_RECORD = 4 * 2**20
@@ -35,17 +34,7 @@ def write_drill(state_path: Path, entries: Mapping[str, Mapping[str, Any]], when
     services.update({name: dict(entry) for name, entry in entries.items()})
     document = {"version": RECORD_VERSION, "time": when, "services": services}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(document, out, indent=1, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    write_whole(path, json.dumps(document, indent=1, sort_keys=True), mode=0o600)
     return path
 
 
