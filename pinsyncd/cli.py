@@ -479,14 +479,14 @@ def _kubo_warnings(config: Config) -> list[str]:
     that `sync.mfs` also pins to). Asked only when `sync.mfs` is on; a node that cannot be
     reached now is no problem of the config."""
     if not config.sync.mfs:
-        return []
+        return []  # nothing to ask the node
     from pinsyncd import loop
     from pinsyncd.kubo import LocalNode, NodeError
-    from pinsyncd.kubo_setup.overlap import double_mfs, kubo_policies
+    from pinsyncd.kubo_setup.overlap import mfs_warnings
 
     async def ask() -> list[str]:
         async with LocalNode.for_config(config, timeout=5.0) as node:
-            return double_mfs(config, await kubo_policies(node))
+            return await mfs_warnings(config, node)
 
     try:
         return loop.run(ask())

@@ -22,7 +22,7 @@ from pinsyncd.model import RemotePin, RemoteStatus, ServiceState
 from pinsyncd.status_page import SHOWN, refresh_seconds, render_page
 from pinsyncd.store import StateStore
 from pinsyncd.store.drill_record import write_drill
-from pinsyncd.store.readonly import read_failed, read_status, read_trouble
+from pinsyncd.store.readonly import KUBO_MFS_NOTE, read_failed, read_status, read_trouble
 from pinsyncd.tokens import Secret
 
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>"
@@ -185,7 +185,7 @@ async def test_every_string_from_a_server_the_node_or_the_state_is_escaped(
             ),
             ServiceState("b", paused_until=time.time() + 60, pause_reason=f"paused: {HOSTILE}"),
         ],
-        {"kubo_mfs_policy": {"warnings": [f"Kubo says {HOSTILE}"]}},
+        {KUBO_MFS_NOTE: {"warnings": [f"Kubo says {HOSTILE}"]}},
     )
     # A drill record is JSON, which can carry a lone surrogate: shown as an escape.
     detail = f"{HOSTILE} \ud800"
@@ -293,7 +293,7 @@ async def test_the_gravest_comes_first(tmp_path: Path) -> None:
                 down_since=now - 120,
             ),
         ],
-        {"kubo_mfs_policy": {"warnings": ["Kubo's MFS policy pins the MFS root too"]}},
+        {KUBO_MFS_NOTE: {"warnings": ["Kubo's MFS policy pins the MFS root too"]}},
     )
     failing = {"cid": "cid3", "result": "not_fetched", "reason": "nothing_fetched", "detail": None}
     write_drill(path, {"a": {"time": now, "fetched": 2, "not_fetched": 1, "failing": [failing]}}, 1)

@@ -20,6 +20,7 @@ from pinsyncd.files import write_whole
 from pinsyncd.kubo import LocalNode, NodeError
 from pinsyncd.kubo_setup.discover import KuboFindings, KuboService, read_repo, repo_path
 from pinsyncd.kubo_setup.files import SetupError, write_secret
+from pinsyncd.kubo_setup.overlap import kubo_policies
 from pinsyncd.kubo_setup.render import (
     NODE_TOKEN_FILE,
     NewService,
@@ -28,7 +29,6 @@ from pinsyncd.kubo_setup.render import (
     service_name,
     services_yaml,
 )
-from pinsyncd.rpc_auth import authorization_header
 from pinsyncd.tokens import Secret
 
 EX_SETUP = 1
@@ -138,15 +138,10 @@ async def _services_over_rpc(found: KuboFindings) -> None:
         api = node_api_url(found.api)
     except ValueError:
         return
-    authorization = None
-    if found.rpc_secret is not None:
-        authorization = authorization_header(found.rpc_secret.reveal())
-    try:
-        async with LocalNode(api, timeout=10.0, authorization=authorization) as node:
-            for name, endpoint in await node.remote_services():
-                found.services.append(
-                    KuboService(name, endpoint, None, await node.mfs_policy(name))
-                )
+    try:  # no secret: without the config file, Kubo's API.Authorizations are not known
+        async with LocalNode(api, timeout=10.0) as node:
+            for name, endpoint, mfs in await kubo_policies(node):
+                found.services.append(KuboService(name, endpoint, None, mfs))
     except NodeError as exc:
         found.notes.append(f"the node's services could not be asked over its RPC: {exc}")
 

@@ -11,8 +11,12 @@ from pinsyncd.config import Config
 from pinsyncd.kubo import LocalNode
 from pinsyncd.kubo_setup.render import same_endpoint
 
-NOTE_KEY = "kubo_mfs_policy"
-"""The state's meta key under which the last finding is kept for `status`."""
+
+async def mfs_warnings(config: Config, node: LocalNode) -> list[str]:
+    """What `check-config` and each start say: a warning for each service that both Kubo's
+    MFS policy and `sync.mfs` pin to. The node is asked only when `sync.mfs` is on; its
+    `NodeError`s are the caller's."""
+    return double_mfs(config, await kubo_policies(node)) if config.sync.mfs else []
 
 
 async def kubo_policies(node: LocalNode) -> list[tuple[str, str, bool]]:

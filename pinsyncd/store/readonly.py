@@ -28,6 +28,8 @@ from pinsyncd.store.schema import (
 )
 
 STATUSES = ("pinned", "pinning", "queued", "failed")
+KUBO_MFS_NOTE = "kubo_mfs_policy"
+"""The meta key of what a cycle found against Kubo's own settings (`kubo_setup.overlap`)."""
 
 
 def read_status(
@@ -68,8 +70,7 @@ def read_status(
                 "skipped": _skipped(db),
             }
             result["replication"]["kinds"] = _replication(db, services, replicas)
-            # What the daemon found against Kubo's own settings (kubo_setup.overlap).
-            warnings = _meta_json(db, "kubo_mfs_policy").get("warnings")
+            warnings = _meta_json(db, KUBO_MFS_NOTE).get("warnings")
             result["warnings"] = [w for w in warnings or [] if isinstance(w, str)]
     except sqlite3.DatabaseError as exc:
         raise _read_error(state_path, exc) from None

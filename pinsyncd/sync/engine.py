@@ -18,14 +18,14 @@ from pinsyncd.backoff import RetryPolicy
 from pinsyncd.config import Config
 from pinsyncd.delegates import DelegateDialer
 from pinsyncd.kubo import LocalNode, NodeError, PinListing, pin_kind
-from pinsyncd.kubo_setup.overlap import NOTE_KEY as KUBO_POLICY_NOTE
-from pinsyncd.kubo_setup.overlap import double_mfs, kubo_policies
+from pinsyncd.kubo_setup.overlap import mfs_warnings
 from pinsyncd.origins import select_origins
 from pinsyncd.policy import Answers, Directives, Policy, mfs_name
 from pinsyncd.psa import PinningServiceClient
 from pinsyncd.psa.errors import MAX_WAIT
 from pinsyncd.selection import Selector
 from pinsyncd.store import ListingDigest, ListingVetting, StateStore, StoredListing
+from pinsyncd.store.readonly import KUBO_MFS_NOTE
 from pinsyncd.sync.context import NodeView, ServiceReport
 from pinsyncd.sync.service import ServiceExecutor
 from pinsyncd.sync.snapshot import ListingSnapshot
@@ -202,11 +202,10 @@ class SyncEngine:
         kept for `status` (cleared when it no longer holds)."""
         self._kubo_policy_checked = True  # the node answered `id`: a failure here is no
         try:  # reason to ask again every cycle (a node without these calls)
-            policies = await kubo_policies(self.node) if self.config.sync.mfs else []
+            warnings = await mfs_warnings(self.config, self.node)
         except NodeError:
             return
-        warnings = double_mfs(self.config, policies)
-        await self.store.note(KUBO_POLICY_NOTE, {"warnings": warnings})
+        await self.store.note(KUBO_MFS_NOTE, {"warnings": warnings})
         for warning in warnings:
             log.warning("the MFS root is pinned twice", problem=warning)
 
