@@ -4,7 +4,6 @@ the fixtures in conftest.py."""
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pinsyncd.rpc_auth import authorization_header
 from tests.loopback_guard import ADDR_FILTERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,7 +158,7 @@ class KuboNode:
         """A blocking RPC call, for test set-up (over TCP or the Unix socket, with the
         secret when there is one)."""
         query = "&".join(f"{k}={urllib.request.quote(v)}" for k, v in params.items())
-        headers = {"Authorization": _authorization(self.auth)} if self.auth else {}
+        headers = {"Authorization": authorization_header(self.auth)} if self.auth else {}
         if self.api_url.startswith("unix:"):
             connection = _UnixHTTPConnection(self.api_url[len("unix:") :])
             connection.request("POST", f"/api/v0/{command}?{query}", body=b"", headers=headers)
@@ -185,13 +185,6 @@ class KuboNode:
             capture_output=True,
         )
         return result.stdout.decode().strip()
-
-
-def _authorization(secret: str) -> str:
-    kind, _, value = secret.partition(":")
-    if kind == "basic":
-        return "Basic " + base64.b64encode(value.encode()).decode()
-    return f"Bearer {value}"
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

@@ -53,6 +53,17 @@ def configure(node: KuboNode, *args: str) -> None:
         node.auth = saved
 
 
+def add_services(
+    node: KuboNode, *services: tuple[str, str, str], mfs: tuple[str, ...] = ()
+) -> None:
+    """`ipfs pin remote service add NICKNAME ENDPOINT KEY` for each, and Kubo's own MFS policy
+    switched on for the nicknames in `mfs` (the daemon not yet running)."""
+    for nickname, endpoint, key in services:
+        node.cli("pin", "remote", "service", "add", nickname, endpoint, key)
+    for nickname in mfs:
+        configure(node, "--json", f"Pinning.RemoteServices.{nickname}.Policies.MFS.Enable", "true")
+
+
 def add_file(node: KuboNode, content: bytes) -> str:
     return node.cli("add", "-q", "--pin=true", stdin=content)
 
@@ -75,12 +86,12 @@ async def test_init_from_kubo_on_a_unix_socket_with_rpc_auth_and_two_services(
         FakePinningService(token="alpha-key-0001") as alpha,
         FakePinningService(token="beta-key-0002") as beta,
     ):
-        for nickname, svc, key in (
-            ("alpha", alpha, "alpha-key-0001"),
-            ("beta", beta, "beta-key-0002"),
-        ):
-            node.cli("pin", "remote", "service", "add", nickname, svc.url, key)
-        configure(node, "--json", "Pinning.RemoteServices.alpha.Policies.MFS.Enable", "true")
+        add_services(
+            node,
+            ("alpha", alpha.url, "alpha-key-0001"),
+            ("beta", beta.url, "beta-key-0002"),
+            mfs=("alpha",),
+        )
         node.start()
         try:
             cids = {add_file(node, f"file {i}".encode()) for i in range(3)}
@@ -128,7 +139,7 @@ async def test_init_without_kubos_config_asks_its_rpc_and_leaves_the_keys_to_fil
     node = KuboNode(tmp_path / "repo", online=False)
     async with FakePinningService(token="gamma-key-0003") as gamma:
         node.init()
-        node.cli("pin", "remote", "service", "add", "gamma", gamma.url, "gamma-key-0003")
+        add_services(node, ("gamma", gamma.url, "gamma-key-0003"))
         node.start()
         try:
             only_api = tmp_path / "only-api"  # the repo as seen by a user who cannot read it
@@ -163,8 +174,9 @@ async def test_import_kubo_adds_only_the_services_the_config_lacks(
         FakePinningService(token="new-key-2") as new,
     ):
         node.init()
-        node.cli("pin", "remote", "service", "add", "known", known.url + "/", "known-key-1")
-        node.cli("pin", "remote", "service", "add", "fresh.svc", new.url, "new-key-2")
+        add_services(
+            node, ("known", known.url + "/", "known-key-1"), ("fresh.svc", new.url, "new-key-2")
+        )
         node.start()
         try:
             config_path = tmp_path / "config.yaml"
@@ -200,8 +212,7 @@ async def test_kubos_mfs_policy_and_sync_mfs_on_one_service_are_warned_everywher
     node = KuboNode(tmp_path / "repo", online=False)
     async with FakePinningService(token="delta-key-4") as delta:
         node.init()
-        node.cli("pin", "remote", "service", "add", "delta", delta.url, "delta-key-4")
-        configure(node, "--json", "Pinning.RemoteServices.delta.Policies.MFS.Enable", "true")
+        add_services(node, ("delta", delta.url, "delta-key-4"), mfs=("delta",))
         node.start()
         try:
             config_path = tmp_path / "config.yaml"
