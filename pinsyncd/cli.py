@@ -116,6 +116,13 @@ def _parser() -> argparse.ArgumentParser:
         "run", parents=[common], help="run the daemon (a sync cycle every sync.interval)"
     )
 
+    commands.add_parser(
+        "serve",
+        parents=[common],
+        help="be a pinning service for your other devices (the serve: section): Kubo at "
+        "node.api pins what they ask for",
+    )
+
     sync = commands.add_parser(
         "sync",
         parents=[common],
@@ -411,6 +418,14 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         return setup.import_kubo(
             config, args.ipfs_path, dry_run=args.dry_run, force=args.force, env=os.environ
         )
+    if args.command == "serve":
+        return _serve(config)
+    if not config.services:
+        _error(
+            f"pinsyncd: {config.source}: lists no services, only a serve: section; "
+            f"`pinsyncd serve` uses it (to back this node up too, add services:)"
+        )
+        return EX_CONFIG
     if args.command in ("status", "ls", "show"):
         return _read(args, config)
     from pinsyncd import commands  # the writers' imports: aiohttp, the sync layer
@@ -436,6 +451,21 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
 
         return from_args(config, args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse guards this
+
+
+def _serve(config: Config) -> int:
+    if config.serve is None:
+        _error(
+            f"pinsyncd: {config.source}: has no serve: section; add one with at least one "
+            "user (see `Your own backup node` in the README)"
+        )
+        return EX_CONFIG
+    problems = config.serve.token_problems()
+    if problems:
+        raise ConfigError(str(config.source), problems)
+    from pinsyncd.serve.run import serve
+
+    return serve(config)
 
 
 def _read(args: argparse.Namespace, config: Config) -> int:

@@ -14,9 +14,11 @@ _early = 0
 
 
 def starting_daemon(argv: list[str]) -> bool:
-    """Whether this process is `pinsyncd run` (the console script or `python -m pinsyncd`;
-    during `-m`'s import of the package, argv[0] is still "-m")."""
-    return len(argv) > 1 and argv[1] == "run" and Path(argv[0]).name in ("pinsyncd", "-m")
+    """Whether this process is `pinsyncd run` or `pinsyncd serve` (the console script or
+    `python -m pinsyncd`; during `-m`'s import of the package, argv[0] is still "-m")."""
+    return (
+        len(argv) > 1 and argv[1] in ("run", "serve") and Path(argv[0]).name in ("pinsyncd", "-m")
+    )
 
 
 def remember_early() -> None:

@@ -377,6 +377,27 @@ class LocalNode:
             del params["name"]  # Kubo < 0.26 names no pin: pin without one
             return await self._pin_add(cid, params, stall, on_progress, clock)
 
+    async def pinned(self, cid: str) -> bool:
+        """Whether `cid` is pinned recursively on the node now (`pin/ls?arg=`)."""
+        try:
+            data = await self._json("pin/ls", {"arg": cid, "type": "recursive"})
+        except NodeRequestError as exc:
+            if "not pinned" in str(exc):
+                return False
+            raise
+        keys = data.get("Keys")
+        return isinstance(keys, dict) and bool(keys)
+
+    async def pin_rm(self, cid: str) -> bool:
+        """Unpin `cid` (recursive); False when it was not pinned (already removed)."""
+        try:
+            await self._json("pin/rm", {"arg": cid, "recursive": "true"})
+        except NodeRequestError as exc:
+            if "not pinned" in str(exc):
+                return False
+            raise
+        return True
+
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _pin_add(

@@ -21,7 +21,7 @@ def select_origins(
         candidate = _with_peer_id(address.strip(), peer_id)
         if candidate is None or candidate in chosen:
             continue
-        public = _is_public(candidate)
+        public = is_public(candidate)
         if public is None or (not public and not include_private):
             continue  # not a usable multiaddr, or a local one that the spec says not to send
         chosen.append(candidate)
@@ -42,7 +42,7 @@ def _with_peer_id(address: str, peer_id: str) -> str | None:
     return f"{address.rstrip('/')}/p2p/{peer_id}"
 
 
-def _is_public(address: str) -> bool | None:
+def is_public(address: str) -> bool | None:
     """True for a public address, False for a local one, None when it is not a multiaddr we
     can judge (it is then never offered)."""
     parts = address.split("/")

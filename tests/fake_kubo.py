@@ -69,6 +69,8 @@ class FakeKubo:
     """`pin/add` drops the connection (the node going away in the middle of a restore)."""
     added: list[tuple[str, str]] = field(default_factory=list)
     """(cid, name) of every `pin/add` asked for."""
+    removed: list[str] = field(default_factory=list)
+    """The CID of every `pin/rm` asked for."""
     listings: list[bool] = field(default_factory=list)
     """For every `pin/ls`, whether it was asked with names."""
     mfs_root: str = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
@@ -108,6 +110,7 @@ class FakeKubo:
         app.router.add_post("/api/v0/pin/ls", self._pin_ls)
         app.router.add_post("/api/v0/swarm/connect", self._swarm_connect)
         app.router.add_post("/api/v0/pin/add", self._pin_add)
+        app.router.add_post("/api/v0/pin/rm", self._pin_rm)
         app.router.add_post("/api/v0/files/stat", self._files_stat)
         runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True)
         await runner.setup()
@@ -170,12 +173,29 @@ class FakeKubo:
             pass
         return response
 
+    async def _pin_rm(self, request: web.Request) -> web.Response:
+        """Kubo's `pin/rm`: `{"Pins": [cid]}`, or an error when the CID is not pinned."""
+        self.calls["pin/rm"] += 1
+        cid = request.query.get("arg", "")
+        self.removed.append(cid)
+        if self.extra.pop(cid, None) is None:
+            message = "not pinned or pinned indirectly"
+            return web.json_response({"Message": message, "Code": 0, "Type": "error"}, status=500)
+        self._stream_cache = None
+        return web.json_response({"Pins": [cid]})
+
     async def _files_stat(self, request: web.Request) -> web.Response:
         self.calls["files/stat"] += 1
         return web.json_response({"Hash": self.mfs_root, "Type": "directory"})
 
     async def _pin_ls(self, request: web.Request) -> web.StreamResponse:
         self.calls["pin/ls"] += 1
+        if "arg" in request.query:  # one CID: Kubo answers at once, with an error if unpinned
+            cid = request.query["arg"]
+            if cid not in self.pinset():
+                message = f"path '{cid}' is not pinned"
+                return web.json_response({"Message": message, "Code": 0, "Type": "error"}, status=500)
+            return web.json_response({"Keys": {cid: {"Type": "recursive", "Name": ""}}})
         fault = self.stream_faults.pop(0) if self.stream_faults else None
         with_names = self.names and request.query.get("names") == "true"
         self.listings.append(with_names)

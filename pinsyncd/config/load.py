@@ -13,7 +13,15 @@ from pydantic import BaseModel, ValidationError
 
 from pinsyncd.config.lines import MAX_CONFIG_FILE, load_yaml
 from pinsyncd.config.problems import ConfigError, Lines, Problem, line_for, render_loc
-from pinsyncd.config.schema import Config, ConfigFile, Service, default_state_path
+from pinsyncd.config.schema import (
+    Config,
+    ConfigFile,
+    Serve,
+    ServeAccount,
+    Service,
+    default_serve_state_path,
+    default_state_path,
+)
 from pinsyncd.files import NotARegularFile, read_capped
 from pinsyncd.tokens import TokenError, TokenSource
 
@@ -50,6 +58,8 @@ def parse_config(
     base_dir = source.parent if source is not None else Path.cwd()  # for relative paths
     data, lines, problems = load_yaml(text, filename)
     problems += _raw_service_problems(data, lines)
+    problems += _raw_serve_problems(data, lines)
+    problems += _raw_nothing_to_do(data, lines)
     problems += _raw_replicas_problems(data, lines)
     try:
         parsed = ConfigFile.model_validate(data)
@@ -99,12 +109,33 @@ def parse_config(
     heartbeat_url = (
         secret_at(("alerts", "heartbeat", "url"), beat.url_env, beat.url_file) if beat else None
     )
-    if parsed.state.path is not None:
-        state_path = Path(os.path.expandvars(parsed.state.path)).expanduser()
-        if not state_path.is_absolute():
-            state_path = (base_dir / state_path).resolve()
-    else:
-        state_path = default_state_path(env)
+
+    def path_of(raw: str) -> Path:
+        path = Path(os.path.expandvars(raw)).expanduser()
+        return path if path.is_absolute() else (base_dir / path).resolve()
+
+    state_path = path_of(parsed.state.path) if parsed.state.path else default_state_path(env)
+    serve = None
+    if parsed.serve is not None:
+        accounts = tuple(
+            ServeAccount(
+                user.name,
+                secret_at(("serve", "users", index, "token"), user.token_env, user.token_file),
+                user.max_pins,
+            )
+            for index, user in enumerate(parsed.serve.users)
+        )
+        tls = parsed.serve.tls
+        serve = Serve(
+            settings=parsed.serve,
+            accounts=accounts,
+            state_path=(
+                path_of(parsed.serve.state)
+                if parsed.serve.state
+                else default_serve_state_path(state_path)
+            ),
+            tls=(path_of(tls.cert_file), path_of(tls.key_file)) if tls else None,
+        )
     config = Config(
         source=source or Path(filename),
         node=parsed.node,
@@ -117,6 +148,7 @@ def parse_config(
         alerts=parsed.alerts,
         alert_urls=tuple(alert_urls),
         heartbeat_url=heartbeat_url,
+        serve=serve,
     )
     return config.load_tokens() if tokens else config
 
@@ -148,6 +180,44 @@ def _raw_service_problems(data: Any, lines: Lines) -> list[Problem]:
     return problems
 
 
+def _raw_serve_problems(data: Any, lines: Lines) -> list[Problem]:
+    """`serve.users`: exactly one token source each, and no name twice."""
+    serve = data.get("serve") if isinstance(data, dict) else None
+    users = serve.get("users") if isinstance(serve, dict) else None
+    if not isinstance(users, list):
+        return []
+    first: dict[str, int] = {}
+    problems = []
+    for index, item in enumerate(users):
+        if not isinstance(item, dict):
+            continue
+        if ("token_env" in item) == ("token_file" in item):
+            loc: tuple[str | int, ...] = ("serve", "users", index)
+            message = "give exactly one of token_env or token_file"
+            problems.append(Problem(render_loc(loc), message, line_for(loc, lines)))
+        name = item.get("name")
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            loc = ("serve", "users", index, "name")
+            message = f"user name {name!r} is already used by serve.users[{first[name]}]"
+            problems.append(Problem(render_loc(loc), message, line_for(loc, lines)))
+        else:
+            first[name] = index
+    return problems
+
+
+def _raw_nothing_to_do(data: Any, lines: Lines) -> list[Problem]:
+    """No service to back up to, and no `serve:` section either."""
+    if not isinstance(data, dict) or data.get("services") or data.get("serve") is not None:
+        return []
+    if "serve" in data:  # `serve:` with every key commented out
+        return []
+    loc: tuple[str | int, ...] = ("services",)
+    message = "list at least one service" if "services" in data else "required key is missing"
+    return [Problem(render_loc(loc), message, line_for(loc, lines))]
+
+
 def _raw_replicas_problems(data: Any, lines: Lines) -> list[Problem]:
     """`sync.replicas` above the number of services listed (on the raw data, so that it is
     reported with every other problem)."""
@@ -173,14 +243,24 @@ def _raw_token_problems(
     if isinstance(node, dict) and isinstance(node.get("token_file"), str):
         named.append((("node", "token_file"), "file", node["token_file"]))
     services = data.get("services")
-    for index, item in enumerate(services if isinstance(services, list) else []):
+    serve = data.get("serve")
+    users = serve.get("users") if isinstance(serve, dict) else None
+    entries: list[tuple[tuple[str | int, ...], Any]] = [
+        (("services", index), item)
+        for index, item in enumerate(services if isinstance(services, list) else [])
+    ]
+    entries += [
+        (("serve", "users", index), item)
+        for index, item in enumerate(users if isinstance(users, list) else [])
+    ]
+    for where, item in entries:
         if not isinstance(item, dict):
             continue
         keys = [k for k in ("token_env", "token_file") if isinstance(item.get(k), str)]
         if len(keys) != 1 or ("token_env" in item) == ("token_file" in item):
             continue
         kind = "env" if keys[0] == "token_env" else "file"
-        named.append((("services", index, keys[0]), kind, item[keys[0]]))
+        named.append(((*where, keys[0]), kind, item[keys[0]]))
     problems = []
     for loc, kind, value in named:
         source = TokenSource(
@@ -225,8 +305,8 @@ def problems_from(exc: ValidationError, lines: Lines) -> list[Problem]:
             message = "required key is missing"
         elif kind in _TYPE_NAMES:
             message = f"must be {_TYPE_NAMES[kind]}"
-        elif kind == "too_short" and loc == ("services",):
-            message = "list at least one service"
+        elif kind == "too_short" and loc == ("serve", "users"):
+            message = "list at least one user (a name and a token_file or token_env)"
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
         problems.append(Problem(render_loc(loc), message, line_for(loc, lines)))

@@ -312,6 +312,72 @@ class ServiceConfig(_Section):
         return self
 
 
+class ServeUser(_Section):
+    """One account of `pinsyncd serve`: a name (in logs and metrics) and a bearer token from a
+    file or an environment variable. Each account sees only its own pins."""
+
+    name: str
+    token_env: str | None = None
+    token_file: str | None = None
+    max_pins: int | None = Field(default=None, ge=1)
+    """At most this many pin requests for the account (more: 409, as the spec's "insufficient
+    funds"); none by default."""
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not _SERVICE_NAME.fullmatch(name):
+            raise ValueError(
+                "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return name
+
+    @field_validator("token_env")
+    @classmethod
+    def _check_token_env(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError("must be the name of an environment variable, e.g. LAPTOP_TOKEN")
+        return name
+
+
+def _delegate(value: str) -> str:
+    text = value.strip()
+    parts = text.rstrip("/").split("/")
+    if not text.startswith("/") or len(parts) < 4 or parts[-2] != "p2p":
+        raise ValueError(
+            f"{value!r} is not a multiaddr ending in /p2p/<peer id> "
+            "(like /dns4/home.example.org/tcp/4001/p2p/12D3KooW...)"
+        )
+    peer_id(parts[-1])
+    return text
+
+
+class ServeTls(_Section):
+    """HTTPS for `pinsyncd serve`: a certificate chain and its key (PEM files)."""
+
+    cert_file: str
+    key_file: str
+
+
+class ServeConfig(_Section):
+    """`pinsyncd serve`: this node as a pinning service (IPFS Pinning Service API v1.0.0) for
+    your other devices; Kubo at `node.api` does the pinning."""
+
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9098"
+    tls: ServeTls | None = None
+    state: str | None = None
+    """The service's own SQLite file (default: serve.db beside the daemon's state)."""
+    users: list[ServeUser] = Field(min_length=1)
+    pin_concurrency: int = Field(default=4, ge=1, le=64)
+    pin_timeout: Duration = 600.0
+    """A pin fails when no new block came for this long (not a limit on its total time)."""
+    origins: Literal["public", "all"] = "public"
+    """Which `origins` of a request are dialled: public addresses only, or also loopback and
+    private ones (a home network)."""
+    delegates: list[Annotated[str, AfterValidator(_delegate)]] = Field(default=[], max_length=20)
+    """What every answer gives as `delegates`; default: the node's own addresses."""
+
+
 class ConfigFile(_Section):
     """The whole YAML file."""
 
@@ -321,19 +387,59 @@ class ConfigFile(_Section):
     retry: RetryConfig = RetryConfig()
     http: HttpConfig = HttpConfig()
     alerts: AlertsConfig = AlertsConfig()
-    services: list[ServiceConfig] = Field(min_length=1)
+    serve: ServeConfig | None = None
+    services: list[ServiceConfig] = []
 
     @model_validator(mode="before")
     @classmethod
     def _empty_sections(cls, data: Any) -> Any:
         """A section whose keys are all commented out (`http:` alone) means its defaults."""
         if isinstance(data, dict):
-            sections = ("node", "sync", "state", "retry", "http", "alerts")
+            sections = ("node", "sync", "state", "retry", "http", "alerts", "serve")
             data = {k: ({} if v is None and k in sections else v) for k, v in data.items()}
             if "services" in data and data["services"] is None:
                 data["services"] = []  # every entry commented out: "list at least one service"
             return data
         return data
+
+
+@dataclass(frozen=True)
+class ServeAccount:
+    """An account of `pinsyncd serve`, its token read when the service starts or reloads."""
+
+    name: str
+    token: Token
+    max_pins: int | None = None
+
+
+@dataclass(frozen=True)
+class Serve:
+    """The `serve:` section, resolved: its accounts' tokens and its state file's path."""
+
+    settings: ServeConfig
+    accounts: tuple[ServeAccount, ...]
+    state_path: Path
+    tls: tuple[Path, Path] | None = None  # (certificate chain, key)
+
+    def token_problems(self) -> list[Problem]:
+        """Read every account's token again (a file may have changed): the problems, with
+        the key and line of each, including two accounts with the same token."""
+        problems: list[Problem] = []
+        owners: dict[str, str] = {}
+        for account in self.accounts:
+            token = account.token
+            if not isinstance(token, TokenSource):
+                continue
+            try:
+                secret = token.load().secret.reveal()
+            except TokenError as exc:
+                problems.append(Problem(token.key, str(exc), token.line))
+                continue
+            if secret in owners:
+                message = f"is the same token as user {owners[secret]!r}'s; give each its own"
+                problems.append(Problem(token.key, message, token.line))
+            owners.setdefault(secret, account.name)
+        return problems
 
 
 @dataclass(frozen=True)
@@ -365,6 +471,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     alert_urls: tuple[Token, ...] = ()  # alerts.targets, read like tokens
     heartbeat_url: Token | None = None  # alerts.heartbeat
+    serve: Serve | None = None  # the serve: section
 
     def load_tokens(self, services: Collection[str] | None = None) -> Config:
         """Read the tokens (of `services`, default all) now; raise ConfigError naming each
@@ -388,6 +495,8 @@ class Config:
                     check_alert_url(loaded.secret.reveal())
                 except (TokenError, ValueError) as exc:
                     problems.append(Problem(source.key, str(exc), source.line))
+        if self.serve is not None and services is None:
+            problems += self.serve.token_problems()
         for index, service in enumerate(self.services):
             token = service.token
             if not isinstance(token, TokenSource) or (
@@ -452,6 +561,11 @@ def user_config_path(env: Mapping[str, str]) -> Path:
     if base is None:
         base = Path(env.get("HOME") or Path.home()) / ".config"
     return base / "pinsyncd" / "config.yaml"
+
+
+def default_serve_state_path(state_path: Path) -> Path:
+    """`serve.db` in the folder of the daemon's state file."""
+    return state_path.with_name("serve.db")
 
 
 def default_state_path(env: Mapping[str, str]) -> Path:

@@ -1,0 +1,240 @@
+"""The work behind `pinsyncd serve`'s answers: Kubo pins what the requests ask for, a bounded
+number of CIDs at a time, and unpins what no request names any more.
+
+One task per CID (requests for the same CID share it, whoever sent them): mark its requests
+`pinning`, note whether Kubo held the pin already (`found`, someone else's: never unpinned),
+dial the requests' `origins` (best effort, with the same address policy as the client side),
+then `pin/add` with progress until it is done or no new block came for `stall` seconds.
+`pinned`, or `failed` with the reason in `info.status_details`. A node that cannot be
+reached fails nothing: the requests wait and the CID is tried again with a growing pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from pinsyncd.kubo import LocalNode, NodeError, NodeUnavailable, PinProgress, PinStalled
+from pinsyncd.origins import is_public
+from pinsyncd.serve.store import Request, ServeStore, Unpin
+from pinsyncd.sizes import human_bytes
+
+log = structlog.get_logger("pinsyncd.serve")
+
+RETRY_FIRST = 2.0
+RETRY_CAP = 60.0
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One CID's pinning is over: `outcome` is pinned, failed or cancelled."""
+
+    key: str
+    outcome: str
+    seconds: float
+    requests: int
+
+
+class Pinner:
+    def __init__(
+        self,
+        store: ServeStore,
+        node: LocalNode,
+        *,
+        concurrency: int = 4,
+        stall: float = 600.0,
+        dial_private: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        on_finished: Callable[[Finished], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._node = node
+        self.concurrency = concurrency
+        self.stall = stall
+        self.dial_private = dial_private
+        self._clock = clock
+        self._on_finished = on_finished
+        self._wake = asyncio.Event()
+        self._pins: dict[str, asyncio.Task[None]] = {}
+        self._unpins: dict[str, asyncio.Task[None]] = {}
+        self._progress: dict[str, PinProgress] = {}
+        self._retry: dict[str, tuple[float, float]] = {}  # key -> (when, pause)
+        self.node_trouble: str | None = None
+        """Why the node could not be reached at the latest try (None: it could)."""
+
+    # --- what the HTTP side tells it ---------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look for work now (a request came or went)."""
+        self._wake.set()
+
+    def details(self, key: str) -> str | None:
+        """What a `pinning` request of `key` says about its progress, if anything came."""
+        progress = self._progress.get(key)
+        if progress is None or not progress.blocks:
+            return None
+        return f"fetched {progress.blocks} blocks ({human_bytes(progress.bytes)})"
+
+    @property
+    def busy(self) -> int:
+        return len(self._pins)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Until cancelled: start the work there is, then wait for more."""
+        try:
+            while True:
+                self._wake.clear()
+                pause = await self._start_work()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), pause)
+        finally:
+            tasks = [*self._pins.values(), *self._unpins.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _start_work(self) -> float:
+        """Start pins and unpins that may run; seconds until a paused CID may be tried."""
+        now = self._clock()
+        pause = 30.0  # look again now and then, whatever happens
+        for unpin in await self._store.unpins():
+            if unpin.key in self._unpins or not await self._store.unpin_ready(unpin):
+                continue
+            running = self._pins.pop(unpin.key, None)
+            if running is not None:  # its last request is gone: stop fetching it
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+            self._spawn(self._unpins, unpin.key, self._unpin(unpin))
+        for key in await self._store.pending_keys():
+            if len(self._pins) >= self.concurrency:
+                break
+            if key in self._pins or key in self._unpins:
+                continue
+            when, _ = self._retry.get(key, (0.0, 0.0))
+            if when > now:
+                pause = min(pause, when - now)
+                continue
+            self._spawn(self._pins, key, self._pin(key))
+        return max(pause, 0.05)
+
+    def _spawn(self, tasks: dict[str, asyncio.Task[None]], key: str, work: object) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(work)  # type: ignore[arg-type]
+        tasks[key] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if tasks.get(key) is finished:
+                del tasks[key]
+            self._wake.set()  # a slot is free
+            if not finished.cancelled() and (error := finished.exception()) is not None:
+                log.error("pin work failed unexpectedly", key=key, error=repr(error))
+
+        task.add_done_callback(done)
+
+    # --- one CID -----------------------------------------------------------------------------
+
+    async def _pin(self, key: str) -> None:
+        waiting = await self._store.waiting(key)
+        if not waiting:
+            return
+        started = self._clock()
+        cid = waiting[0].pin.cid
+        await self._store.set_status(key, "pinning", None)
+        dialled = (0, 0)
+        try:
+            if await self._store.held(key) is None:
+                found = await self._node.pinned(cid)
+                await self._store.hold(key, cid, "found" if found else "ours")
+            dialled = await self._dial_origins(waiting)
+            name = next((r.pin.name for r in waiting if r.pin.name), "")
+            await self._node.pin_add(
+                cid,
+                name=name,
+                stall=self.stall,
+                clock=self._clock,
+                on_progress=lambda progress: self._progress.__setitem__(key, progress),
+            )
+        except NodeUnavailable as exc:
+            self.node_trouble = str(exc)
+            _, last = self._retry.get(key, (0.0, 0.0))
+            wait = min(RETRY_CAP, last * 2 if last else RETRY_FIRST)
+            self._retry[key] = (self._clock() + wait, wait)
+            await self._store.set_status(key, "queued", f"waiting for the node: {exc}")
+            log.warning("node unreachable; the pin waits", cid=cid, retry_in=wait)
+            return
+        except PinStalled as exc:
+            details = f"{exc}{dialled_note(dialled)}"
+            await self._finish(key, "failed", details, started)
+            return
+        except NodeError as exc:
+            await self._finish(key, "failed", str(exc), started)
+            return
+        except asyncio.CancelledError:
+            self._report(key, "cancelled", started, 0)
+            raise
+        finally:
+            self._progress.pop(key, None)
+        self.node_trouble = None
+        await self._finish(key, "pinned", None, started)
+
+    async def _finish(self, key: str, status: str, details: str | None, started: float) -> None:
+        self._retry.pop(key, None)
+        moved = await self._store.set_status(key, status, details)
+        self._report(key, status, started, moved)
+        if status == "failed":
+            log.info("pin failed", key=key, requests=moved, why=details)
+        else:
+            log.info("pinned", key=key, requests=moved, seconds=round(self._clock() - started, 3))
+
+    def _report(self, key: str, outcome: str, started: float, requests: int) -> None:
+        if self._on_finished is not None:
+            self._on_finished(Finished(key, outcome, self._clock() - started, requests))
+
+    async def _dial_origins(self, waiting: list[Request]) -> tuple[int, int]:
+        """Dial the requests' origins that the address policy allows: (tried, connected)."""
+        addresses: list[str] = []
+        for request in waiting:
+            for origin in request.pin.origins:
+                if self.may_dial(origin) and origin not in addresses:
+                    addresses.append(origin)
+        if not addresses:
+            return 0, 0
+        results = await self._node.swarm_connect(addresses[:20])
+        return len(results), sum(1 for r in results if r.ok)
+
+    def may_dial(self, address: str) -> bool:
+        """An origin this service dials: a multiaddr ending in /p2p/<id>, public unless the
+        config says `serve.origins: all`."""
+        parts = address.rstrip("/").split("/")
+        if len(parts) < 4 or parts[-2] != "p2p":
+            return False
+        public = is_public(address)
+        return public is True or (public is False and self.dial_private)
+
+    async def _unpin(self, unpin: Unpin) -> None:
+        try:
+            removed = await self._node.pin_rm(unpin.cid)
+        except NodeUnavailable as exc:
+            self.node_trouble = str(exc)
+            await asyncio.sleep(RETRY_FIRST)  # the loop tries again after this
+            return
+        except NodeError as exc:
+            log.warning("could not unpin", cid=unpin.cid, error=str(exc))
+            await asyncio.sleep(RETRY_CAP)
+            return
+        await self._store.unpinned(unpin.key)
+        log.info("unpinned" if removed else "was not pinned any more", cid=unpin.cid)
+
+
+def dialled_note(dialled: tuple[int, int]) -> str:
+    tried, connected = dialled
+    if not tried:
+        return "; no origin was given that this service may dial"
+    return f"; {connected} of {tried} origins connected"
