@@ -537,4 +537,11 @@ def _check_config(config: Config) -> int:
             f"  service  {service.name}: {service.endpoint} "
             f"(token from {service.token.source}, concurrency {service.concurrency})"
         )
+    if config.serve is not None:
+        settings = config.serve.settings
+        scheme = "https" if config.serve.tls else "http"
+        print(f"  serve    {scheme}://{settings.listen} (state {config.serve.state_path})")
+        for account in config.serve.accounts:
+            limit = f", at most {account.max_pins} pins" if account.max_pins else ""
+            print(f"  user     {account.name} (token from {account.token.source}{limit})")
     return 0

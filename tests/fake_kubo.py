@@ -194,7 +194,9 @@ class FakeKubo:
             cid = request.query["arg"]
             if cid not in self.pinset():
                 message = f"path '{cid}' is not pinned"
-                return web.json_response({"Message": message, "Code": 0, "Type": "error"}, status=500)
+                return web.json_response(
+                    {"Message": message, "Code": 0, "Type": "error"}, status=500
+                )
             return web.json_response({"Keys": {cid: {"Type": "recursive", "Name": ""}}})
         fault = self.stream_faults.pop(0) if self.stream_faults else None
         with_names = self.names and request.query.get("names") == "true"

@@ -33,7 +33,12 @@ CLAIMED = [
     for c in PROJECT["classifiers"]
     if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
 ]
-UNITS = ["pinsyncd-sync.service", "pinsyncd-sync.timer", "pinsyncd.service"]
+UNITS = [
+    "pinsyncd-serve.service",
+    "pinsyncd-sync.service",
+    "pinsyncd-sync.timer",
+    "pinsyncd.service",
+]
 PACKAGED = ["pinsyncd/data/config.example.yaml", *(f"pinsyncd/data/systemd/{u}" for u in UNITS)]
 NOT_INHERITED = (
     "PYTHON", "PINSYNCD_", "VIRTUAL_ENV", "XDG_", "CREDENTIALS_DIRECTORY", "STATE_DIRECTORY",

@@ -18,6 +18,7 @@ UNITS = Path(pinsyncd.data.__file__).parent / "systemd"
 DAEMON = UNITS / "pinsyncd.service"
 ONE_CYCLE = UNITS / "pinsyncd-sync.service"
 TIMER = UNITS / "pinsyncd-sync.timer"
+SERVE = UNITS / "pinsyncd-serve.service"
 EXECUTABLE = "/usr/local/bin/pinsyncd"
 
 
@@ -43,7 +44,7 @@ def test_units_verify(tmp_path: Path) -> None:
     fake.chmod(0o755)
     units = tmp_path / "units"
     units.mkdir()
-    for unit in (DAEMON, ONE_CYCLE, TIMER):
+    for unit in (DAEMON, ONE_CYCLE, TIMER, SERVE):
         text = unit.read_text(encoding="utf-8")
         (units / unit.name).write_text(text.replace(EXECUTABLE, str(fake)))
     env = dict(os.environ)
@@ -55,7 +56,7 @@ def test_units_verify(tmp_path: Path) -> None:
     else:
         man = ["--man=no"]
     result = subprocess.run(
-        ["systemd-analyze", "verify", *man, DAEMON.name, ONE_CYCLE.name, TIMER.name],
+        ["systemd-analyze", "verify", *man, DAEMON.name, ONE_CYCLE.name, TIMER.name, SERVE.name],
         cwd=units,
         env=env,
         capture_output=True,
@@ -89,6 +90,19 @@ def test_timer_service_runs_one_cycle_as_the_daemons_user_with_its_hardening() -
     # The same user (so the same state and control socket), the same confinement.
     assert service_settings(ONE_CYCLE) == service_settings(DAEMON)
     assert "[Install]" not in settings  # started by the timer, never enabled itself
+
+
+def test_serve_unit_runs_serve_as_the_daemons_user_with_its_hardening() -> None:
+    settings = lines(SERVE)
+    for line in (
+        f"ExecStart={EXECUTABLE} serve -c /etc/pinsyncd/config.yaml",
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "RestartPreventExitStatus=78",
+        "WantedBy=multi-user.target",
+    ):
+        assert line in settings
+    assert service_settings(SERVE) == service_settings(DAEMON)
 
 
 def test_timer_starts_the_one_cycle_service_every_15_minutes() -> None:

@@ -211,8 +211,6 @@ def _raw_nothing_to_do(data: Any, lines: Lines) -> list[Problem]:
     """No service to back up to, and no `serve:` section either."""
     if not isinstance(data, dict) or data.get("services") or data.get("serve") is not None:
         return []
-    if "serve" in data:  # `serve:` with every key commented out
-        return []
     loc: tuple[str | int, ...] = ("services",)
     message = "list at least one service" if "services" in data else "required key is missing"
     return [Problem(render_loc(loc), message, line_for(loc, lines))]

@@ -395,7 +395,7 @@ class ConfigFile(_Section):
     def _empty_sections(cls, data: Any) -> Any:
         """A section whose keys are all commented out (`http:` alone) means its defaults."""
         if isinstance(data, dict):
-            sections = ("node", "sync", "state", "retry", "http", "alerts", "serve")
+            sections = ("node", "sync", "state", "retry", "http", "alerts")  # serve: alone is off
             data = {k: ({} if v is None and k in sections else v) for k, v in data.items()}
             if "services" in data and data["services"] is None:
                 data["services"] = []  # every entry commented out: "list at least one service"
@@ -436,7 +436,7 @@ class Serve:
                 problems.append(Problem(token.key, str(exc), token.line))
                 continue
             if secret in owners:
-                message = f"is the same token as user {owners[secret]!r}'s; give each its own"
+                message = f"is the same token as user {owners[secret]}'s; give each user its own"
                 problems.append(Problem(token.key, message, token.line))
             owners.setdefault(secret, account.name)
         return problems
