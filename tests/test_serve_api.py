@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 
 from pinsyncd.config import load_config
 from pinsyncd.notify import Notifier
@@ -512,3 +514,24 @@ async def until(done: Callable[[], bool], within: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("not within the time given")
         await asyncio.sleep(0.01)
+
+
+async def test_serve_over_tls_with_the_configured_certificate(tmp_path: Path) -> None:
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    certificate.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "chain.pem"))
+    certificate.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    trusted = ssl.create_default_context()
+    authority.configure_trust(trusted)
+    tls = "  tls:\n    cert_file: chain.pem\n    key_file: key.pem\n"
+    async with (
+        FakeKubo(addresses=LOOPBACK) as kubo,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trusted)) as session,
+    ):
+        served = await start(write_config(tmp_path, kubo, extra=tls), kubo, session)
+        try:
+            assert served.url.startswith("https://127.0.0.1:")
+            added = await served.add(cids(1)[0])
+            assert (await served.settled(added["requestid"]))["status"] == "pinned"
+        finally:
+            await served.stop()
