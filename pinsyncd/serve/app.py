@@ -124,7 +124,7 @@ class ServeApp:
         delegates = self._need_delegates()
         account = request[ACCOUNT]
         stored = await self.store.add(account.name, pin, max_pins=account.max_pins)
-        self.pinner.wake()
+        self.pinner.added(pin.key)
         log.debug("pin requested", account=account.name, cid=pin.cid, requestid=stored.requestid)
         return web.json_response(self._status(stored, delegates), status=202)
 
@@ -143,14 +143,15 @@ class ServeApp:
         )
         if new is None:
             raise web.HTTPNotFound()
-        self.pinner.wake()
+        self.pinner.added(pin.key)
+        self.pinner.removed()
         return web.json_response(self._status(new, delegates), status=202)
 
     async def _delete(self, request: web.Request) -> web.Response:
         gone = await self.store.delete(request[ACCOUNT].name, request.match_info["requestid"])
         if gone is None:
             raise web.HTTPNotFound()
-        self.pinner.wake()
+        self.pinner.removed()
         return web.Response(status=202)
 
     # --- the operator's ----------------------------------------------------------------------

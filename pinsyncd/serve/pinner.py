@@ -28,6 +28,7 @@ log = structlog.get_logger("pinsyncd.serve")
 
 RETRY_FIRST = 2.0
 RETRY_CAP = 60.0
+RESCAN = 60.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class Pinner:
         self._clock = clock
         self._on_finished = on_finished
         self._wake = asyncio.Event()
+        self._queue: dict[str, None] = {}  # keys to pin, in order (a set that keeps it)
+        self._look_unpins = True  # a request went away, or a pin finished: unpins may be due
+        self._rescan_at = 0.0  # when to read every pending key from the state again
         self._pins: dict[str, asyncio.Task[None]] = {}
         self._unpins: dict[str, asyncio.Task[None]] = {}
         self._progress: dict[str, PinProgress] = {}
@@ -69,8 +73,20 @@ class Pinner:
 
     # --- what the HTTP side tells it ---------------------------------------------------------
 
+    def added(self, key: str) -> None:
+        """A request for `key` was stored: pin it when a slot is free."""
+        self._queue[key] = None
+        self._wake.set()
+
+    def removed(self) -> None:
+        """A request was deleted or replaced: a CID may have lost its last request."""
+        self._look_unpins = True
+        self._wake.set()
+
     def wake(self) -> None:
-        """Look for work now (a request came or went)."""
+        """Look at everything again now (after a reload, or in tests)."""
+        self._rescan_at = 0.0
+        self._look_unpins = True
         self._wake.set()
 
     def details(self, key: str) -> str | None:
@@ -101,19 +117,20 @@ class Pinner:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _start_work(self) -> float:
-        """Start pins and unpins that may run; seconds until a paused CID may be tried."""
+        """Start pins and unpins that may run; seconds until a paused CID may be tried.
+        What to pin comes from `added()`; every key still pending is read from the state
+        at the start and then once a minute, so nothing waits for ever on a missed call."""
         now = self._clock()
-        pause = 30.0  # look again now and then, whatever happens
-        for unpin in await self._store.unpins():
-            if unpin.key in self._unpins or not await self._store.unpin_ready(unpin):
-                continue
-            running = self._pins.pop(unpin.key, None)
-            if running is not None:  # its last request is gone: stop fetching it
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
-            self._spawn(self._unpins, unpin.key, self._unpin(unpin))
-        for key in await self._store.pending_keys():
+        if now >= self._rescan_at:
+            self._rescan_at = now + RESCAN
+            for key in await self._store.pending_keys():
+                self._queue.setdefault(key, None)
+            self._look_unpins = True
+        if self._look_unpins:
+            self._look_unpins = False
+            await self._start_unpins()
+        pause = RESCAN
+        for key in list(self._queue):
             if len(self._pins) >= self.concurrency:
                 break
             if key in self._pins or key in self._unpins:
@@ -122,8 +139,21 @@ class Pinner:
             if when > now:
                 pause = min(pause, when - now)
                 continue
+            del self._queue[key]
             self._spawn(self._pins, key, self._pin(key))
         return max(pause, 0.05)
+
+    async def _start_unpins(self) -> None:
+        for unpin in await self._store.unpins():
+            if unpin.key in self._unpins or not await self._store.unpin_ready(unpin):
+                continue
+            running = self._pins.pop(unpin.key, None)
+            if running is not None:  # its last request is gone: stop fetching it
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+            self._queue.pop(unpin.key, None)
+            self._spawn(self._unpins, unpin.key, self._unpin(unpin))
 
     def _spawn(self, tasks: dict[str, asyncio.Task[None]], key: str, work: object) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work)  # type: ignore[arg-type]
@@ -132,6 +162,8 @@ class Pinner:
         def done(finished: asyncio.Task[None]) -> None:
             if tasks.get(key) is finished:
                 del tasks[key]
+            if tasks is self._pins:
+                self._look_unpins = True  # a replace's old CID may wait for this one
             self._wake.set()  # a slot is free
             if not finished.cancelled() and (error := finished.exception()) is not None:
                 log.error("pin work failed unexpectedly", key=key, error=repr(error))
@@ -166,6 +198,7 @@ class Pinner:
             _, last = self._retry.get(key, (0.0, 0.0))
             wait = min(RETRY_CAP, last * 2 if last else RETRY_FIRST)
             self._retry[key] = (self._clock() + wait, wait)
+            self._queue[key] = None
             await self._store.set_status(key, "queued", f"waiting for the node: {exc}")
             log.warning("node unreachable; the pin waits", cid=cid, retry_in=wait)
             return

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS held (
     state TEXT NOT NULL CHECK (state IN ('ours', 'found', 'unpin')),
     after TEXT
 );
+CREATE INDEX IF NOT EXISTS held_by_state ON held (state);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 SCHEMA_VERSION = 1
