@@ -377,6 +377,33 @@ async def test_a_pin_that_was_on_the_node_before_is_never_unpinned(served: Serve
     assert served.kubo.removed == [] and cid in served.kubo.pinset()
 
 
+async def test_a_pin_that_was_on_the_node_before_keeps_its_name(served: Served) -> None:
+    """Kubo gives an existing pin the name of a new `pin/add` (or none): serve sends none for
+    a CID the node has pinned already, so the user's own pin keeps its name (found with real
+    Kubo in test_serve_kubo)."""
+    (cid,) = cids(1, "named-by-hand")
+    served.kubo.extra[cid] = "mine"
+    await served.settled((await served.add(cid, name="from-the-laptop"))["requestid"])
+    await served.settled((await served.add(cid, user="desktop"))["requestid"], "desktop")
+    assert served.kubo.added == [] and served.kubo.pinset()[cid] == "mine"
+
+
+async def test_a_pin_removed_by_hand_meanwhile_is_pinned_by_serve_for_a_new_request(
+    served: Served,
+) -> None:
+    """A found pin the user removes by hand is not the node's any more: the next request for
+    its CID has serve pin it, as its own (removed with the last request)."""
+    (cid,) = cids(1, "unpinned-by-hand")
+    served.kubo.extra[cid] = "mine"
+    first = await served.settled((await served.add(cid))["requestid"])
+    del served.kubo.extra[cid]  # `ipfs pin rm` by the user
+    second = await served.settled((await served.add(cid, name="again"))["requestid"])
+    assert second["status"] == "pinned" and served.kubo.added == [(cid, "again")]
+    await served.call("DELETE", f"/pins/{first['requestid']}")
+    await served.call("DELETE", f"/pins/{second['requestid']}")
+    await until(lambda: served.kubo.removed == [cid])
+
+
 async def test_deleting_a_pin_still_fetching_stops_the_fetch_and_unpins(served: Served) -> None:
     (cid,) = cids(1)
     served.kubo.unfetchable.add(cid)
