@@ -388,6 +388,23 @@ async def test_a_pin_that_was_on_the_node_before_keeps_its_name(served: Served) 
     assert served.kubo.added == [] and served.kubo.pinset()[cid] == "mine"
 
 
+async def test_a_direct_pin_by_hand_is_made_recursive_under_its_name_and_never_unpinned(
+    served: Served,
+) -> None:
+    """A direct pin holds one block and the request needs them all: serve has Kubo pin it
+    recursively (Kubo turns the direct pin into a recursive one), under the user's name, and
+    leaves it when the request is deleted."""
+    cid, sentinel = cids(2, "direct-by-hand")
+    served.kubo.direct[cid] = "mine"
+    added = await served.settled((await served.add(cid, name="from-the-laptop"))["requestid"])
+    assert added["status"] == "pinned" and served.kubo.added == [(cid, "mine")]
+    await served.call("DELETE", f"/pins/{added['requestid']}")
+    done = await served.settled((await served.add(sentinel))["requestid"])
+    await served.call("DELETE", f"/pins/{done['requestid']}")
+    await until(lambda: served.kubo.removed == [sentinel])  # the delete before it was seen
+    assert served.kubo.pinset()[cid] == "mine"
+
+
 async def test_a_pin_removed_by_hand_meanwhile_is_pinned_by_serve_for_a_new_request(
     served: Served,
 ) -> None:

@@ -338,17 +338,27 @@ def test_two_accounts_share_one_pin_and_a_pin_made_by_hand_stays(
     served: ServeProcess, home: KuboNode, tmp_path: Path
 ) -> None:
     """Two accounts ask for one CID: one Kubo pin. Deleting one request keeps it, deleting the
-    second removes it. A CID pinned by hand on the home node before is never unpinned by
-    serve, even after its only request is deleted."""
+    second removes it. A CID pinned by hand on the home node before is never unpinned nor
+    renamed by serve, even after its only request is deleted; a direct pin by hand becomes
+    recursive (the request needs every block) and keeps its name."""
     shared = ipfs(home, "add", "-Q", "--pin=false", write_file(tmp_path / "s", b"shared")).strip()
     by_hand = ipfs(home, "add", "-Q", "--pin-name=mine", write_file(tmp_path / "h", b"mine"))
     by_hand = by_hand.strip()
+    direct = ipfs(home, "add", "-Q", "--pin=false", write_file(tmp_path / "d", b"direct"))
+    direct = direct.strip()
+    ipfs(home, "pin", "add", "--recursive=false", "--name=mine-direct", direct)
     assert v1(by_hand) in recursive_pins(home) and v1(shared) not in recursive_pins(home)
 
     first = add_pin(served, "laptop", shared, name="shared")
     second = add_pin(served, "desktop", shared, name="shared-too")
     hand = add_pin(served, "laptop", by_hand, name="mine-remote")
-    for user, request in (("laptop", first), ("desktop", second), ("laptop", hand)):
+    hand_direct = add_pin(served, "desktop", direct, name="direct-remote")
+    for user, request in (
+        ("laptop", first),
+        ("desktop", second),
+        ("laptop", hand),
+        ("desktop", hand_direct),
+    ):
         assert settled(served, user, request["requestid"]) == "pinned"
     assert recursive_pins(home).count(v1(shared)) == 1
 
@@ -361,10 +371,11 @@ def test_two_accounts_share_one_pin_and_a_pin_made_by_hand_stays(
     wait_for(lambda: v1(shared) not in recursive_pins(home), 30, "the last request's unpin")
 
     delete(served, "laptop", hand["requestid"])
+    delete(served, "desktop", hand_direct["requestid"])
     settle_unpins(served, home, tmp_path / "sentinel2")
-    assert v1(by_hand) in recursive_pins(home), "a pin made by hand is the user's own"
-    listed = ipfs(home, "pin", "ls", "--type=recursive", "--names", by_hand).split()
-    assert listed == [by_hand, "recursive", "mine"], "serve never renames the user's own pin"
+    for cid, name in ((by_hand, "mine"), (direct, "mine-direct")):
+        listed = ipfs(home, "pin", "ls", "--type=recursive", "--names", cid).split()
+        assert listed == [cid, "recursive", name], "the user's own pin: kept, not renamed"
 
 
 def delete(served: ServeProcess, user: str, requestid: str) -> None:
