@@ -132,9 +132,7 @@ async def test_requests_without_a_valid_token_get_401_with_the_failure_schema(
     status, body = await served.call("GET", "/pins", None)
     assert status == 401
     assert body == {"error": {"reason": "UNAUTHORIZED", "details": "access token is missing"}}
-    status, body = await served.call(
-        "GET", "/pins", None, headers={"Authorization": "Bearer nope"}
-    )
+    status, body = await served.call("GET", "/pins", None, headers={"Authorization": "Bearer nope"})
     assert (status, body["error"]["details"]) == (401, "access token is invalid")
     status, body = await served.call(
         "POST", "/pins", None, headers={"Authorization": f"Basic {TOKENS['laptop']}"}
@@ -265,6 +263,7 @@ async def test_a_cid_filter_finds_the_pin_whichever_cid_version_is_asked(served:
     added = await served.add(v0)
     await served.settled(added["requestid"])
     status, body = await served.call("GET", f"/pins?cid={v1}")
+    assert status == 200, body
     assert body["count"] == 1 and body["results"][0]["pin"]["cid"] == v0
 
 
@@ -501,7 +500,7 @@ async def test_a_node_that_goes_away_leaves_requests_waiting_not_failed(served: 
     added = await served.add(cids(1)[0])
     await until(lambda: served.daemon.pinner.node_trouble is not None)
     status, body = await served.call("GET", f"/pins/{added['requestid']}")
-    assert body["status"] == "queued"
+    assert status == 200 and body["status"] == "queued"
     assert "waiting for the node" in body["info"]["status_details"]
     await served.kubo.come_back()
     served.daemon.pinner._retry.clear()  # not wait out the pause
