@@ -377,16 +377,22 @@ class LocalNode:
             del params["name"]  # Kubo < 0.26 names no pin: pin without one
             return await self._pin_add(cid, params, stall, on_progress, clock)
 
-    async def pinned(self, cid: str) -> bool:
-        """Whether `cid` is pinned recursively on the node now (`pin/ls?arg=`)."""
+    async def pin_of(self, cid: str) -> LocalPin | None:
+        """`cid`'s own pin on the node now, recursive or direct, with its name (`pin/ls?arg=`);
+        None when it has none (not pinned, or only inside another pin)."""
         try:
-            data = await self._json("pin/ls", {"arg": cid, "type": "recursive"})
+            data = await self._json("pin/ls", {"arg": cid, "type": "all", "names": "true"})
         except NodeRequestError as exc:
             if "not pinned" in str(exc):
-                return False
+                return None
             raise
         keys = data.get("Keys")
-        return isinstance(keys, dict) and bool(keys)
+        for entry in keys.values() if isinstance(keys, dict) else ():
+            kind = entry.get("Type") if isinstance(entry, dict) else None
+            if kind in ("recursive", "direct"):
+                name = entry.get("Name")
+                return LocalPin(cid, name if isinstance(name, str) else "", kind)
+        return None
 
     async def pin_rm(self, cid: str) -> bool:
         """Unpin `cid` (recursive); False when it was not pinned (already removed)."""

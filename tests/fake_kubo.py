@@ -67,6 +67,9 @@ class FakeKubo:
     """CIDs whose `pin/add` never gets a block: Kubo's reports keep coming, unchanged."""
     drop_pin_add: bool = False
     """`pin/add` drops the connection (the node going away in the middle of a restore)."""
+    direct: dict[str, str] = field(default_factory=dict)
+    """Direct pins: cid -> name. Only `pin/ls?arg=` shows them; a `pin/add` makes one
+    recursive (as Kubo does)."""
     added: list[tuple[str, str]] = field(default_factory=list)
     """(cid, name) of every `pin/add` asked for."""
     removed: list[str] = field(default_factory=list)
@@ -166,6 +169,7 @@ class FakeKubo:
                 report = {"Progress": blocks, "Bytes": blocks * 1000}
                 await response.write(json.dumps(report).encode() + b"\n")
                 await asyncio.sleep(0.01)
+            self.direct.pop(cid, None)
             self.extra[cid] = name
             await response.write(json.dumps({"Pins": [cid]}).encode() + b"\n")
             await response.write_eof()
@@ -192,12 +196,15 @@ class FakeKubo:
         self.calls["pin/ls"] += 1
         if "arg" in request.query:  # one CID: Kubo answers at once, with an error if unpinned
             cid = request.query["arg"]
-            if cid not in self.pinset():
-                message = f"path '{cid}' is not pinned"
-                return web.json_response(
-                    {"Message": message, "Code": 0, "Type": "error"}, status=500
-                )
-            return web.json_response({"Keys": {cid: {"Type": "recursive", "Name": ""}}})
+            pinset = self.pinset()
+            if cid in self.direct and request.query.get("type") in ("all", "direct"):
+                entry = {"Type": "direct", "Name": self.direct[cid]}
+            elif cid in pinset:
+                entry = {"Type": "recursive", "Name": pinset[cid]}
+            else:
+                error = {"Message": f"path '{cid}' is not pinned", "Code": 0, "Type": "error"}
+                return web.json_response(error, status=500)
+            return web.json_response({"Keys": {cid: entry}})
         fault = self.stream_faults.pop(0) if self.stream_faults else None
         with_names = self.names and request.query.get("names") == "true"
         self.listings.append(with_names)

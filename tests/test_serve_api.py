@@ -264,7 +264,8 @@ async def test_a_cid_filter_finds_the_pin_whichever_cid_version_is_asked(served:
     v1 = "bafybeihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
     added = await served.add(v0)
     await served.settled(added["requestid"])
-    _status, body = await served.call("GET", f"/pins?cid={v1}")
+    status, body = await served.call("GET", f"/pins?cid={v1}")
+    assert status == 200, body
     assert body["count"] == 1 and body["results"][0]["pin"]["cid"] == v0
 
 
@@ -377,6 +378,50 @@ async def test_a_pin_that_was_on_the_node_before_is_never_unpinned(served: Serve
     assert served.kubo.removed == [] and cid in served.kubo.pinset()
 
 
+async def test_a_pin_that_was_on_the_node_before_keeps_its_name(served: Served) -> None:
+    """Kubo gives an existing pin the name of a new `pin/add` (or none): serve sends none for
+    a CID the node has pinned already, so the user's own pin keeps its name (found with real
+    Kubo in test_serve_kubo)."""
+    (cid,) = cids(1, "named-by-hand")
+    served.kubo.extra[cid] = "mine"
+    await served.settled((await served.add(cid, name="from-the-laptop"))["requestid"])
+    await served.settled((await served.add(cid, user="desktop"))["requestid"], "desktop")
+    assert served.kubo.added == [] and served.kubo.pinset()[cid] == "mine"
+
+
+async def test_a_direct_pin_by_hand_is_made_recursive_under_its_name_and_never_unpinned(
+    served: Served,
+) -> None:
+    """A direct pin holds one block and the request needs them all: serve has Kubo pin it
+    recursively (Kubo turns the direct pin into a recursive one), under the user's name, and
+    leaves it when the request is deleted."""
+    cid, sentinel = cids(2, "direct-by-hand")
+    served.kubo.direct[cid] = "mine"
+    added = await served.settled((await served.add(cid, name="from-the-laptop"))["requestid"])
+    assert added["status"] == "pinned" and served.kubo.added == [(cid, "mine")]
+    await served.call("DELETE", f"/pins/{added['requestid']}")
+    done = await served.settled((await served.add(sentinel))["requestid"])
+    await served.call("DELETE", f"/pins/{done['requestid']}")
+    await until(lambda: served.kubo.removed == [sentinel])  # the delete before it was seen
+    assert served.kubo.pinset()[cid] == "mine"
+
+
+async def test_a_pin_removed_by_hand_meanwhile_is_pinned_by_serve_for_a_new_request(
+    served: Served,
+) -> None:
+    """A found pin the user removes by hand is not the node's any more: the next request for
+    its CID has serve pin it, as its own (removed with the last request)."""
+    (cid,) = cids(1, "unpinned-by-hand")
+    served.kubo.extra[cid] = "mine"
+    first = await served.settled((await served.add(cid))["requestid"])
+    del served.kubo.extra[cid]  # `ipfs pin rm` by the user
+    second = await served.settled((await served.add(cid, name="again"))["requestid"])
+    assert second["status"] == "pinned" and served.kubo.added == [(cid, "again")]
+    await served.call("DELETE", f"/pins/{first['requestid']}")
+    await served.call("DELETE", f"/pins/{second['requestid']}")
+    await until(lambda: served.kubo.removed == [cid])
+
+
 async def test_deleting_a_pin_still_fetching_stops_the_fetch_and_unpins(served: Served) -> None:
     (cid,) = cids(1)
     served.kubo.unfetchable.add(cid)
@@ -456,8 +501,8 @@ async def test_a_node_that_goes_away_leaves_requests_waiting_not_failed(served: 
     await served.kubo.go_offline()
     added = await served.add(cids(1)[0])
     await until(lambda: served.daemon.pinner.node_trouble is not None)
-    _status, body = await served.call("GET", f"/pins/{added['requestid']}")
-    assert body["status"] == "queued"
+    status, body = await served.call("GET", f"/pins/{added['requestid']}")
+    assert status == 200 and body["status"] == "queued"
     assert "waiting for the node" in body["info"]["status_details"]
     await served.kubo.come_back()
     served.daemon.pinner._retry.clear()  # not wait out the pause

@@ -2,9 +2,11 @@
 number of CIDs at a time, and unpins what no request names any more.
 
 One task per CID (requests for the same CID share it, whoever sent them): mark its requests
-`pinning`, note whether Kubo held the pin already (`found`, someone else's: never unpinned),
-dial the requests' `origins` (best effort, with the same address policy as the client side),
-then `pin/add` with progress until it is done or no new block came for `stall` seconds.
+`pinning`, note whether Kubo held the pin already (`found`, someone else's: never unpinned
+nor renamed; a direct one is made recursive, since the request needs every block), else
+dial the requests' `origins` (best effort, with the same address policy as the client
+side), then `pin/add` with progress until it is done or no new block came for `stall`
+seconds.
 `pinned`, or `failed` with the reason in `info.status_details`. A node that cannot be
 reached fails nothing: the requests wait and the CID is tried again with a growing pause.
 """
@@ -181,18 +183,25 @@ class Pinner:
         await self._store.set_status(key, "pinning", None)
         dialled = (0, 0)
         try:
-            if await self._store.held(key) is None:
-                found = await self._node.pinned(cid)
-                await self._store.hold(key, cid, "found" if found else "ours")
-            dialled = await self._dial_origins(waiting)
-            name = next((r.pin.name for r in waiting if r.pin.name), "")
-            await self._node.pin_add(
-                cid,
-                name=name,
-                stall=self.stall,
-                clock=self._clock,
-                on_progress=lambda progress: self._progress.__setitem__(key, progress),
-            )
+            held = await self._store.held(key)
+            theirs = None
+            if held != "ours":  # new, or someone else's: is it (still) pinned in Kubo?
+                theirs = await self._node.pin_of(cid)
+                held = "found" if theirs is not None else "ours"
+                await self._store.hold(key, cid, held)
+            # A recursive pin of theirs has every block: no `pin/add`, which would rename it
+            # (Kubo gives an existing pin the new name, or none). A direct one holds one
+            # block: Kubo makes it recursive, under its own name, and it stays theirs.
+            if theirs is None or theirs.type == "direct":
+                dialled = await self._dial_origins(waiting)
+                name = next((r.pin.name for r in waiting if r.pin.name), "")
+                await self._node.pin_add(
+                    cid,
+                    name=theirs.name if theirs is not None else name,
+                    stall=self.stall,
+                    clock=self._clock,
+                    on_progress=lambda progress: self._progress.__setitem__(key, progress),
+                )
         except NodeUnavailable as exc:
             self.node_trouble = str(exc)
             _, last = self._retry.get(key, (0.0, 0.0))
