@@ -53,8 +53,11 @@ def test_pinsyncd_serve_passes_the_compliance_suite(
     kubo_factory: Callable[..., KuboNode], tmp_path: Path
 ) -> None:
     node = kubo_factory("node", online=False)
+    # An offline node listens on no swarm address, so it has none to hand out as delegates
+    # (and serve answers 503 without any): name one, on loopback, with the node's real peer ID.
+    delegate = f"/ip4/127.0.0.1/tcp/4001/p2p/{node.rpc('id')['ID']}"
     token = secrets.token_urlsafe(32)
-    with running_serve(tmp_path, node.api_url, {"judge": token}) as serve:
+    with running_serve(tmp_path, node.api_url, {"judge": token}, delegates=[delegate]) as serve:
         report = run_compliance(serve.url, token, timeout=300)
         log = serve.log_tail()
     explained = f"{report.explain()}\n--- pinsyncd serve's log:\n{log}"
