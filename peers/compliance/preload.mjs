@@ -80,10 +80,10 @@ net.Socket.prototype.connect = function connect(...args) {
   return originalConnect.apply(this, args)
 }
 
-process.on("exit", (code) => {
+process.on("exit", () => {
   if (refused > 0) {
     process.stderr.write(`compliance-preload: ${refused} connection(s) off this machine refused\n`)
-    if (code === 0) process.exitCode = REFUSED_EXIT
+    process.exitCode = REFUSED_EXIT
   }
 })
 
