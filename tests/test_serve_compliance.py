@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -12,25 +11,11 @@ import pytest
 
 from tests.compliance import run_compliance
 from tests.peers import KuboNode
-from tests.serve_peer import running_serve
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def serve_is_here() -> bool:
-    """Whether `pinsyncd.serve` exists in this checkout. Not only `find_spec(...) is not None`:
-    with pinsyncd installed editable from another checkout, a module this one lacks is found
-    in that one, and the `pinsyncd serve` subprocess would not have it."""
-    spec = importlib.util.find_spec("pinsyncd.serve")
-    return spec is not None and spec.origin is not None and Path(spec.origin).is_relative_to(ROOT)
-
+from tests.serve_process import serve_process
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(400),
-    pytest.mark.skipif(
-        not serve_is_here(), reason="pinsyncd serve (pinsyncd/serve/) is not here yet"
-    ),
 ]
 
 MATCH_CHECK = "Can create a pin with name='<name>'"
@@ -57,9 +42,10 @@ def test_pinsyncd_serve_passes_the_compliance_suite(
     # (and serve answers 503 without any): name one, on loopback, with the node's real peer ID.
     delegate = f"/ip4/127.0.0.1/tcp/4001/p2p/{node.rpc('id')['ID']}"
     token = secrets.token_urlsafe(32)
-    with running_serve(tmp_path, node.api_url, {"judge": token}, delegates=[delegate]) as serve:
+    extra = f"delegates:\n  - {delegate}"
+    with serve_process(tmp_path, node.api_url, {"judge": token}, extra=extra) as serve:
         report = run_compliance(serve.url, token, timeout=300)
-        log = serve.log_tail()
+        log = serve.tail()
     explained = f"{report.explain()}\n--- pinsyncd serve's log:\n{log}"
 
     assert report.complete, explained

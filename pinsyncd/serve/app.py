@@ -84,7 +84,10 @@ class ServeApp:
             status = exc.status
             if isinstance(exc, _Unavailable):
                 reason = "NODE_UNAVAILABLE"
-                details = "the IPFS node behind this service has not been reached yet"
+                details = (
+                    "no delegates to give: the IPFS node behind this service has not been "
+                    "reached yet, or has no swarm address (offline? serve.delegates names them)"
+                )
             elif exc.status == 413:
                 reason, details = "PAYLOAD_TOO_LARGE", f"the body is over {MAX_BODY} bytes"
             elif exc.status == 404:

@@ -210,6 +210,9 @@ class ServeDaemon:
     def health(self) -> tuple[bool, str]:
         trouble = self.pinner.node_trouble if self._node_ok else self._node_trouble
         if self._node_ok and trouble is None:
+            if not self.delegates():
+                return False, "the node has no swarm address to give as delegates: set "
+                "serve.delegates, or start it online"
             return True, "ok"
         return False, trouble or self._node_trouble
 
