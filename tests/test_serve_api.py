@@ -580,3 +580,26 @@ async def test_serve_over_tls_with_the_configured_certificate(tmp_path: Path) ->
             assert (await served.settled(added["requestid"]))["status"] == "pinned"
         finally:
             await served.stop()
+
+
+async def test_a_pinned_cid_gone_from_the_node_is_pinned_again(served: Served) -> None:
+    kept, lost = cids(2)
+    ids = [
+        (await served.settled((await served.add(cid))["requestid"]))["requestid"]
+        for cid in (kept, lost)
+    ]
+    del served.kubo.extra[lost]  # `ipfs pin rm` behind the service's back
+    assert await served.daemon.pinner.verify() == 1
+    assert (await served.settled(ids[1]))["status"] == "pinned"
+    await until(lambda: [cid for cid, _ in served.kubo.added].count(lost) == 2)
+    assert lost in served.kubo.pinset()
+    assert await served.daemon.pinner.verify() == 0
+
+
+async def test_an_edited_token_file_is_noticed_without_a_signal(served: Served) -> None:
+    token_file = served.config_path.parent / "tokens" / "desktop"
+    token_file.write_text("a-new-desktop-token\n")
+    await until(lambda: served.daemon.app.accounts.find("Bearer a-new-desktop-token") != "invalid")
+    assert (await served.call("GET", "/pins", "desktop"))[0] == 401
+    served.tokens["desktop"] = "a-new-desktop-token"
+    assert (await served.call("GET", "/pins", "desktop"))[0] == 200

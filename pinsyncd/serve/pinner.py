@@ -24,6 +24,7 @@ import structlog
 from pinsyncd.kubo import LocalNode, NodeError, NodeUnavailable, PinProgress, PinStalled
 from pinsyncd.origins import is_public
 from pinsyncd.serve.store import Request, ServeStore, Unpin
+from pinsyncd.serve.wire import BadRequest, content_key
 from pinsyncd.sizes import human_bytes
 
 log = structlog.get_logger("pinsyncd.serve")
@@ -171,6 +172,35 @@ class Pinner:
                 log.error("pin work failed unexpectedly", key=key, error=repr(error))
 
         task.add_done_callback(done)
+
+    async def verify(self) -> int:
+        """Every CID a request holds as `pinned` that is no longer pinned on the node (someone
+        ran `ipfs pin rm`, a repo was put back from an old copy) goes back to `queued` and is
+        pinned again: how many. Reads the node's recursive pins as a stream."""
+        held: set[str] = set()
+        async for pin in self._node.iter_pins("recursive"):
+            try:
+                held.add(content_key(pin.cid))
+            except BadRequest:
+                continue  # a CID this side cannot read is no CID a request names
+        lost = 0
+        for key, cid in await self._store.pinned_keys():
+            if key in held or key in self._pins:
+                continue
+            moved = await self._store.set_status(
+                key,
+                "queued",
+                "was no longer pinned on the node: pinning it again",
+                only=("pinned",),
+            )
+            if moved:
+                lost += 1
+                await self._store.forget_hold(key)
+                log.warning("a pinned CID was gone from the node; pinning it again", cid=cid)
+                self._queue[key] = None
+        if lost:
+            self._wake.set()
+        return lost
 
     # --- one CID -----------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ log = structlog.get_logger("pinsyncd.serve")
 STATUS_EVERY = 300.0
 IDENTITY_EVERY = 300.0
 IDENTITY_RETRY = 5.0
+VERIFY_EVERY = 3600.0
 DELEGATES_KEY = "delegates"
 
 
@@ -176,6 +177,7 @@ class ServeDaemon:
         tasks = [
             asyncio.create_task(self.pinner.run(), name="pinner"),
             asyncio.create_task(self._identity_loop(node), name="identity"),
+            asyncio.create_task(self._verify_loop(), name="verify"),
             asyncio.create_task(self._status_loop(), name="status"),
             asyncio.create_task(self._reloader(), name="reload"),
             asyncio.create_task(self._watch_files(), name="watch"),
@@ -243,6 +245,19 @@ class ServeDaemon:
                 await self.store.set_meta(DELEGATES_KEY, json.dumps(found))
                 log.info("delegates", addresses=self.delegates())
             await asyncio.sleep(IDENTITY_EVERY)
+
+    async def _verify_loop(self) -> None:
+        """At start and every `VERIFY_EVERY`: are the pinned CIDs still pinned on the node?"""
+        while True:
+            try:
+                lost = await self.pinner.verify()
+            except NodeError as exc:
+                log.info("could not check the node's pins; trying again later", error=str(exc))
+                await asyncio.sleep(IDENTITY_EVERY)
+                continue
+            if lost:
+                log.warning("pinned CIDs were gone from the node; pinning them again", cids=lost)
+            await asyncio.sleep(VERIFY_EVERY)
 
     async def _summary(self) -> str:
         counts = await self.store.counts()

@@ -170,6 +170,13 @@ class ServeStore:
         async with self._db.execute(sql) as cursor:
             return [row[0] for row in await cursor.fetchall()]
 
+    async def pinned_keys(self) -> list[tuple[str, str]]:
+        """(key, cid) of every CID some request holds as `pinned`."""
+        async with self._db.execute(
+            "SELECT key, MIN(cid) FROM requests WHERE status = 'pinned' GROUP BY key"
+        ) as cursor:
+            return [(row[0], row[1]) for row in await cursor.fetchall()]
+
     async def waiting(self, key: str) -> list[Request]:
         """The requests that wait for `key`, oldest first."""
         sql = (
@@ -201,6 +208,11 @@ class ServeStore:
                 "ON CONFLICT (key) DO UPDATE SET state = excluded.state, after = NULL",
                 (key, cid, state),
             )
+
+    async def forget_hold(self, key: str) -> None:
+        """Kubo no longer holds `key`: whose it is is asked again when it is pinned next."""
+        async with self._transaction():
+            await self._db.execute("DELETE FROM held WHERE key = ? AND state != 'unpin'", (key,))
 
     async def held(self, key: str) -> str | None:
         async with self._db.execute("SELECT state FROM held WHERE key = ?", (key,)) as cursor:
