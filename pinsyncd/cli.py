@@ -420,7 +420,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
         )
     if args.command == "serve":
         return _serve(config)
-    if not config.services:
+    serve_status = args.command == "status" and not (args.check or args.failed)
+    if not config.services and not (serve_status and config.serve is not None):
         _error(
             f"pinsyncd: {config.source}: lists no services, only a serve: section; "
             f"`pinsyncd serve` uses it (to back this node up too, add services:)"

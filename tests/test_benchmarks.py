@@ -127,6 +127,16 @@ def test_micro() -> None:
             number(value, positive=True)
 
 
+def test_serve() -> None:
+    r = run_benchmark("serve")
+    assert r["pins"] == 300
+    assert r["kubo_calls_per_pin"]["pin/add"] == 1.0
+    for key in ("adds_per_second", "add_p50_ms", "add_p95_ms", "serve_peak_rss_mib"):
+        number(r[key], positive=True)
+    number(r["serve_cpu_ms_per_add"])
+    assert set(r["list_ms"]) == {"first page (10)", "page of 1000", "name ipartial", "cid lookup"}
+
+
 # --- what the benchmarks added to the test peers ----------------------------------------------
 
 

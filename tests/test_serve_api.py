@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -603,3 +606,46 @@ async def test_an_edited_token_file_is_noticed_without_a_signal(served: Served) 
     assert (await served.call("GET", "/pins", "desktop"))[0] == 401
     served.tokens["desktop"] = "a-new-desktop-token"
     assert (await served.call("GET", "/pins", "desktop"))[0] == 200
+
+
+async def test_a_port_in_use_or_a_state_file_that_is_not_one_ends_with_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with FakeKubo(addresses=LOOPBACK) as kubo:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            config = write_config(tmp_path, kubo)
+            config.write_text(config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+            daemon = ServeDaemon(load_config(config), notifier=Notifier({}))
+            assert await daemon.run() == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().out
+        (tmp_path / "serve.db").write_bytes(b"not a database" * 100)
+        daemon = ServeDaemon(load_config(config), notifier=Notifier({}))
+        assert await daemon.run() == 1
+        assert "cannot open the state file" in capsys.readouterr().out
+
+
+async def test_status_on_the_home_box_shows_serves_side(served: Served) -> None:
+    (cid,) = cids(1)
+    await served.settled((await served.add(cid))["requestid"])
+    env = {k: v for k, v in os.environ.items() if k != "PINSYNCD_CONFIG"}
+    command = [sys.executable, "-m", "pinsyncd", "status", "-c", str(served.config_path)]
+    process = await asyncio.create_subprocess_exec(
+        *command, "--json", env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    serve = json.loads(out)["serve"]
+    assert serve["running"] == os.getpid()
+    assert serve["accounts"]["laptop"]["pinned"] == 1
+    assert serve["accounts"]["desktop"] == {"pinned": 0, "pinning": 0, "queued": 0, "failed": 0}
+    assert serve["held"] == {"ours": 1}
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    text = out.decode()
+    assert f"serve: running (pid {os.getpid()})" in text
+    assert "  laptop: 1 pinned, 0 pinning, 0 queued, 0 failed" in text

@@ -147,7 +147,7 @@ def test_check_config_shows_the_serve_section_and_never_a_token(tmp_path: Path) 
 
 def test_commands_that_back_up_refuse_a_config_that_only_serves(tmp_path: Path) -> None:
     path = write(tmp_path, SERVE_ONLY)
-    for command in ("run", "status"):
+    for command in ("run", "sync", "ls"):
         result = cli(command, "-c", str(path), env={"PHONE_TOKEN": "t-phone"})
         assert result.returncode == EX_CONFIG
         assert "lists no services, only a serve: section" in result.stderr

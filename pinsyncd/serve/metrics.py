@@ -7,6 +7,7 @@ operations, statuses and outcomes: never a token, a CID or a name."""
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -35,6 +36,8 @@ class ServeMetrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self._store = store
         self.accounts = accounts
+        self.busy: Callable[[], int] = lambda: 0
+        """How many CIDs are being fetched now (the pinner's count, once there is one)."""
         self.registry = r = CollectorRegistry()
         Info("pinsyncd_build", "The running pinsyncd.", registry=r).info(
             {"version": pinsyncd.__version__, "python": platform.python_version()}
@@ -90,6 +93,7 @@ class ServeMetrics:
         for account in {*self.accounts, *(a for a, _ in counts)}:
             for status in STATUSES:
                 self._requests.labels(account, status).set(counts.get((account, status), 0))
+        self.in_progress.set(self.busy())
         held = await self._store.held_counts()
         for state in ("ours", "found", "unpin"):
             self._held.labels(state).set(held.get(state, 0))

@@ -165,8 +165,8 @@ class Pinner:
         def done(finished: asyncio.Task[None]) -> None:
             if tasks.get(key) is finished:
                 del tasks[key]
-            if tasks is self._pins:
-                self._look_unpins = True  # a replace's old CID may wait for this one
+            # a replace's old CID may wait for this pin; an unpin that failed is tried again
+            self._look_unpins = True
             self._wake.set()  # a slot is free
             if not finished.cancelled() and (error := finished.exception()) is not None:
                 log.error("pin work failed unexpectedly", key=key, error=repr(error))
@@ -263,7 +263,7 @@ class Pinner:
         if status == "failed":
             log.info("pin failed", key=key, requests=moved, why=details)
         else:
-            log.info("pinned", key=key, requests=moved, seconds=round(self._clock() - started, 3))
+            log.debug("pinned", key=key, requests=moved, seconds=round(self._clock() - started, 3))
 
     def _report(self, key: str, outcome: str, started: float, requests: int) -> None:
         if self._on_finished is not None:

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from pinsyncd.config import Config, ConfigError, load_config
 from pinsyncd.config.schema import Serve
 from pinsyncd.exits import EX_LOCKED
 from pinsyncd.kubo import LocalNode, NodeError
-from pinsyncd.listen import parse_listen
+from pinsyncd.listen import is_loopback, parse_listen
 from pinsyncd.lock import StateLock
 from pinsyncd.logs import register_secrets
 from pinsyncd.notify import Notifier
@@ -40,7 +41,7 @@ from pinsyncd.serve.accounts import Accounts, delegates_of
 from pinsyncd.serve.app import ServeApp
 from pinsyncd.serve.metrics import ServeMetrics
 from pinsyncd.serve.pinner import Finished, Pinner
-from pinsyncd.serve.store import ServeStore
+from pinsyncd.serve.store import ServeStore, StoreTooNew
 from pinsyncd.tokens import TokenError, expand_path
 
 log = structlog.get_logger("pinsyncd.serve")
@@ -113,7 +114,12 @@ class ServeDaemon:
     async def _run_locked(self) -> int:
         accounts = Accounts(self.serve.accounts)
         register_secrets(a.token for a in self.serve.accounts)
-        store = await ServeStore.open(self.serve.state_path)
+        try:
+            store = await ServeStore.open(self.serve.state_path)
+        except (sqlite3.DatabaseError, OSError, StoreTooNew) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            log.error(f"cannot open the state file {self.serve.state_path}: {why}")
+            return 1
         node = LocalNode.for_config(self.config)
         settings = self.serve.settings
         try:
@@ -129,6 +135,7 @@ class ServeDaemon:
                 on_finished=self._finished,
                 clock=self._clock,
             )
+            self.metrics.busy = lambda: self.pinner.busy
             self.app = ServeApp(
                 store,
                 self.pinner,
@@ -142,7 +149,12 @@ class ServeDaemon:
             runner = web.AppRunner(self.app.application(), access_log=None, handle_signals=False)
             await runner.setup()
             try:
-                await self._listen(runner)
+                try:
+                    await self._listen(runner)
+                except (OSError, ssl.SSLError) as exc:
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                    log.error(f"cannot listen on {settings.listen}: {why}")
+                    return 1
                 return await self._serve(node)
             finally:
                 await runner.cleanup()
@@ -167,7 +179,7 @@ class ServeDaemon:
             accounts=self.app.accounts.names,
             state=str(self.serve.state_path),
         )
-        if context is None and host not in ("127.0.0.1", "::1", "localhost"):
+        if context is None and not is_loopback(host):
             log.warning(
                 "listening without TLS beyond this machine: tokens cross the network in clear "
                 "text; set serve.tls, or keep it behind a VPN or an HTTPS proxy"
@@ -185,8 +197,8 @@ class ServeDaemon:
         if self.notifier.watchdog_interval:
             tasks.append(asyncio.create_task(self._watchdog(self.notifier.watchdog_interval)))
         self.notifier.ready(await self._summary())
+        stop = asyncio.create_task(self._stop.wait())
         try:
-            stop = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stop and not task.cancelled() and task.exception():
@@ -199,9 +211,9 @@ class ServeDaemon:
                     return 1
             return 0
         finally:
-            for task in [*tasks]:
+            for task in (stop, *tasks):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(stop, *tasks, return_exceptions=True)
             log.info("stopped")
 
     # --- what the answers need ---------------------------------------------------------------
@@ -279,7 +291,6 @@ class ServeDaemon:
             if summary != last:
                 log.info(summary)
                 last = summary
-            self.metrics.in_progress.set(self.pinner.busy)
             await asyncio.sleep(STATUS_EVERY if not self.pinner.busy else 30.0)
 
     async def _watchdog(self, interval: float) -> None:
