@@ -1,8 +1,10 @@
-"""The demo behind scripts/demo: real peers on 127.0.0.1, the real daemon, a few real files."""
+"""The demo behind scripts/demo: real peers on 127.0.0.1, the real daemon, a few real files,
+backed up to two services and to a second Kubo node through `pinsyncd serve`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 from tests.peers import ROOT, KuboNode, MockPinningService, read_port_line
+from tests.serve_process import serve_process
 
 FILES = {
     "holiday-photo.jpg": b"\xff\xd8 pretend this is a photo from the beach",
@@ -34,7 +37,9 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pinsyncd-demo-"))
     processes: list[subprocess.Popen[bytes]] = []
     node = KuboNode(workdir / "ipfs")
+    home = KuboNode(workdir / "home-ipfs")
     mock = MockPinningService(token="demo-token-beta")
+    stack = contextlib.ExitStack()
     try:
         say("starting a local IPFS node (Kubo, loopback only)")
         node.start()
@@ -67,20 +72,28 @@ def main() -> int:
         print("         queued -> pinning -> pinned by themselves, like a real service)")
         mock.start()
         print(f"  beta:  the npm mock-ipfs-pinning-service at {mock.url}")
+        home.start()
+        home_service = stack.enter_context(
+            serve_process(workdir / "home", home.api_url, {"laptop": "demo-token-home"})
+        )
+        print(f"  home:  `pinsyncd serve` at {home_service.url}, pinning into a second Kubo")
+        print("         node (your always-on box at home), which fetches the data for real")
 
         config = workdir / "config.yaml"
         config.write_text(
             f"node:\n  api: {node.api_url}\n"
-            "sync:\n  interval: 30s\n  status_interval: 1s\n"
+            "sync:\n  interval: 30s\n  status_interval: 1s\n  origins: all\n"
             f"state:\n  path: {workdir / 'state.db'}\n"
             "services:\n"
             f"  - name: alpha\n    endpoint: {alpha}\n    token_env: ALPHA_TOKEN\n"
             f"  - name: beta\n    endpoint: {mock.url}\n    token_env: BETA_TOKEN\n"
+            f"  - name: home\n    endpoint: {home_service.url}\n    token_env: HOME_TOKEN\n"
         )
         env = {
             **os.environ,
             "ALPHA_TOKEN": "demo-token-alpha",
             "BETA_TOKEN": mock.token,
+            "HOME_TOKEN": "demo-token-home",
             "PYTHONPATH": str(ROOT),
         }
         say(f"the config ({config})")
@@ -128,8 +141,17 @@ def main() -> int:
             [sys.executable, "-m", "pinsyncd", "status", "-c", str(config)], env=env, check=True
         )
         done = all(s["pinned"] == local for s in status["services"].values())
+        if done:
+            say("the home node really has the data: ipfs dag stat --offline there")
+            for name, content in FILES.items():
+                cid = node.cli("add", "-q", "--only-hash", stdin=content)
+                stat = json.loads(
+                    home.cli("dag", "stat", "--offline", "--progress=false", "--enc=json", cid)
+                )
+                blocks = sum(dag.get("NumBlocks", 0) for dag in stat.get("DagStats", []))
+                print(f"  {name}: {blocks} block(s), {stat.get('TotalSize')} bytes, offline")
         say(
-            "done: every local pin is pinned on both services"
+            "done: every local pin is pinned on all three services"
             if done
             else "not everything was pinned within 60 s; see the log above"
         )
@@ -139,8 +161,10 @@ def main() -> int:
             if process.poll() is None:
                 process.terminate()
                 process.wait(10)
+        stack.close()
         mock.stop()
         node.stop()
+        home.stop()
         if args.keep:
             print(f"(kept {workdir})")
         else:
