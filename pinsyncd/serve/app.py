@@ -181,6 +181,8 @@ class ServeApp:
         details = request.details
         if request.status == "pinning" and details is None:
             details = self.pinner.details(request.pin.key)
+        elif request.status == "queued" and details is None:
+            details = f"waiting its turn: {self.pinner.concurrency} CIDs are fetched at a time"
         return wire.pin_status(
             request.requestid, request.status, request.created_ms, request.pin, delegates, details
         )
