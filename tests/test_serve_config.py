@@ -168,3 +168,12 @@ def test_serve_refuses_unreadable_tokens_with_their_line(tmp_path: Path) -> None
     assert result.returncode == EX_CONFIG
     assert f"{path}:6: serve.users[0].token_file:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_listening_beyond_loopback_without_tls_is_warned_about(tmp_path: Path) -> None:
+    text = SERVE_ONLY.replace("serve:\n", "serve:\n  listen: 0.0.0.0:9098\n")
+    result = cli("check-config", "-c", str(write(tmp_path, text)), env={"PHONE_TOKEN": "x"})
+    assert result.returncode == 0
+    assert "warning: serve.listen 0.0.0.0:9098 has no serve.tls" in result.stderr
+    config = load_config(write(tmp_path, SERVE_ONLY), env={"PHONE_TOKEN": "x"})
+    assert config.warnings == ()

@@ -23,6 +23,7 @@ from pinsyncd.config.schema import (
     default_state_path,
 )
 from pinsyncd.files import NotARegularFile, read_capped
+from pinsyncd.listen import is_loopback, parse_listen
 from pinsyncd.tokens import TokenError, TokenSource
 
 
@@ -136,8 +137,18 @@ def parse_config(
             ),
             tls=(path_of(tls.cert_file), path_of(tls.key_file)) if tls else None,
         )
+    warnings: list[str] = []
+    if parsed.serve is not None and parsed.serve.tls is None:
+        host, _ = parse_listen(parsed.serve.listen)
+        if not is_loopback(host):
+            warnings.append(
+                f"serve.listen {parsed.serve.listen} has no serve.tls: the users' tokens "
+                "would cross the network in clear text (fine inside a VPN, or behind an HTTPS "
+                "proxy)"
+            )
     config = Config(
         source=source or Path(filename),
+        warnings=tuple(warnings),
         node=parsed.node,
         sync=parsed.sync,
         state_path=state_path,
