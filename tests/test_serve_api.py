@@ -620,11 +620,11 @@ async def test_a_port_in_use_or_a_state_file_that_is_not_one_ends_with_a_clear_e
             config.write_text(config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}"))
             daemon = ServeDaemon(load_config(config), notifier=Notifier({}))
             assert await daemon.run() == 1
-        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().out
+        assert f"cannot listen on 127.0.0.1:{port}" in "".join(capsys.readouterr())
         (tmp_path / "serve.db").write_bytes(b"not a database" * 100)
         daemon = ServeDaemon(load_config(config), notifier=Notifier({}))
         assert await daemon.run() == 1
-        assert "cannot open the state file" in capsys.readouterr().out
+        assert "cannot open the state file" in "".join(capsys.readouterr())  # log: out or err
 
 
 async def test_status_on_the_home_box_shows_serves_side(served: Served) -> None:
