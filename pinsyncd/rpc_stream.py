@@ -76,8 +76,16 @@ class StreamedPost:
             if self._unix_socket is not None
             else asyncio.open_connection(host, port, ssl=tls, limit=READ_SIZE)
         )
-        self._reader, writer = await asyncio.wait_for(opening, self._connect_timeout)
+        async with asyncio.timeout(self._connect_timeout):  # not wait_for: see `_read`
+            self._reader, writer = await opening
         self._writer = writer
+        try:
+            return await self._send_and_read_head(writer, url, host)
+        except BaseException:  # cancelled or failed before `async with` owns the connection
+            writer.close()
+            raise
+
+    async def _send_and_read_head(self, writer: asyncio.StreamWriter, url: URL, host: str) -> Self:
         headers = [
             ("Host", url.raw_authority or host),
             ("Content-Length", "0"),
@@ -189,7 +197,11 @@ class StreamedPost:
                 await asyncio.sleep(GATHER)
             finally:
                 transport.resume_reading()
-        return await asyncio.wait_for(self._reader.read(READ_SIZE), self._read_timeout)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+        # comes as the read completes, and a stream that never ends (a `pin/add` of data
+        # nobody has) would then never stop.
+        async with asyncio.timeout(self._read_timeout):
+            return await self._reader.read(READ_SIZE)
 
     async def _receive(self) -> None:
         """Feed h11 what the socket has next (b"" at its end)."""

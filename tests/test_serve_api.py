@@ -7,6 +7,7 @@ compliance suite are in test_serve_kubo.py and test_serve_compliance.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -425,14 +426,70 @@ async def test_a_pin_removed_by_hand_meanwhile_is_pinned_by_serve_for_a_new_requ
     await until(lambda: served.kubo.removed == [cid])
 
 
-async def test_deleting_a_pin_still_fetching_stops_the_fetch_and_unpins(served: Served) -> None:
+async def test_deleting_a_pin_still_fetching_stops_the_fetch_and_keeps_nothing(
+    served: Served,
+) -> None:
     (cid,) = cids(1)
     served.kubo.unfetchable.add(cid)
     served.daemon.pinner.stall = 10**9
     added = await served.add(cid)
     await until(lambda: served.daemon.pinner.busy == 1)
     await served.call("DELETE", f"/pins/{added['requestid']}")
-    await until(lambda: served.daemon.pinner.busy == 0 and served.kubo.removed == [cid])
+    await until(lambda: served.daemon.pinner.busy == 0)
+    await until_held(served, added["pin"]["cid"], None)  # unpinned, or never noted
+    assert cid not in served.kubo.pinset()
+
+
+@pytest.mark.parametrize("moment", ["before it is noted", "while it fetches", "as it ends"])
+async def test_a_delete_racing_the_pin_of_its_cid_leaves_no_pin_behind(
+    served: Served, moment: str
+) -> None:
+    """Wherever the delete of the last request falls in the pinner's work on its CID, the
+    node keeps no pin that nothing asks for (the pin, when it was made, is removed)."""
+    (cid,) = cids(1, moment)
+    pinner, store = served.daemon.pinner, served.daemon.store
+    hold, pin_add = store.hold, pinner._node.pin_add
+    reached, deleted = asyncio.Event(), asyncio.Event()
+
+    async def at(this: str) -> None:
+        """At `moment`, hold the pinner's work until the test has deleted the request."""
+        if this == moment:
+            reached.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(deleted.wait(), 5)
+
+    async def hold_late(key: str, held_cid: str, state: str) -> None:
+        await at("before it is noted")
+        await hold(key, held_cid, state)
+
+    async def pin_add_racing(*args: Any, **kwargs: Any) -> Any:
+        await at("while it fetches")
+        result = await pin_add(*args, **kwargs)
+        await at("as it ends")
+        return result
+
+    store.hold = hold_late  # type: ignore[method-assign]
+    pinner._node.pin_add = pin_add_racing  # type: ignore[method-assign]
+    added = await served.add(cid)
+    await asyncio.wait_for(reached.wait(), 10)
+    assert (await served.call("DELETE", f"/pins/{added['requestid']}"))[0] == 202
+    deleted.set()
+    await until(lambda: pinner.busy == 0)
+    await until_held(served, cid, None)
+    await until(lambda: cid not in served.kubo.pinset())
+
+
+async def until_held(served: Served, cid: str, state: str | None, within: float = 10.0) -> None:
+    """Until the store's note of who holds `cid` is `state` (None: no note)."""
+    from pinsyncd.serve.wire import content_key
+
+    deadline = time.monotonic() + within
+    while await served.daemon.store.held(content_key(cid)) != state:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{cid} is still held as {await served.daemon.store.held(content_key(cid))}"
+            )
+        await asyncio.sleep(0.01)
 
 
 async def test_an_account_over_its_max_pins_gets_409(tmp_path: Path) -> None:
@@ -503,10 +560,15 @@ async def test_a_node_never_reached_answers_503_and_healthz_says_why(tmp_path: P
 async def test_a_node_that_goes_away_leaves_requests_waiting_not_failed(served: Served) -> None:
     await served.kubo.go_offline()
     added = await served.add(cids(1)[0])
-    await until(lambda: served.daemon.pinner.node_trouble is not None)
-    status, body = await served.call("GET", f"/pins/{added['requestid']}")
-    assert status == 200 and body["status"] == "queued"
+    for _ in range(1000):  # until the pinner has met the node's absence
+        status, body = await served.call("GET", f"/pins/{added['requestid']}")
+        assert status == 200 and body["status"] in ("queued", "pinning"), body
+        if "waiting for the node" in body["info"].get("status_details", ""):
+            break
+        await asyncio.sleep(0.01)
+    assert body["status"] == "queued", body
     assert "waiting for the node" in body["info"]["status_details"]
+    assert served.daemon.pinner.node_trouble is not None
     await served.kubo.come_back()
     served.daemon.pinner._retry.clear()  # not wait out the pause
     served.daemon.pinner.wake()

@@ -112,7 +112,8 @@ class Pinner:
                 self._wake.clear()
                 pause = await self._start_work()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), pause)
+                    async with asyncio.timeout(pause):  # wait_for can lose a cancel on 3.11
+                        await self._wake.wait()
         finally:
             tasks = [*self._pins.values(), *self._unpins.values()]
             for task in tasks:
@@ -147,14 +148,15 @@ class Pinner:
         return max(pause, 0.05)
 
     async def _start_unpins(self) -> None:
-        for unpin in await self._store.unpins():
-            if unpin.key in self._unpins or not await self._store.unpin_ready(unpin):
-                continue
-            running = self._pins.pop(unpin.key, None)
-            if running is not None:  # its last request is gone: stop fetching it
+        for key, running in list(self._pins.items()):
+            if not await self._store.names(key):  # its last request is gone: stop fetching
                 running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
+                await asyncio.wait({running})  # its end marks the pin `unpin` if it was noted
+        for unpin in await self._store.unpins():
+            if unpin.key in self._unpins or unpin.key in self._pins:
+                continue
+            if not await self._store.unpin_ready(unpin):
+                continue
             self._queue.pop(unpin.key, None)
             self._spawn(self._unpins, unpin.key, self._unpin(unpin))
 
@@ -205,6 +207,14 @@ class Pinner:
     # --- one CID -----------------------------------------------------------------------------
 
     async def _pin(self, key: str) -> None:
+        try:
+            await self._pin_for_requests(key)
+        finally:
+            # A request deleted while this ran may have left the pin noted after its delete
+            # looked for it: whatever this did, it is undone when no request wants it.
+            await self._store.release_if_orphan(key)
+
+    async def _pin_for_requests(self, key: str) -> None:
         waiting = await self._store.waiting(key)
         if not waiting:
             return

@@ -5,9 +5,10 @@ and then lives like the daemon does:
 
 - SIGTERM or SIGINT: stop listening, stop the work under way (a `pin/add` cut short is
   started again at the next start: the request is still `pinning` in the state), close.
-- SIGHUP, or a change to the config file or to a token file: the accounts and their tokens,
-  and the pinner's settings, are read again; a config with errors is refused and the
-  running one stays. `listen`, `tls`, `state` and `node` take effect at the next start.
+- SIGHUP, or a change to the config file or to a token file (looked at every 2 s): the
+  accounts and their tokens, and the pinner's settings, are read again; a config with
+  errors is refused and the running one stays. `listen`, `tls`, `state` and `node` take
+  effect at the next start.
 - Under systemd (Type=notify): READY=1 once listening, STATUS= with the counts, WATCHDOG=1.
 - A status line in the log every `STATUS_EVERY` seconds while something changes.
 """
@@ -50,6 +51,7 @@ STATUS_EVERY = 300.0
 IDENTITY_EVERY = 300.0
 IDENTITY_RETRY = 5.0
 VERIFY_EVERY = 3600.0
+WATCH_EVERY = 2.0
 DELEGATES_KEY = "delegates"
 
 
@@ -366,26 +368,35 @@ class ServeDaemon:
         return paths
 
     async def _watch_files(self) -> None:
-        from watchfiles import awatch
-
-        watched = self._watched()
-        folders = sorted({p.parent for p in watched if p.parent.is_dir()})
-        names = {str(p) for p in watched}
-        try:
-            async for changes in awatch(
-                *folders,
-                watch_filter=lambda _change, changed: changed in names,
-                stop_event=self._stop,
-                debounce=200,
-                step=50,
-                recursive=False,
-            ):
-                log.info("a watched file changed", files=sorted({c[1] for c in changes}))
+        """Reload when the config file or a token file changes: their size, time and inode
+        looked at every `WATCH_EVERY` seconds (a few small files: no watcher thread to
+        stop, and a token rewritten by a rename, or through a symlink, is seen too)."""
+        seen = _signatures(self._watched())
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCH_EVERY):
+                    await self._stop.wait()
+            now = _signatures(self._watched())
+            if now != seen:
+                changed = sorted(
+                    str(p) for p in now.keys() | seen.keys() if now.get(p) != seen.get(p)
+                )
+                log.info("a watched file changed", files=changed)
+                seen = now
                 self._reload.set()
-        except (OSError, RuntimeError) as exc:
-            log.warning("cannot watch the config and token files; use SIGHUP", error=str(exc))
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.Event().wait()  # keep the task: the stop ends it
+
+
+def _signatures(paths: set[Path]) -> dict[Path, tuple[int, int, int] | None]:
+    """(inode, size, mtime in ns) of each file, None for one that cannot be read now."""
+    out: dict[Path, tuple[int, int, int] | None] = {}
+    for path in paths:
+        try:
+            status = path.stat()
+        except OSError:
+            out[path] = None
+        else:
+            out[path] = (status.st_ino, status.st_size, status.st_mtime_ns)
+    return out
 
 
 def serve(config: Config) -> int:

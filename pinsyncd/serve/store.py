@@ -214,6 +214,24 @@ class ServeStore:
         async with self._transaction():
             await self._db.execute("DELETE FROM held WHERE key = ? AND state != 'unpin'", (key,))
 
+    async def names(self, key: str) -> bool:
+        """Whether any request (of any account, in any status) names `key`."""
+        return await self._names(key)
+
+    async def release_if_orphan(self, key: str) -> bool:
+        """After the pinner's work on `key`: if no request names it any more (its last one
+        was deleted while the work was under way, before the pin was noted), an `ours` pin
+        is marked `unpin` and a `found` one forgotten. Whether an unpin is now due."""
+        async with self._transaction():
+            if await self._names(key):
+                return False
+            cursor = await self._db.execute(
+                "UPDATE held SET state = 'unpin', after = NULL WHERE key = ? AND state = 'ours'",
+                (key,),
+            )
+            await self._db.execute("DELETE FROM held WHERE key = ? AND state = 'found'", (key,))
+            return cursor.rowcount > 0
+
     async def held(self, key: str) -> str | None:
         async with self._db.execute("SELECT state FROM held WHERE key = ?", (key,)) as cursor:
             row = await cursor.fetchone()
