@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import json
-import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -25,10 +24,12 @@ from pinsyncd.store.readonly import read_failed, read_local_pin, read_requests, 
 
 
 def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
+    from pinsyncd.serve.status import serve_lines
+
     serve = _serve_status(config) if config.serve is not None and not failed else None
     if not config.services:  # a config of `pinsyncd serve` only
         assert serve is not None
-        print(json.dumps({"serve": serve}, indent=2) if as_json else "\n".join(_serve_lines(serve)))
+        print(json.dumps({"serve": serve}, indent=2) if as_json else "\n".join(serve_lines(serve)))
         return 0
     names = [s.name for s in config.services]
     if failed:
@@ -50,7 +51,7 @@ def show_status(config: Config, *, as_json: bool, failed: bool = False) -> int:
     # Stored text is scrubbed when written; this also covers a file from an older pinsyncd.
     print(redact_text(json.dumps(status, indent=2) if as_json else printable(render_table(status))))
     if serve is not None and not as_json:
-        print("\n" + "\n".join(_serve_lines(serve)))
+        print("\n" + "\n".join(serve_lines(serve)))
     return 0
 
 
@@ -59,19 +60,7 @@ def _serve_status(config: Config) -> dict[str, Any]:
     from pinsyncd.serve.status import read_serve_status
 
     assert config.serve is not None
-    accounts = [a.name for a in config.serve.accounts]
-    try:
-        return read_serve_status(config.serve.state_path, accounts)
-    except sqlite3.Error as exc:
-        return {"state": str(config.serve.state_path), "error": f"cannot read it: {exc}"}
-
-
-def _serve_lines(serve: dict[str, Any]) -> list[str]:
-    from pinsyncd.serve.status import serve_lines
-
-    if "error" in serve:
-        return [f"serve: state {serve['state']}: {serve['error']}"]
-    return serve_lines(serve)
+    return read_serve_status(config.serve.state_path, [a.name for a in config.serve.accounts])
 
 
 def list_requests(

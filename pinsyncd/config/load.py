@@ -59,7 +59,6 @@ def parse_config(
     base_dir = source.parent if source is not None else Path.cwd()  # for relative paths
     data, lines, problems = load_yaml(text, filename)
     problems += _raw_service_problems(data, lines)
-    problems += _raw_serve_problems(data, lines)
     problems += _raw_nothing_to_do(data, lines)
     problems += _raw_replicas_problems(data, lines)
     try:
@@ -166,52 +165,37 @@ def parse_config(
 
 def _raw_service_problems(data: Any, lines: Lines) -> list[Problem]:
     """Checks across keys and entries, run on the raw data so that they are reported together
-    with field errors (pydantic skips a model's own checks once one of its fields failed)."""
-    services = data.get("services") if isinstance(data, dict) else None
-    if not isinstance(services, list):
+    with field errors (pydantic skips a model's own checks once one of its fields failed):
+    each service and each `serve.users` entry names exactly one token source and a name of
+    its own."""
+    if not isinstance(data, dict):
         return []
-    first: dict[str, int] = {}
-    problems = []
-    for index, item in enumerate(services):
-        if not isinstance(item, dict):
-            continue
-        if ("token_env" in item) == ("token_file" in item):
-            loc: tuple[str | int, ...] = ("services", index)
-            message = "give exactly one of token_env or token_file"
-            problems.append(Problem(render_loc(loc), message, line_for(loc, lines)))
-        name = item.get("name")
-        if not isinstance(name, str):
-            continue
-        if name in first:
-            loc = ("services", index, "name")
-            message = f"service name {name!r} is already used by services[{first[name]}]"
-            problems.append(Problem(render_loc(loc), message, line_for(loc, lines)))
-        else:
-            first[name] = index
-    return problems
-
-
-def _raw_serve_problems(data: Any, lines: Lines) -> list[Problem]:
-    """`serve.users`: exactly one token source each, and no name twice."""
-    serve = data.get("serve") if isinstance(data, dict) else None
+    serve = data.get("serve")
     users = serve.get("users") if isinstance(serve, dict) else None
-    if not isinstance(users, list):
+    return _entry_problems(data.get("services"), ("services",), "service", lines) + (
+        _entry_problems(users, ("serve", "users"), "user", lines)
+    )
+
+
+def _entry_problems(entries: Any, where: tuple[str, ...], what: str, lines: Lines) -> list[Problem]:
+    if not isinstance(entries, list):
         return []
     first: dict[str, int] = {}
     problems = []
-    for index, item in enumerate(users):
+    for index, item in enumerate(entries):
         if not isinstance(item, dict):
             continue
         if ("token_env" in item) == ("token_file" in item):
-            loc: tuple[str | int, ...] = ("serve", "users", index)
+            loc: tuple[str | int, ...] = (*where, index)
             message = "give exactly one of token_env or token_file"
             problems.append(Problem(render_loc(loc), message, line_for(loc, lines)))
         name = item.get("name")
         if not isinstance(name, str):
             continue
         if name in first:
-            loc = ("serve", "users", index, "name")
-            message = f"user name {name!r} is already used by serve.users[{first[name]}]"
+            loc = (*where, index, "name")
+            used_by = render_loc((*where, first[name]))
+            message = f"{what} name {name!r} is already used by {used_by}"
             problems.append(Problem(render_loc(loc), message, line_for(loc, lines)))
         else:
             first[name] = index

@@ -53,6 +53,22 @@ Duration = Annotated[float, BeforeValidator(_duration), AfterValidator(_positive
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
+def _short_name(name: str) -> str:
+    """A service's or a user's name, as logs, metrics and `status` show it."""
+    if not _SERVICE_NAME.fullmatch(name):
+        raise ValueError(
+            "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def _env_name(name: str | None) -> str | None:
+    """A `token_env`: the name of an environment variable."""
+    if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError("must be the name of an environment variable, e.g. PINATA_TOKEN")
+    return name
+
+
 def is_loopback_host(host: str | None) -> bool:
     if not host:
         return False
@@ -280,26 +296,14 @@ class ServiceConfig(_Section):
     allow_insecure_http: bool = False
     priority: int = Field(default=0, ge=-1000, le=1000)
 
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, name: str) -> str:
-        if not _SERVICE_NAME.fullmatch(name):
-            raise ValueError(
-                "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )
-        return name
+    _check_name = field_validator("name")(_short_name)
 
     @field_validator("endpoint")
     @classmethod
     def _check_endpoint(cls, endpoint: str) -> str:
         return normalize_endpoint(endpoint)
 
-    @field_validator("token_env")
-    @classmethod
-    def _check_token_env(cls, name: str | None) -> str | None:
-        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError("must be the name of an environment variable, e.g. PINATA_TOKEN")
-        return name
+    _check_token_env = field_validator("token_env")(_env_name)
 
     @model_validator(mode="after")
     def _check_transport(self) -> ServiceConfig:
@@ -323,21 +327,8 @@ class ServeUser(_Section):
     """At most this many pin requests for the account (more: 409, as the spec's "insufficient
     funds"); none by default."""
 
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, name: str) -> str:
-        if not _SERVICE_NAME.fullmatch(name):
-            raise ValueError(
-                "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )
-        return name
-
-    @field_validator("token_env")
-    @classmethod
-    def _check_token_env(cls, name: str | None) -> str | None:
-        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError("must be the name of an environment variable, e.g. LAPTOP_TOKEN")
-        return name
+    _check_name = field_validator("name")(_short_name)
+    _check_token_env = field_validator("token_env")(_env_name)
 
 
 def _delegate(value: str) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pinsyncd.config.schema import ServeAccount
 from pinsyncd.kubo import NodeIdentity
+from pinsyncd.listen import is_loopback
 from pinsyncd.origins import is_public, select_origins
 from pinsyncd.tokens import TokenError
 
@@ -64,8 +65,5 @@ def delegates_of(identity: NodeIdentity) -> list[str]:
 
 
 def _loopback(address: str) -> bool:
-    parts = address.split("/")
-    if len(parts) < 3:
-        return False
-    host = parts[2]
-    return host.startswith("127.") or host in ("::1", "localhost")
+    parts = address.split("/")  # /ip4/HOST/..., /dns/HOST/...
+    return len(parts) > 2 and is_loopback(parts[2])

@@ -315,10 +315,10 @@ class ServeDaemon:
             config = load_config(path, tokens=False)
             if config.serve is None:
                 raise ConfigError(str(path), [])
-            accounts = Accounts(config.serve.accounts)
-            problems = config.serve.token_problems()
+            problems = config.serve.token_problems()  # reads every token, once
             if problems:
                 raise ConfigError(str(path), problems)
+            accounts = Accounts(config.serve.accounts)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("config rejected", problem=problem.render(exc.filename))

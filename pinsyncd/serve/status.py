@@ -18,31 +18,32 @@ def read_serve_status(path: Path, accounts: list[str]) -> dict[str, Any]:
     {state: n}}; an account of the config without requests shows zeros."""
     counts: dict[str, dict[str, int]] = {a: dict.fromkeys(STATUSES, 0) for a in accounts}
     held: dict[str, int] = {}
-    if path.exists():
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            for account, status, count in db.execute(
-                "SELECT account, status, COUNT(*) FROM requests GROUP BY account, status"
-            ):
-                counts.setdefault(account, dict.fromkeys(STATUSES, 0))[status] = int(count)
-            held = {
-                state: int(n)
-                for state, n in db.execute("SELECT state, COUNT(*) FROM held GROUP BY state")
-            }
-        finally:
-            db.close()
     holder = StateLock(path).holder()
-    return {
-        "state": str(path),
-        "running": holder.pid if holder is not None else None,
-        "accounts": counts,
-        "held": held,
-    }
+    status: dict[str, Any] = {"state": str(path), "running": holder.pid if holder else None}
+    if path.exists():
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                for account, state, count in db.execute(
+                    "SELECT account, status, COUNT(*) FROM requests GROUP BY account, status"
+                ):
+                    counts.setdefault(account, dict.fromkeys(STATUSES, 0))[state] = int(count)
+                held = {
+                    state: int(n)
+                    for state, n in db.execute("SELECT state, COUNT(*) FROM held GROUP BY state")
+                }
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            return {**status, "error": f"cannot read it: {exc}"}
+    return {**status, "accounts": counts, "held": held}
 
 
 def serve_lines(status: dict[str, Any]) -> list[str]:
     """The status as lines for a person."""
     pid = status["running"]
+    if "error" in status:
+        return [f"serve: state {status['state']}: {status['error']}"]
     lines = [
         f"serve: {'running (pid ' + str(pid) + ')' if pid else 'not running'}; "
         f"state {status['state']}"
