@@ -74,34 +74,28 @@ class ServeApp:
             response = await handler(request)
             status = response.status
             return response
-        except wire.BadRequest as exc:
-            status = 400
-            return _failure(400, exc.reason, exc.details)
+        except wire.Refusal as exc:
+            status = exc.status
+            return _failure(exc)
         except QuotaReached as exc:
             status = 409
-            return _failure(409, "INSUFFICIENT_FUNDS", f"{exc} (serve.users: max_pins)")
-        except web.HTTPException as exc:
+            return _failure(
+                wire.Refusal(409, "INSUFFICIENT_FUNDS", f"{exc} (serve.users: max_pins)")
+            )
+        except web.HTTPException as exc:  # aiohttp's own: no such route, method, a big body
             status = exc.status
-            if isinstance(exc, _Unavailable):
-                reason = "NODE_UNAVAILABLE"
-                details = (
-                    "no delegates to give: the IPFS node behind this service has not been "
-                    "reached yet, or has no swarm address (offline? serve.delegates names them)"
-                )
-            elif exc.status == 413:
+            if exc.status == 413:
                 reason, details = "PAYLOAD_TOO_LARGE", f"the body is over {MAX_BODY} bytes"
-            elif exc.status == 404:
-                reason, details = "NOT_FOUND", "The specified resource was not found"
-            elif exc.status == 401:
-                reason, details = "UNAUTHORIZED", exc.text or "access token is missing or invalid"
             else:
                 reason, details = exc.reason.upper().replace(" ", "_"), exc.reason
-            return _failure(exc.status, reason, details, headers=exc.headers)
+            return _failure(wire.Refusal(exc.status, reason, details), headers=exc.headers)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception as exc:
             log.error("request failed", operation=operation, error=redact_text(repr(exc)))
-            return _failure(500, "INTERNAL_SERVER_ERROR", "the service could not do that now")
+            return _failure(
+                wire.Refusal(500, "INTERNAL_SERVER_ERROR", "the service could not do that now")
+            )
         finally:
             if self._on_request is not None:
                 self._on_request(operation, status)
@@ -111,7 +105,7 @@ class ServeApp:
         if isinstance(found, Account):
             return found
         log.info("refused a request", why=f"access token is {found}", peer=request.remote)
-        raise web.HTTPUnauthorized(text=f"access token is {found}")
+        raise wire.Refusal(401, "UNAUTHORIZED", f"access token is {found}")
 
     # --- the operations ----------------------------------------------------------------------
 
@@ -134,7 +128,7 @@ class ServeApp:
     async def _get(self, request: web.Request) -> web.Response:
         found = await self.store.get(request[ACCOUNT].name, request.match_info["requestid"])
         if found is None:
-            raise web.HTTPNotFound()
+            raise _not_found()
         return web.json_response(self._status(found, self._need_delegates()))
 
     async def _replace(self, request: web.Request) -> web.Response:
@@ -145,7 +139,7 @@ class ServeApp:
             account.name, request.match_info["requestid"], pin, max_pins=account.max_pins
         )
         if new is None:
-            raise web.HTTPNotFound()
+            raise _not_found()
         self.pinner.added(pin.key)
         self.pinner.removed()
         return web.json_response(self._status(new, delegates), status=202)
@@ -153,7 +147,7 @@ class ServeApp:
     async def _delete(self, request: web.Request) -> web.Response:
         gone = await self.store.delete(request[ACCOUNT].name, request.match_info["requestid"])
         if gone is None:
-            raise web.HTTPNotFound()
+            raise _not_found()
         self.pinner.removed()
         return web.Response(status=202)
 
@@ -174,7 +168,7 @@ class ServeApp:
     def _need_delegates(self) -> Sequence[str]:
         delegates = self._delegates()
         if not delegates:
-            raise _Unavailable()
+            raise _no_delegates()
         return delegates
 
     def _status(self, request: Request, delegates: Sequence[str]) -> dict[str, Any]:
@@ -188,14 +182,26 @@ class ServeApp:
         )
 
 
-class _Unavailable(web.HTTPServiceUnavailable):
-    def __init__(self) -> None:
-        super().__init__(reason="Node Unavailable", headers={"Retry-After": "30"})
+def _not_found() -> wire.Refusal:  # a new one each time: a raised exception keeps its trace
+    return wire.Refusal(404, "NOT_FOUND", "no pin request with this id on this account")
 
 
-def _failure(status: int, reason: str, details: str, headers: Any = None) -> web.Response:
-    extra = {k: v for k, v in (headers or {}).items() if k.lower() in ("retry-after", "allow")}
-    return web.json_response(wire.failure(reason, details), status=status, headers=extra)
+def _no_delegates() -> wire.Refusal:
+    return wire.Refusal(
+        503,
+        "NODE_UNAVAILABLE",
+        "no delegates to give: the IPFS node behind this service has not been reached yet, "
+        "or has no swarm address (offline? serve.delegates names them)",
+    )
+
+
+def _failure(refusal: wire.Refusal, headers: Any = None) -> web.Response:
+    extra = {k: v for k, v in (headers or {}).items() if k.lower() == "allow"}
+    if refusal.status == 503:
+        extra["Retry-After"] = "30"
+    return web.json_response(
+        wire.failure(refusal.reason, refusal.details), status=refusal.status, headers=extra
+    )
 
 
 def _operation(request: web.Request) -> str:

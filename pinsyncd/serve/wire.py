@@ -27,13 +27,21 @@ DEFAULT_LIMIT = 10
 Match = Literal["exact", "iexact", "partial", "ipartial"]
 
 
-class BadRequest(ValueError):
-    """A request the spec does not allow: the answer is 400 with this reason and details."""
+class Refusal(Exception):
+    """A request answered with the spec's `Failure`: its HTTP status, reason and details."""
 
-    def __init__(self, details: str, reason: str = "BAD_REQUEST") -> None:
+    def __init__(self, status: int, reason: str, details: str) -> None:
         super().__init__(details)
+        self.status = status
         self.reason = reason
         self.details = details
+
+
+class BadRequest(Refusal):
+    """A request the spec does not allow: 400, saying what is wrong."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(400, "BAD_REQUEST", details)
 
 
 @dataclass(frozen=True)
