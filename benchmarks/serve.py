@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,15 +27,10 @@ from typing import Any
 import aiohttp
 
 from benchmarks.harness import ROOT, BenchServers, _http_json, emit, table
+from tests.cluster_peer import free_port
 from tests.fake_kubo import generated_cid
 
 TOKEN = "serve-bench-token"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def proc_cpu(pid: int) -> float:
