@@ -104,7 +104,9 @@ def write_config(tmp_path: Path, kubo: FakeKubo, extra: str = "", users: str = "
 
 
 async def start(config_path: Path, kubo: FakeKubo, session: aiohttp.ClientSession) -> Served:
-    daemon = ServeDaemon(load_config(config_path), notifier=Notifier({}), clock=fast_clock)
+    daemon = ServeDaemon(
+        load_config(config_path), notifier=Notifier({}), clock=fast_clock, clock_speed=1000
+    )
     task = asyncio.create_task(daemon.run())
     for _ in range(500):
         if daemon.url is not None and daemon.delegates():
@@ -711,3 +713,26 @@ async def test_status_on_the_home_box_shows_serves_side(served: Served) -> None:
     text = out.decode()
     assert f"serve: running (pid {os.getpid()})" in text
     assert "  laptop: 1 pinned, 0 pinning, 0 queued, 0 failed" in text
+
+
+async def test_work_that_fails_unexpectedly_is_tried_again_later_not_at_once(
+    served: Served,
+) -> None:
+    """An unpin whose bookkeeping fails (a state file that cannot be written, say) is tried
+    again after a pause that doubles, up to a minute: not in a loop as fast as it can."""
+    (cid,) = cids(1)
+    store = served.daemon.store
+    unpinned, failures = store.unpinned, []
+
+    async def broken(key: str) -> None:
+        failures.append(key)
+        raise RuntimeError("disk full")
+
+    added = await served.settled((await served.add(cid))["requestid"])
+    store.unpinned = broken  # type: ignore[method-assign]
+    await served.call("DELETE", f"/pins/{added['requestid']}")
+    await until(lambda: len(failures) >= 3)
+    await asyncio.sleep(0.5)  # 500 s on the test's clock: a dozen tries, not thousands
+    assert len(failures) < 100
+    store.unpinned = unpinned  # type: ignore[method-assign]
+    await until_held(served, cid, None, within=30)

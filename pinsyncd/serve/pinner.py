@@ -54,19 +54,24 @@ class Pinner:
         stall: float = 600.0,
         dial_private: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        clock_speed: float = 1.0,
         on_finished: Callable[[Finished], None] | None = None,
     ) -> None:
+        """`clock` says when (stalls, pauses); `clock_speed` is its seconds per real second,
+        for waits (a test's clock may run a thousand times faster)."""
         self._store = store
         self._node = node
         self.concurrency = concurrency
         self.stall = stall
         self.dial_private = dial_private
         self._clock = clock
+        self._clock_speed = clock_speed
         self._on_finished = on_finished
         self._wake = asyncio.Event()
         self._queue: dict[str, None] = {}  # keys to pin, in order (a set that keeps it)
         self._look_unpins = True  # a request went away, or a pin finished: unpins may be due
         self._rescan_at = 0.0  # when to read every pending key from the state again
+        self._unpins_at = 0.0  # when an unpin that failed may be tried again
         self._pins: dict[str, asyncio.Task[None]] = {}
         self._unpins: dict[str, asyncio.Task[None]] = {}
         self._progress: dict[str, PinProgress] = {}
@@ -112,7 +117,8 @@ class Pinner:
                 self._wake.clear()
                 pause = await self._start_work()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):  # wait_for can lose a cancel on 3.11
+                    # asyncio.timeout: wait_for can lose a cancellation on Python 3.11
+                    async with asyncio.timeout(pause / self._clock_speed):
                         await self._wake.wait()
         finally:
             tasks = [*self._pins.values(), *self._unpins.values()]
@@ -130,10 +136,10 @@ class Pinner:
             for key in await self._store.pending_keys():
                 self._queue.setdefault(key, None)
             self._look_unpins = True
-        if self._look_unpins:
+        if self._look_unpins or now >= self._unpins_at:
             self._look_unpins = False
-            await self._start_unpins()
-        pause = RESCAN
+            self._unpins_at = now + await self._start_unpins(now)
+        pause = min(RESCAN, self._unpins_at - now)
         for key in list(self._queue):
             if len(self._pins) >= self.concurrency:
                 break
@@ -147,18 +153,33 @@ class Pinner:
             self._spawn(self._pins, key, self._pin(key))
         return max(pause, 0.05)
 
-    async def _start_unpins(self) -> None:
+    async def _start_unpins(self, now: float) -> float:
+        """Stop fetching CIDs no request wants, start the unpins that are due; seconds until
+        one that waits out a failure may be tried again."""
         for key, running in list(self._pins.items()):
             if not await self._store.names(key):  # its last request is gone: stop fetching
                 running.cancel()
                 await asyncio.wait({running})  # its end marks the pin `unpin` if it was noted
+        pause = RESCAN
         for unpin in await self._store.unpins():
             if unpin.key in self._unpins or unpin.key in self._pins:
+                continue
+            when, _ = self._retry.get(unpin.key, (0.0, 0.0))
+            if when > now:
+                pause = min(pause, when - now)
                 continue
             if not await self._store.unpin_ready(unpin):
                 continue
             self._queue.pop(unpin.key, None)
             self._spawn(self._unpins, unpin.key, self._unpin(unpin))
+        return pause
+
+    def _back_off(self, key: str) -> float:
+        """Try `key` again later: after 2 s, then twice as long each time, up to a minute."""
+        _, last = self._retry.get(key, (0.0, 0.0))
+        wait = min(RETRY_CAP, last * 2 if last else RETRY_FIRST)
+        self._retry[key] = (self._clock() + wait, wait)
+        return wait
 
     def _spawn(self, tasks: dict[str, asyncio.Task[None]], key: str, work: object) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work)  # type: ignore[arg-type]
@@ -171,7 +192,10 @@ class Pinner:
             self._look_unpins = True
             self._wake.set()  # a slot is free
             if not finished.cancelled() and (error := finished.exception()) is not None:
-                log.error("pin work failed unexpectedly", key=key, error=repr(error))
+                wait = self._back_off(key)  # whatever it was, not again at once
+                if tasks is self._pins:
+                    self._queue[key] = None
+                log.error("pin work failed unexpectedly", key=key, error=repr(error), retry_in=wait)
 
         task.add_done_callback(done)
 
@@ -244,9 +268,7 @@ class Pinner:
                 )
         except NodeUnavailable as exc:
             self.node_trouble = str(exc)
-            _, last = self._retry.get(key, (0.0, 0.0))
-            wait = min(RETRY_CAP, last * 2 if last else RETRY_FIRST)
-            self._retry[key] = (self._clock() + wait, wait)
+            wait = self._back_off(key)
             self._queue[key] = None
             await self._store.set_status(key, "queued", f"waiting for the node: {exc}")
             log.warning("node unreachable; the pin waits", cid=cid, retry_in=wait)
@@ -267,8 +289,8 @@ class Pinner:
         await self._finish(key, "pinned", None, started)
 
     async def _finish(self, key: str, status: str, details: str | None, started: float) -> None:
-        self._retry.pop(key, None)
         moved = await self._store.set_status(key, status, details)
+        self._retry.pop(key, None)
         self._report(key, status, started, moved)
         if status == "failed":
             log.info("pin failed", key=key, requests=moved, why=details)
@@ -305,13 +327,14 @@ class Pinner:
             removed = await self._node.pin_rm(unpin.cid)
         except NodeUnavailable as exc:
             self.node_trouble = str(exc)
-            await asyncio.sleep(RETRY_FIRST)  # the loop tries again after this
+            self._back_off(unpin.key)
             return
         except NodeError as exc:
-            log.warning("could not unpin", cid=unpin.cid, error=str(exc))
-            await asyncio.sleep(RETRY_CAP)
+            wait = self._back_off(unpin.key)
+            log.warning("could not unpin", cid=unpin.cid, error=str(exc), retry_in=wait)
             return
         await self._store.unpinned(unpin.key)
+        self._retry.pop(unpin.key, None)
         log.info("unpinned" if removed else "was not pinned any more", cid=unpin.cid)
 
 

@@ -62,9 +62,11 @@ class ServeDaemon:
         *,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.monotonic,
+        clock_speed: float = 1.0,
     ) -> None:
         assert config.serve is not None
         self._clock = clock
+        self._clock_speed = clock_speed
         self.config = config
         self.serve: Serve = config.serve
         self.notifier = notifier or Notifier()
@@ -136,6 +138,7 @@ class ServeDaemon:
                 dial_private=settings.origins == "all",
                 on_finished=self._finished,
                 clock=self._clock,
+                clock_speed=self._clock_speed,
             )
             self.metrics.busy = lambda: self.pinner.busy
             self.app = ServeApp(

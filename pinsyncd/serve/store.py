@@ -16,6 +16,7 @@ What keeps "never lose" across a crash or restart:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -27,6 +28,7 @@ from typing import Any, Self
 import aiosqlite
 
 from pinsyncd.serve.wire import Pin, Query
+from pinsyncd.sqlite_tx import transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -288,8 +290,8 @@ class ServeStore:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self._write)
+    def _transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return transaction(self._db, self._write)
 
     async def _check_quota(self, account: str, max_pins: int | None) -> None:
         if max_pins is None:
@@ -377,28 +379,6 @@ class StoreTooNew(Exception):
             f"{path} was written by a newer pinsyncd (schema {version}, this one knows "
             f"{SCHEMA_VERSION}); upgrade pinsyncd"
         )
-
-
-class _Transaction:
-    """`BEGIN IMMEDIATE ... COMMIT` under the store's write lock (ROLLBACK on an error)."""
-
-    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock) -> None:
-        self._db = db
-        self._lock = lock
-
-    async def __aenter__(self) -> None:
-        await self._lock.acquire()
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
-
-    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        try:
-            await self._db.execute("COMMIT" if kind is None else "ROLLBACK")
-        finally:
-            self._lock.release()
 
 
 _COLUMNS = "requestid, account, cid, key, name, origins, meta, created, status, details"

@@ -34,6 +34,7 @@ from pinsyncd.cids import InvalidCIDError, other_spellings
 from pinsyncd.logs import redact_text
 from pinsyncd.model import UNFINISHED_STATUSES, RemotePin, ServiceState
 from pinsyncd.spec_limits import clip_name
+from pinsyncd.sqlite_tx import transaction
 from pinsyncd.store.errors import StateDamaged, StateError, damaged, is_damage, set_aside_damaged
 from pinsyncd.store.listing import (
     LISTING_DIGEST,
@@ -883,16 +884,7 @@ class StateStore:
         batch rather than one per row."""
         return self._transaction("BEGIN")
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[None]:
-        async with self._write_lock:
-            try:
-                # Inside the try: a BEGIN cancelled while queued still runs in aiosqlite's
-                # thread, and the ROLLBACK queued behind it must undo it.
-                await self._db.execute(begin)
-                yield
-            except BaseException:
-                with contextlib.suppress(aiosqlite.Error):
-                    await asyncio.shield(self._db.execute("ROLLBACK"))
-                raise
-            await self._db.execute("COMMIT")
+    def _transaction(
+        self, begin: str = "BEGIN IMMEDIATE"
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        return transaction(self._db, self._write_lock, begin)
