@@ -20,6 +20,7 @@ from aiohttp import web
 from pinsyncd.listen import is_loopback, parse_listen
 from pinsyncd.logs import redact_text
 from pinsyncd.metrics import Metrics
+from pinsyncd.operator_http import health_response
 from pinsyncd.status_page import HEADERS as PAGE_HEADERS
 
 log = structlog.get_logger("pinsyncd.http")
@@ -89,10 +90,7 @@ class HttpApi:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        healthy, reason = self._health()
-        if healthy:
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text=f"{redact_text(reason)}\n")
+        return health_response(*self._health())
 
     async def _status_json(self, _request: web.Request) -> web.Response:
         try:

@@ -12,26 +12,14 @@ turns it off (Prometheus ignores them in the text format; they only double the s
 from __future__ import annotations
 
 import asyncio
-import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    Info,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-import pinsyncd
 from pinsyncd.model import DEFAULT_MAX_ATTEMPTS
+from pinsyncd.operator_http import process_registry
 from pinsyncd.psa import errors
 from pinsyncd.state_metrics import DrillCollector, PinsCollector
 
@@ -77,15 +65,7 @@ class Metrics:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         replicas: int | None = None,
     ) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]
-        self.registry = CollectorRegistry()
-        r = self.registry
-        Info("pinsyncd_build", "The running pinsyncd.", registry=r).info(
-            {"version": pinsyncd.__version__, "python": platform.python_version()}
-        )
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        self.registry = r = process_registry()
         self._requests = Counter(
             "pinsyncd_requests",
             "Requests to pinning services, by operation and outcome.",

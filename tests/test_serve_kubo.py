@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytest
 from pinsyncd.cids import cid_forms
 from tests import loopback_guard
 from tests.conftest import DialGuard
+from tests.daemon_helpers import cli
 from tests.peers import IPFS_BIN, KuboNode
 from tests.serve_process import ServeProcess, serve_process, write_token
 
@@ -158,18 +158,6 @@ def laptop_config(root: Path, node: KuboNode, served: ServeProcess) -> tuple[Pat
     return config, env
 
 
-def pinsyncd(
-    args: list[str], env: dict[str, str], timeout: float = 180.0
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pinsyncd", *args, "--log-format", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 # --- 1. Kubo's own client ---------------------------------------------------------------------
 
 
@@ -247,12 +235,14 @@ def test_a_laptop_backed_up_by_pinsyncd_is_readable_from_home_alone(
 
     config, env = laptop_config(tmp_path / "pinsyncd", laptop, served)
     started = time.monotonic()
-    result = pinsyncd(
-        ["sync", "--once", "--wait", "--timeout", "2m", "--json", "-c", str(config)], env
+    result = cli(
+        ["sync", "--once", "--wait", "--timeout", "2m", "--json", "-c", str(config)],
+        env,
+        timeout=180,
     )
     print(f"pinsyncd sync --wait took {time.monotonic() - started:.2f}s")
     assert result.returncode == 0, result.stdout + result.stderr
-    status = pinsyncd(["status", "--json", "-c", str(config)], env)
+    status = cli(["status", "--json", "-c", str(config)], env)
     assert status.returncode == 0, status.stderr
     home_status = json.loads(status.stdout)["services"]["home"]
     assert home_status["pinned"] == len(local), home_status

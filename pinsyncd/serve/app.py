@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from pinsyncd.logs import redact_text
+from pinsyncd.operator_http import health_response
 from pinsyncd.serve import wire
 from pinsyncd.serve.accounts import Account, Accounts
 from pinsyncd.serve.pinner import Pinner
@@ -154,10 +155,7 @@ class ServeApp:
     # --- the operator's ----------------------------------------------------------------------
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        healthy, reason = self._health()
-        if healthy:
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text=f"{redact_text(reason)}\n")
+        return health_response(*self._health())
 
     async def _metrics_page(self, _request: web.Request) -> web.Response:
         body, content_type = await self._metrics()

@@ -6,24 +6,12 @@ operations, statuses and outcomes: never a token, a CID or a name."""
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    Info,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-import pinsyncd
+from pinsyncd.operator_http import process_registry
 from pinsyncd.serve.pinner import Finished
 from pinsyncd.serve.store import ServeStore
 
@@ -33,18 +21,11 @@ STATUSES = ("queued", "pinning", "pinned", "failed")
 
 class ServeMetrics:
     def __init__(self, store: ServeStore, accounts: list[str]) -> None:
-        disable_created_metrics()  # type: ignore[no-untyped-call]
         self._store = store
         self.accounts = accounts
         self.busy: Callable[[], int] = lambda: 0
         """How many CIDs are being fetched now (the pinner's count, once there is one)."""
-        self.registry = r = CollectorRegistry()
-        Info("pinsyncd_build", "The running pinsyncd.", registry=r).info(
-            {"version": pinsyncd.__version__, "python": platform.python_version()}
-        )
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        self.registry = r = process_registry()
         self._api = Counter(
             "pinsyncd_serve_api_requests",
             "Pinning Service API requests answered, by operation and HTTP status.",
